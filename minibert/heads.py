@@ -1,0 +1,76 @@
+"""Pooling and the sequence classification head, mirroring Hugging Face's heads exactly.
+
+pooling="cls" is what BertForSequenceClassification / DistilBertForSequenceClassification do:
+    BERT:        pooler (tanh(W h_[CLS] + b), pre-trained) -> dropout -> linear
+    DistilBERT:  h_[CLS] -> pre_classifier (new) -> ReLU -> dropout -> linear
+pooling="mean" is the paper's section 4.3: the average of the last hidden states of every real token
+except [CLS] -> dropout -> linear.
+"""
+import torch
+import torch.nn as nn
+
+from .model import Bert
+
+
+def mean_pool(hidden, attention_mask):
+    """Mean of hidden (B, T, H) over real (unpadded) tokens, [CLS] excluded -> (B, H)."""
+    keep = attention_mask.clone()
+    keep[:, 0] = 0  # drop [CLS]
+    keep = keep.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+    # clamp: a sequence of [CLS] alone has nothing to average; it gets a zero vector, not a NaN
+    return (hidden * keep).sum(1) / keep.sum(1).clamp(min=1.0)
+
+
+class SequenceClassifier(nn.Module):
+    """encoder + pooling + a linear classifier. `features()` returns the pooled vector before dropout."""
+
+    def __init__(self, encoder: Bert, num_labels: int, pooling: str = "cls"):
+        super().__init__()
+        if pooling not in ("cls", "mean"):
+            raise ValueError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
+        if num_labels < 1:
+            raise ValueError(f"num_labels must be >= 1, got {num_labels}")
+        cfg = encoder.config
+        self.encoder = encoder
+        self.pooling = pooling
+        self.num_labels = num_labels
+        # DistilBERT's [CLS] head adds a dense layer, as HF does; BERT's uses the encoder's own pooler.
+        self.pre_classifier = (nn.Linear(cfg.hidden_size, cfg.hidden_size)
+                               if pooling == "cls" and cfg.flavour == "distilbert" else None)
+        if cfg.flavour == "distilbert" and pooling == "cls":
+            p = cfg.seq_classif_dropout
+        else:
+            p = cfg.classifier_dropout if cfg.classifier_dropout is not None else cfg.hidden_dropout_prob
+        self.dropout = nn.Dropout(p)
+        self.classifier = nn.Linear(cfg.hidden_size, num_labels)
+        for layer in (self.pre_classifier, self.classifier):
+            if layer is not None:
+                nn.init.normal_(layer.weight, std=cfg.initializer_range)
+                nn.init.zeros_(layer.bias)
+
+    @property
+    def config(self):
+        return self.encoder.config
+
+    def pool(self, out, attention_mask):
+        """The pooled vector (B, H) from an EncoderOutput, before the classifier's dropout."""
+        if self.pooling == "mean":
+            if attention_mask is None:
+                attention_mask = torch.ones(out.last_hidden_state.shape[:2], dtype=torch.long,
+                                            device=out.last_hidden_state.device)
+            return mean_pool(out.last_hidden_state, attention_mask)
+        if self.pre_classifier is not None:
+            return torch.relu(self.pre_classifier(out.last_hidden_state[:, 0]))
+        return out.pooler_output
+
+    def features(self, input_ids, attention_mask=None, token_type_ids=None):
+        """Pooled features (B, H): what a linear probe trains on and what t-SNE plots."""
+        out = self.encoder(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        return self.pool(out, attention_mask)
+
+    def head(self, features):
+        """Logits (B, num_labels) from pooled features."""
+        return self.classifier(self.dropout(features))
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+        return self.head(self.features(input_ids, attention_mask, token_type_ids))

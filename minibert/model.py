@@ -1,0 +1,196 @@
+"""The BERT / DistilBERT encoder, written out to be read top to bottom.
+
+    tokens -> Embeddings -> Layer x L -> last_hidden_state (B, T, H)
+                                      -> Pooler (BERT only): tanh(W h_[CLS] + b)
+
+Each Layer is post-LN, the order of the original Transformer and of BERT (GPT-2 and later moved the
+LayerNorm before each block):
+
+    x = LayerNorm(x + SelfAttention(x))
+    x = LayerNorm(x + FeedForward(x))
+
+Deviations from the Hugging Face implementation, none of which changes a number:
+- query, key and value are one fused (H -> 3H) projection; the checkpoint loader concatenates HF's
+  three matrices into it (checkpoint.py).
+- attention runs through F.scaled_dot_product_attention; the explicit softmax(QK^T / sqrt(d)) V is kept
+  behind `explicit_attention=True` because it is the formula a reader wants to see. Tests hold both to
+  1e-5 of each other and of HF.
+- DistilBERT is the same encoder without token type embeddings and without a pooler.
+"""
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import BertConfig
+
+
+@dataclass
+class EncoderOutput:
+    last_hidden_state: torch.Tensor  # (B, T, H)
+    pooler_output: torch.Tensor | None = None  # (B, H); None for DistilBERT
+    hidden_states: tuple | None = None  # L+1 tensors (B, T, H): embeddings, then each layer
+
+
+def activation(name: str):
+    """BERT uses the exact erf GELU; the tanh approximation differs by up to ~1e-3, too much for parity."""
+    if name == "gelu":
+        return nn.GELU()
+    if name in ("gelu_new", "gelu_pytorch_tanh"):
+        return nn.GELU(approximate="tanh")
+    return nn.ReLU()
+
+
+class Embeddings(nn.Module):
+    """Token + position (+ token type) embeddings, summed, then LayerNorm and dropout."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        # DistilBERT dropped segment embeddings: it was distilled without next-sentence prediction.
+        self.token_type_embeddings = (nn.Embedding(config.type_vocab_size, config.hidden_size)
+                                      if config.type_vocab_size > 0 else None)
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, input_ids, token_type_ids=None):
+        B, T = input_ids.shape
+        positions = torch.arange(T, device=input_ids.device)  # (T,), broadcast over the batch
+        x = self.word_embeddings(input_ids)  # (B, T, H)
+        if self.token_type_embeddings is not None:
+            if token_type_ids is None:
+                token_type_ids = torch.zeros_like(input_ids)
+            x = x + self.token_type_embeddings(token_type_ids)
+        # HF's summation order; float addition is not associative and parity is checked to 1e-5
+        x = x + self.position_embeddings(positions)
+        return self.dropout(self.norm(x))
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention: every token looks at every (unpadded) token, in both directions."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.n_head = config.num_attention_heads
+        self.head_dim = config.head_dim
+        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)  # query, key, value in one matmul
+        self.proj = nn.Linear(config.hidden_size, config.hidden_size)
+        self.attn_dropout = config.attention_probs_dropout_prob
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.explicit = False  # set by Bert.explicit_attention
+
+    def forward(self, x, mask=None):
+        """x (B, T, H); mask (B, 1, 1, T) bool, True where a key may be attended, or None (no padding)."""
+        B, T, H = x.shape
+        q, k, v = self.qkv(x).split(H, dim=-1)  # 3 x (B, T, H)
+        # split the hidden dimension into heads and move heads next to the batch
+        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
+        v = v.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
+        p = self.attn_dropout if self.training else 0.0
+        if self.explicit:
+            scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B, nh, T, T)
+            if mask is not None:
+                scores = scores.masked_fill(~mask, float("-inf"))  # padding keys get zero weight
+            weights = F.dropout(scores.softmax(dim=-1), p=p, training=self.training)
+            y = weights @ v  # (B, nh, T, hs)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, nh, T, hs)
+        y = y.transpose(1, 2).reshape(B, T, H)  # re-assemble the heads: (B, T, H)
+        return self.dropout(self.proj(y))
+
+
+class FeedForward(nn.Module):
+    """The position-wise MLP: H -> 4H -> H with GELU, applied to every token independently."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.up = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.act = activation(config.hidden_act)
+        self.down = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, x):
+        return self.dropout(self.down(self.act(self.up(x))))
+
+
+class Layer(nn.Module):
+    """One transformer block, post-LN: the residual sum is normalised, not the block's input."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.attention = SelfAttention(config)
+        self.attn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.ffn = FeedForward(config)
+        self.ffn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, x, mask=None):
+        x = self.attn_norm(x + self.attention(x, mask))
+        x = self.ffn_norm(x + self.ffn(x))
+        return x
+
+
+class Pooler(nn.Module):
+    """BERT's next-sentence-prediction head, reused for classification: tanh(W h_[CLS] + b)."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+
+    def forward(self, hidden):
+        return torch.tanh(self.dense(hidden[:, 0]))  # (B, H), from the [CLS] position
+
+
+class Bert(nn.Module):
+    """The encoder. `layers` is an nn.ModuleList: corruption picks its blocks by index."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.config = config
+        self.embeddings = Embeddings(config)
+        self.layers = nn.ModuleList(Layer(config) for _ in range(config.num_hidden_layers))
+        self.pooler = Pooler(config) if config.flavour == "bert" else None
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module):
+        """HF's init (normal std 0.02, zero bias, LayerNorm 1/0): only matters for models built from scratch."""
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=self.config.initializer_range)
+        if isinstance(module, nn.Linear):
+            nn.init.zeros_(module.bias)
+        if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+            nn.init.zeros_(module.weight[module.padding_idx])
+        if isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+    def explicit_attention(self, on: bool = True) -> "Bert":
+        """Switch every layer to the written-out softmax(QK^T/sqrt(d))V path (for teaching and tests)."""
+        for layer in self.layers:
+            layer.attention.explicit = on
+        return self
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, output_hidden_states=False):
+        """input_ids, attention_mask, token_type_ids: (B, T) LongTensors. Returns an EncoderOutput."""
+        mask = None
+        if attention_mask is not None and not bool(attention_mask.all()):
+            # Built once for all layers. With no padding we pass no mask at all, which keeps SDPA on
+            # its fastest kernels.
+            mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T): broadcast over heads and queries
+        x = self.embeddings(input_ids, token_type_ids)  # (B, T, H)
+        hidden_states = [x]
+        for layer in self.layers:
+            x = layer(x, mask)
+            hidden_states.append(x)
+        return EncoderOutput(
+            last_hidden_state=x,
+            pooler_output=self.pooler(x) if self.pooler is not None else None,
+            hidden_states=tuple(hidden_states) if output_hidden_states else None,
+        )
+
+    def num_parameters(self, exclude_embeddings: bool = False) -> int:
+        n = sum(p.numel() for p in self.parameters())
+        return n - sum(p.numel() for p in self.embeddings.parameters()) if exclude_embeddings else n
