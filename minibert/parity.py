@@ -1,0 +1,188 @@
+"""Parity report: does minibert compute what Hugging Face `transformers` computes, on your checkpoint?
+
+    python -m minibert.parity MODEL [--text "..." --pair "..."] [--tol 1e-5] [--dtype fp32|bf16] [--json]
+
+Both sides read the same files. The comparison runs a built-in set of real sentences and sentence
+pairs (plus your text) as padded batches, feeds the *same* token ids to both models, and reports the
+max |diff| of the tokenizer output, of every hidden state (embeddings, then each layer), of the pooler
+and of a classification head whose weights are copied from minibert into the reference. The first row
+above tolerance names where the two implementations part ways. Exit status: 0 pass, 1 fail, 2 error.
+
+`transformers` is the reference, not a dependency: it is imported only inside these functions.
+"""
+import argparse
+import json
+import sys
+
+import torch
+
+from .checkpoint import load_pretrained, resolve
+from .heads import SequenceClassifier
+from .tokenizer import tokenizer_from_dir
+
+SENTENCES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "I didn't like this film at all; the plot was thin and the acting wooden.",
+    "Stocks rallied on Tuesday after the central bank held interest rates steady.",
+    "Hello!",
+    "BERT reads the whole sentence at once, in both directions, unlike a left-to-right language model.",
+]
+PAIRS = [
+    ("A man is playing a guitar.", "Someone is making music."),
+    ("The company reported record profits.", "Revenue fell sharply for the third quarter in a row."),
+    ("Where is the train station?", "It is two blocks north of the museum, next to the old post office."),
+]
+DEFAULT_TOL = {"fp32": 1e-5, "bf16": 1e-1}  # bf16 keeps 8 bits of mantissa: near 10, one rounding step is 0.06
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+NUM_LABELS = 3  # any number works; 3 makes sure the head is not a single logit
+
+
+def _import_transformers():
+    try:
+        import transformers
+    except ImportError:
+        raise ImportError("parity compares against Hugging Face transformers, which is not installed; "
+                          "install the test extra: pip install -e '.[test]'") from None
+    transformers.logging.set_verbosity_error()  # "newly initialized classifier" is expected: we copy ours in
+    transformers.logging.disable_progress_bar()
+    return transformers
+
+
+def reference_classifier(model_dir, num_labels: int):
+    """The HF *ForSequenceClassification model (eval mode) for the checkpoint in model_dir."""
+    transformers = _import_transformers()
+    config = transformers.AutoConfig.from_pretrained(model_dir)
+    classes = {"bert": transformers.BertForSequenceClassification,
+               "distilbert": transformers.DistilBertForSequenceClassification}
+    if config.model_type not in classes:
+        raise ValueError(f"{model_dir}: model_type {config.model_type!r} is neither bert nor distilbert")
+    return classes[config.model_type].from_pretrained(model_dir, num_labels=num_labels).eval()
+
+
+def copy_head(ours: SequenceClassifier, theirs) -> None:
+    """Give the reference our classifier weights (DistilBERT's head has a pre_classifier too)."""
+    with torch.no_grad():
+        theirs.classifier.weight.copy_(ours.classifier.weight)
+        theirs.classifier.bias.copy_(ours.classifier.bias)
+        if ours.pre_classifier is not None:
+            theirs.pre_classifier.weight.copy_(ours.pre_classifier.weight)
+            theirs.pre_classifier.bias.copy_(ours.pre_classifier.bias)
+
+
+def compare_tokenizers(model_dir, texts, pairs) -> dict:
+    """Token ids, attention masks and token types of minibert's tokenizer vs HF's, on the same inputs."""
+    transformers = _import_transformers()
+    ours, theirs = tokenizer_from_dir(model_dir), transformers.AutoTokenizer.from_pretrained(model_dir)
+    mismatches = []
+    for a, b in [(texts, None), ([p[0] for p in pairs], [p[1] for p in pairs])]:
+        if not a:
+            continue
+        mine = ours(a, text_pairs=b)
+        ref = theirs(a, b, padding=True, truncation=True, return_tensors="pt")
+        for key in ("input_ids", "attention_mask", "token_type_ids"):
+            if key in ref and not torch.equal(mine[key], ref[key]):
+                row = int((mine[key] != ref[key]).any(-1).nonzero()[0]) if mine[key].shape == ref[key].shape else 0
+                mismatches.append(f"{key} of {a[row]!r}" + (f" / {b[row]!r}" if b else ""))
+    return {"match": not mismatches, "mismatches": mismatches}
+
+
+def _batches(tok, texts, pairs):
+    if texts:
+        yield tok(texts)
+    if pairs:
+        yield tok([p[0] for p in pairs], text_pairs=[p[1] for p in pairs])
+
+
+@torch.no_grad()
+def compare(model_dir, texts=None, pairs=None, dtype: str = "fp32", tol: float | None = None,
+            model=None) -> dict:
+    """Run minibert and the HF reference on the same inputs; returns the parity report as a dict.
+
+    model: an already loaded minibert encoder for model_dir (default: load it). Tests pass a deliberately
+    perturbed one to check that the report catches it.
+    rows: one per compared tensor (embeddings, layer 1..L, pooler, logits) with its max |diff|.
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    tol = DEFAULT_TOL[dtype] if tol is None else tol
+    texts = SENTENCES + list(texts or [])
+    pairs = PAIRS + list(pairs or [])
+    model = load_pretrained(model_dir) if model is None else model.eval()
+    torch.manual_seed(0)  # the head's random init, so that reports are reproducible
+    ours = SequenceClassifier(model, NUM_LABELS).eval()
+    theirs = reference_classifier(model_dir, NUM_LABELS)
+    copy_head(ours, theirs)
+    ours.to(DTYPES[dtype]), theirs.to(DTYPES[dtype])
+    reference_encoder = theirs.base_model  # BertModel / DistilBertModel inside the classifier
+
+    tok = tokenizer_from_dir(model_dir)
+    n_layers = model.config.num_hidden_layers
+    names = ["embeddings", *[f"layer {i}" for i in range(1, n_layers + 1)]]
+    names += ["pooler"] if model.pooler is not None else []
+    names += ["logits"]
+    diffs = dict.fromkeys(names, 0.0)
+    for batch in _batches(tok, texts, pairs):
+        if model.config.type_vocab_size == 0:
+            batch.pop("token_type_ids")  # DistilBERT takes none
+        mine = model(**batch, output_hidden_states=True)
+        ref = reference_encoder(**batch, output_hidden_states=True)
+        pairs_of_tensors = list(zip(mine.hidden_states, ref.hidden_states))
+        if model.pooler is not None:
+            pairs_of_tensors.append((mine.pooler_output, ref.pooler_output))
+        pairs_of_tensors.append((ours(**batch), theirs(**batch).logits))
+        for name, (a, b) in zip(names, pairs_of_tensors):
+            diffs[name] = max(diffs[name], (a.float() - b.float()).abs().max().item())
+    rows = [{"name": n, "max_abs_diff": d, "ok": d <= tol} for n, d in diffs.items()]
+    tokenizer = compare_tokenizers(model_dir, texts, pairs)
+    failed = [r["name"] for r in rows if not r["ok"]] + ([] if tokenizer["match"] else ["tokenizer"])
+    return {"model": str(model_dir), "flavour": model.config.flavour, "dtype": dtype, "tol": tol,
+            "n_texts": len(texts), "n_pairs": len(pairs), "tokenizer": tokenizer, "rows": rows,
+            "passed": not failed, "failed": failed}
+
+
+def format_report(report: dict) -> str:
+    """The report as a small table a person can paste into an issue or a paper."""
+    lines = [f"minibert vs transformers on {report['model']} ({report['flavour']}, {report['dtype']}, "
+             f"{report['n_texts']} sentences + {report['n_pairs']} pairs, tol {report['tol']:g})"]
+    if report["dtype"] == "bf16":
+        lines.append("bf16: both models cast to bfloat16; the tolerance is loose since the two round in different op orders")
+    tok = report["tokenizer"]
+    lines.append(f"tokenizer: {'identical' if tok['match'] else 'DIFFERENT: ' + '; '.join(tok['mismatches'])}")
+    lines.append(f"{'tensor':<12} {'max |diff|':>12}  ")
+    for r in report["rows"]:
+        lines.append(f"{r['name']:<12} {r['max_abs_diff']:>12.3e}  {'ok' if r['ok'] else 'FAIL'}")
+    if report["passed"]:
+        lines.append(f"PASS: every tensor within {report['tol']:g}")
+    else:
+        lines.append(f"FAIL: {', '.join(report['failed'])} above {report['tol']:g}; "
+                     f"first divergence at {report['failed'][0]}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m minibert.parity", exit_on_error=False,
+                                     description="Compare minibert with Hugging Face transformers on a checkpoint.")
+    parser.add_argument("model", help="preset (base|large|distil), checkpoint directory or hub id")
+    parser.add_argument("--text", action="append", default=[], help="an extra sentence to compare (repeatable)")
+    parser.add_argument("--pair", action="append", default=[],
+                        help="second sentence paired with the --text of the same position (repeatable)")
+    parser.add_argument("--tol", type=float, default=None,
+                        help=f"max |diff| allowed (default {DEFAULT_TOL['fp32']:g} for fp32, {DEFAULT_TOL['bf16']:g} for bf16)")
+    parser.add_argument("--dtype", default="fp32", choices=list(DTYPES), help="precision of both models")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    try:
+        args = parser.parse_args(argv)
+        if len(args.pair) > len(args.text):
+            raise ValueError(f"got {len(args.pair)} --pair but only {len(args.text)} --text; each pair needs a text")
+        pairs = list(zip(args.text, args.pair))
+        texts = args.text[len(pairs):]  # texts without a partner are single sentences
+        report = compare(resolve(args.model), texts, pairs, args.dtype, args.tol)
+    except (ValueError, FileNotFoundError, ImportError, argparse.ArgumentError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0 if report["passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
