@@ -621,7 +621,7 @@ def main(argv=None) -> int:
             p50, p90, p99 = np.percentile(enc.lengths, [50, 90, 99])
             print(f"{what:5s} {len(split):6d}  {_balance(split)}")
             print(f"      tokens p50 {p50:.0f}  p90 {p90:.0f}  p99 {p99:.0f}  max {enc.lengths.max()}  "
-                  f"truncated {100 * np.mean(enc.lengths >= max_length):.2f}%")
+                  f"at max_length (truncated) {100 * np.mean(enc.lengths >= max_length):.2f}%")
             if what == "train":
                 grouped = padding_fraction(enc, args.batch_size, group_by_length=True, seed=args.seed)
                 plain = padding_fraction(enc, args.batch_size, group_by_length=False, seed=args.seed)
