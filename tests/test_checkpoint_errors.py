@@ -1,0 +1,112 @@
+"""Bad checkpoints fail with one clear line that names the problem and the fix."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import minibert
+from minibert import Bert, BertConfig, load_pretrained, save_pretrained
+
+TINY = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+            max_position_embeddings=64)
+
+
+@pytest.fixture
+def ckpt(tmp_path):
+    return save_pretrained(Bert(BertConfig(**TINY)), tmp_path / "tiny")
+
+
+def error_of(path) -> str:
+    with pytest.raises((ValueError, FileNotFoundError)) as e:
+        load_pretrained(path)
+    message = str(e.value)
+    assert "\n" not in message, message
+    return message
+
+
+def test_round_trip_of_a_tiny_checkpoint(ckpt):
+    assert load_pretrained(ckpt).config.num_hidden_layers == 2
+
+
+def test_missing_directory(tmp_path):
+    assert "not found" in error_of(tmp_path / "nope")
+
+
+def test_directory_without_config(ckpt):
+    (ckpt / "config.json").unlink()
+    assert "no config.json" in error_of(ckpt)
+
+
+def test_directory_without_weights(ckpt):
+    (ckpt / "model.safetensors").unlink()
+    assert "no model.safetensors" in error_of(ckpt)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_unreadable_safetensors(ckpt, damage):
+    f = ckpt / "model.safetensors"
+    data = f.read_bytes()
+    f.write_bytes(data[: len(data) // 2] if damage == "truncate" else b"not a checkpoint at all" * 10)
+    msg = error_of(ckpt)
+    assert "model.safetensors" in msg and "re-download" in msg
+
+
+def test_config_weights_shape_mismatch(ckpt):
+    cfg = json.loads((ckpt / "config.json").read_text())
+    cfg["intermediate_size"] = 128
+    (ckpt / "config.json").write_text(json.dumps(cfg))
+    msg = error_of(ckpt)
+    assert "shapes do not match" in msg and "intermediate.dense.weight" in msg
+
+
+def test_missing_and_unexpected_keys_are_listed(ckpt):
+    state = load_file(str(ckpt / "model.safetensors"))
+    del state["encoder.layer.1.output.dense.bias"]
+    state["encoder.layer.1.mystery.weight"] = torch.zeros(3)
+    save_file(state, str(ckpt / "model.safetensors"))
+    msg = error_of(ckpt)
+    assert "missing keys encoder.layer.1.output.dense.bias" in msg
+    assert "unexpected keys encoder.layer.1.mystery.weight" in msg
+
+
+def test_known_extras_are_ignored(ckpt):
+    state = load_file(str(ckpt / "model.safetensors"))
+    state["cls.predictions.bias"] = torch.zeros(100)
+    state["embeddings.position_ids"] = torch.arange(64)[None]
+    save_file(state, str(ckpt / "model.safetensors"))
+    assert load_pretrained(ckpt) is not None
+
+
+def test_unknown_model_type(ckpt):
+    cfg = json.loads((ckpt / "config.json").read_text())
+    cfg["model_type"] = "roberta"
+    (ckpt / "config.json").write_text(json.dumps(cfg))
+    msg = error_of(ckpt)
+    assert "unknown model_type 'roberta'" in msg
+
+
+def test_bin_checkpoint_loads_with_weights_only(ckpt):
+    state = load_file(str(ckpt / "model.safetensors"))
+    (ckpt / "model.safetensors").unlink()
+    torch.save(state, ckpt / "pytorch_model.bin")
+    assert load_pretrained(ckpt).config.hidden_size == 32
+
+
+def test_hub_id_while_offline_says_where_to_put_files(tmp_path):
+    """The real huggingface_hub code path, with the hub switched off (HF_HUB_OFFLINE=1)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MINIBERT_WEIGHTS": str(tmp_path)}
+    code = "import minibert; minibert.load_pretrained('base')"
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0
+    last = run.stderr.strip().splitlines()[-1]
+    assert "bert-base-uncased" in last and str(tmp_path / "base") in last and "weights/README.md" in last
+
+
+def test_preset_is_found_in_weights_dir_offline(tmp_path, monkeypatch, ckpt):
+    monkeypatch.setenv("MINIBERT_WEIGHTS", str(ckpt.parent))
+    (ckpt.parent / "tiny").rename(ckpt.parent / "base")
+    assert minibert.load_pretrained("base").config.hidden_size == 32
