@@ -7,6 +7,7 @@ into weights/ when needed. The key map below is the single place where HF's name
 """
 import json
 import os
+import sys
 from pathlib import Path
 
 import torch
@@ -46,25 +47,39 @@ def resolve(name_or_path, need_weights: bool = True) -> Path:
         raise FileNotFoundError(f"checkpoint directory {path} not found; pass an existing directory, "
                                 f"a preset ({', '.join(PRESETS)}) or a hub id such as bert-base-uncased")
     repo_id = PRESETS[name][0] if name in PRESETS else name
-    for local in (weights_dir() / name, weights_dir() / repo_id.replace("/", "--")):
-        if (local / "config.json").is_file():
-            return _check_dir(local, need_weights)
-    return download(repo_id, weights_dir() / (name if name in PRESETS else repo_id.replace("/", "--")),
-                    need_weights=need_weights)
+    for local in (local_dir_for(name), local_dir_for(repo_id)):  # weights/base or weights/bert-base-uncased
+        if (local / "config.json").is_file() and (not need_weights or _has_weights(local)):
+            return local
+    # not fetched yet, or only the tokenizer was: download fills in what is missing
+    return download(repo_id, local_dir_for(name), need_weights=need_weights)
+
+
+def local_dir_for(name: str) -> Path:
+    """Where a preset or hub id lives under weights/: weights/base, weights/<owner>--<name>."""
+    return weights_dir() / name.replace("/", "--")
+
+
+def _has_weights(path: Path) -> bool:
+    return any((path / f).is_file() for f in WEIGHT_FILES)
 
 
 def _check_dir(path: Path, need_weights: bool) -> Path:
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path} has no config.json; a checkpoint directory needs config.json and "
                                 "model.safetensors as the hub stores them")
-    if need_weights and not any((path / f).is_file() for f in WEIGHT_FILES):
+    if need_weights and not _has_weights(path):
         raise FileNotFoundError(f"{path} has no model.safetensors (or pytorch_model.bin); copy the weights "
                                 "there or run `python -m minibert.download`")
     return path
 
 
 def download(repo_id: str, local_dir, need_weights: bool = True, progress: bool = True) -> Path:
-    """Fetch only the files minibert needs from the hub into local_dir (resumable), and return it."""
+    """Fetch only the files minibert needs from the hub into local_dir, and return it.
+
+    Resumable: huggingface_hub keeps each finished file (and its etag under local_dir/.cache) and skips
+    it on the next run, so an interrupted download picks up at the first missing file. A weights file
+    that is there but does not load (cut short by a copy) is fetched again.
+    """
     from huggingface_hub import hf_hub_download, list_repo_files
     from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
 
@@ -78,8 +93,14 @@ def download(repo_id: str, local_dir, need_weights: bool = True, progress: bool 
             if weights is None:
                 raise FileNotFoundError(f"hub repo {repo_id} has neither model.safetensors nor pytorch_model.bin")
             wanted.append(weights)
-        for filename in wanted:
+        for i, filename in enumerate(wanted, 1):
+            if progress:
+                print(f"{repo_id} [{i}/{len(wanted)}] {filename}", file=sys.stderr)
             hf_hub_download(repo_id, filename, local_dir=local_dir)
+        if need_weights and not _loads(local_dir / weights):
+            # huggingface_hub trusts a file whose etag it recorded, even if it was truncated since
+            print(f"{repo_id}: {weights} does not load, fetching it again", file=sys.stderr)
+            hf_hub_download(repo_id, weights, local_dir=local_dir, force_download=True)
     except FileNotFoundError:
         raise
     except Exception as e:  # offline, unknown repo, auth: all end the same way for the user
@@ -89,6 +110,14 @@ def download(repo_id: str, local_dir, need_weights: bool = True, progress: bool 
             f"without internet, put config.json, model.safetensors and vocab.txt/tokenizer.json in "
             f"{local_dir}/ (see weights/README.md)") from None
     return _check_dir(local_dir, need_weights)
+
+
+def _loads(path: Path) -> bool:
+    try:
+        read_state_dict(path)
+        return True
+    except ValueError:
+        return False
 
 
 # ---- the key map ---------------------------------------------------------------------------
