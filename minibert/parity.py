@@ -98,13 +98,15 @@ def compare(model_dir, texts=None, pairs=None, dtype: str = "fp32", tol: float |
             model=None) -> dict:
     """Run minibert and the HF reference on the same inputs; returns the parity report as a dict.
 
-    model: an already loaded minibert encoder for model_dir (default: load it). Tests pass a deliberately
-    perturbed one to check that the report catches it.
+    model_dir: a preset, checkpoint directory or hub id; both sides read the same files.
+    model: an already loaded minibert encoder for model_dir (default: load it; cast in place for bf16).
+    Tests pass a deliberately perturbed one to check that the report catches it.
     rows: one per compared tensor (embeddings, layer 1..L, pooler, logits) with its max |diff|.
     """
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     tol = DEFAULT_TOL[dtype] if tol is None else tol
+    model_dir = resolve(model_dir)
     texts = SENTENCES + list(texts or [])
     pairs = PAIRS + list(pairs or [])
     model = load_pretrained(model_dir) if model is None else model.eval()
@@ -112,7 +114,8 @@ def compare(model_dir, texts=None, pairs=None, dtype: str = "fp32", tol: float |
     ours = SequenceClassifier(model, NUM_LABELS).eval()
     theirs = reference_classifier(model_dir, NUM_LABELS)
     copy_head(ours, theirs)
-    ours.to(DTYPES[dtype]), theirs.to(DTYPES[dtype])
+    ours.to(DTYPES[dtype])
+    theirs.to(DTYPES[dtype])
     reference_encoder = theirs.base_model  # BertModel / DistilBertModel inside the classifier
 
     tok = tokenizer_from_dir(model_dir)
@@ -176,7 +179,7 @@ def main(argv=None) -> int:
             raise ValueError(f"got {len(args.pair)} --pair but only {len(args.text)} --text; each pair needs a text")
         pairs = list(zip(args.text, args.pair))
         texts = args.text[len(pairs):]  # texts without a partner are single sentences
-        report = compare(resolve(args.model), texts, pairs, args.dtype, args.tol)
+        report = compare(args.model, texts, pairs, args.dtype, args.tol)
     except (ValueError, FileNotFoundError, ImportError, argparse.ArgumentError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

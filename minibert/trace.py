@@ -41,7 +41,7 @@ def trace(model, batch) -> dict:
     """Run model on a one-sentence batch and record what each stage did.
 
     Returns {"embeddings": {word, position, type, sum, normed: (T, H)}, "layers": [one dict per layer:
-    shapes (list of (step, shape)), hidden (T, H), attention (nh, T, T)]}.
+    shapes ({step: shape}), hidden (T, H), attention (nh, T, T)], "activation": name}.
     """
     ids = batch["input_ids"]
     emb = model.embeddings
@@ -51,21 +51,21 @@ def trace(model, batch) -> dict:
         parts["type"] = emb.token_type_embeddings(batch["token_type_ids"])[0]
     parts["sum"] = sum(parts.values())
 
-    layers = [{"shapes": []} for _ in model.layers]
+    layers = [{"shapes": {}} for _ in model.layers]
     handles = []
 
     def record(i, step):
         def hook(module, args, out):
-            layers[i]["shapes"].append((step, tuple(out.shape)))
+            layers[i]["shapes"][step] = tuple(out.shape)
         return hook
 
     def on_attention(i):
         def hook(module, args, out):
             x, mask = args
+            B, T, H = x.shape
             w = attention_weights(module, x, mask)
-            layers[i]["shapes"][:0] = [("x", tuple(x.shape))]
-            layers[i]["shapes"] += [("q,k,v", (x.shape[0], module.n_head, x.shape[1], module.head_dim)),
-                                   ("softmax(QK^T/sqrt(d))", tuple(w.shape)), ("attention out", tuple(out.shape))]
+            layers[i]["shapes"].update({"x": (B, T, H), "q,k,v": (B, module.n_head, T, module.head_dim),
+                                        "weights": tuple(w.shape), "attention out": tuple(out.shape)})
             layers[i]["attention"] = w[0]
         return hook
 
@@ -82,7 +82,7 @@ def trace(model, batch) -> dict:
     parts["normed"] = out.hidden_states[0][0]
     for i, layer in enumerate(layers):
         layer["hidden"] = out.hidden_states[i + 1][0]
-    return {"embeddings": parts, "layers": layers}
+    return {"embeddings": parts, "layers": layers, "activation": model.config.hidden_act}
 
 
 def entropy(weights: torch.Tensor) -> torch.Tensor:
@@ -90,12 +90,11 @@ def entropy(weights: torch.Tensor) -> torch.Tensor:
     return -(weights * weights.clamp_min(1e-12).log()).sum(-1).mean(-1)
 
 
-def _shapes(steps) -> list[str]:
-    s = dict(steps)
+def _shapes(s: dict, activation: str) -> list[str]:
     fmt = lambda shape: "(" + ", ".join(map(str, shape)) + ")"
     return [f"  attention     x {fmt(s['x'])} -> qkv {fmt(s['qkv'])} -> q,k,v {fmt(s['q,k,v'])} -> "
-            f"softmax(QK^T/sqrt(d)) {fmt(s['softmax(QK^T/sqrt(d))'])} -> out {fmt(s['attention out'])} -> +x, LayerNorm",
-            f"  feed-forward  {fmt(s['attention out'])} -> up {fmt(s['ffn up'])} -> GELU -> down {fmt(s['ffn down'])}"
+            f"softmax(QK^T/sqrt(d)) {fmt(s['weights'])} -> out {fmt(s['attention out'])} -> +x, LayerNorm",
+            f"  feed-forward  {fmt(s['attention out'])} -> up {fmt(s['ffn up'])} -> {activation} -> down {fmt(s['ffn down'])}"
             " -> +x, LayerNorm"]
 
 
@@ -124,7 +123,7 @@ def format_trace(tokens, ids, clean: dict, corrupted: dict | None = None, corrup
     T = len(tokens)
     for i, layer in enumerate(clean["layers"]):
         mark = "  <- corrupted" if (i + 1) in corrupted_layers else ""
-        lines += ["", f"layer {i + 1}/{len(clean['layers'])}{mark}", *_shapes(layer["shapes"])]
+        lines += ["", f"layer {i + 1}/{len(clean['layers'])}{mark}", *_shapes(layer["shapes"], clean["activation"])]
         runs = [("clean", layer)] + ([("corrupted", corrupted["layers"][i])] if corrupted else [])
         label = lambda name: f"{name:<10}" if corrupted else ""
         for name, run in runs:
