@@ -61,7 +61,7 @@ def trace(model, batch) -> dict:
 
     def on_attention(i):
         def hook(module, args, out):
-            x, mask = args
+            x, mask = args[:2]  # Layer calls attention(x, mask, ...); further arguments are off by default
             B, T, H = x.shape
             w = attention_weights(module, x, mask)
             layers[i]["shapes"].update({"x": (B, T, H), "q,k,v": (B, module.n_head, T, module.head_dim),
