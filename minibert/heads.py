@@ -65,7 +65,10 @@ class SequenceClassifier(nn.Module):
 
     def features(self, input_ids, attention_mask=None, token_type_ids=None):
         """Pooled features (B, H): what a linear probe trains on and what t-SNE plots."""
-        out = self.encoder(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        # The head reads only [CLS] (or the real tokens) of the last layer, so the encoder may skip the
+        # padding and, for [CLS], run its last layer for that one position: same numbers, less work.
+        out = self.encoder(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                           unpad=True, cls_only=self.pooling == "cls")
         return self.pool(out, attention_mask)
 
     def head(self, features):

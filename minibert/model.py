@@ -16,6 +16,9 @@ Deviations from the Hugging Face implementation, none of which changes a number:
   behind `explicit_attention=True` because it is the formula a reader wants to see. Tests hold both to
   1e-5 of each other and of HF.
 - DistilBERT is the same encoder without token type embeddings and without a pooler.
+- two opt-in shortcuts for heads (SequenceClassifier uses them), exact at the positions they return:
+  `unpad` runs the layers on the real tokens only (padding.py), `cls_only` computes the last layer
+  for the [CLS] position only. The defaults give HF's outputs everywhere, padding positions included.
 """
 import math
 from dataclasses import dataclass
@@ -25,6 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import BertConfig
+from .padding import Unpadded
 
 
 @dataclass
@@ -82,24 +86,36 @@ class SelfAttention(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.explicit = False  # set by Bert.explicit_attention
 
-    def forward(self, x, mask=None):
-        """x (B, T, H); mask (B, 1, 1, T) bool, True where a key may be attended, or None (no padding)."""
-        B, T, H = x.shape
-        q, k, v = self.qkv(x).split(H, dim=-1)  # 3 x (B, T, H)
+    def forward(self, x, mask=None, unpadded=None, cls_only=False):
+        """x (B, T, H), or (N, H) real tokens only when `unpadded` says where they sit in the batch.
+        mask (B, 1, 1, T) bool, True where a key may be attended, or None (no padding).
+        cls_only: only the [CLS] position (0) asks a query; returns (B, H)."""
+        qkv = self.qkv(x)  # (B, T, 3H) or (N, 3H)
+        if unpadded is not None:
+            qkv = unpadded.pad(qkv)  # (B, T, 3H): attention needs each sequence's tokens side by side
+        B, T, H = qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3
+        q, k, v = qkv.split(H, dim=-1)  # 3 x (B, T, H)
+        if cls_only:
+            q = q[:, :1]  # (B, 1, H): one query, still over the keys and values of every token
+        Tq = q.shape[1]
         # split the hidden dimension into heads and move heads next to the batch
-        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
+        q = q.view(B, Tq, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, Tq, hs)
         k = k.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
         p = self.attn_dropout if self.training else 0.0
         if self.explicit:
-            scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B, nh, T, T)
+            scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B, nh, Tq, T)
             if mask is not None:
                 scores = scores.masked_fill(~mask, float("-inf"))  # padding keys get zero weight
             weights = F.dropout(scores.softmax(dim=-1), p=p, training=self.training)
-            y = weights @ v  # (B, nh, T, hs)
+            y = weights @ v  # (B, nh, Tq, hs)
         else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, nh, T, hs)
-        y = y.transpose(1, 2).reshape(B, T, H)  # re-assemble the heads: (B, T, H)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, nh, Tq, hs)
+        y = y.transpose(1, 2).reshape(B, Tq, H)  # re-assemble the heads: (B, Tq, H)
+        if cls_only:
+            y = y[:, 0]  # (B, H)
+        elif unpadded is not None:
+            y = unpadded.unpad(y)  # (N, H): back to the real tokens
         return self.dropout(self.proj(y))
 
 
@@ -127,8 +143,12 @@ class Layer(nn.Module):
         self.ffn = FeedForward(config)
         self.ffn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
-    def forward(self, x, mask=None):
-        x = self.attn_norm(x + self.attention(x, mask))
+    def forward(self, x, mask=None, unpadded=None, cls_only=False):
+        """x (B, T, H) or (N, H) (see SelfAttention); with cls_only, only [CLS] goes on: returns (B, H)."""
+        a = self.attention(x, mask, unpadded, cls_only)
+        if cls_only:  # the residual stream of the [CLS] position alone
+            x = x[:, 0] if unpadded is None else x[unpadded.first]  # (B, H)
+        x = self.attn_norm(x + a)
         x = self.ffn_norm(x + self.ffn(x))
         return x
 
@@ -142,6 +162,17 @@ class Pooler(nn.Module):
 
     def forward(self, hidden):
         return torch.tanh(self.dense(hidden[:, 0]))  # (B, H), from the [CLS] position
+
+
+def padding_mask(attention_mask):
+    """(B, T) 1/0 -> (B, 1, 1, T) bool, True where a key may be attended, built once for all layers.
+
+    None when nothing is padded: with no mask at all SDPA keeps its fastest kernels. Under torch.compile
+    the mask is always built, since a branch on the data would break the graph.
+    """
+    if attention_mask is None or (not torch.compiler.is_compiling() and bool(attention_mask.all())):
+        return None
+    return attention_mask.bool()[:, None, None, :]  # broadcast over heads and queries
 
 
 class Bert(nn.Module):
@@ -173,18 +204,33 @@ class Bert(nn.Module):
             layer.attention.explicit = on
         return self
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, output_hidden_states=False):
-        """input_ids, attention_mask, token_type_ids: (B, T) LongTensors. Returns an EncoderOutput."""
-        mask = None
-        if attention_mask is not None and not bool(attention_mask.all()):
-            # Built once for all layers. With no padding we pass no mask at all, which keeps SDPA on
-            # its fastest kernels.
-            mask = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T): broadcast over heads and queries
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, output_hidden_states=False,
+                unpad=False, cls_only=False):
+        """input_ids, attention_mask, token_type_ids: (B, T) LongTensors. Returns an EncoderOutput.
+
+        By default every output equals HF's, padding positions included. Two shortcuts for heads that
+        read [CLS] or average real tokens, exact wherever those read:
+        unpad: the layers run on the real tokens only; outputs are zero at padding positions.
+        cls_only: the last layer runs for [CLS] alone; last_hidden_state is (B, 1, H).
+        """
+        if cls_only and output_hidden_states:
+            raise ValueError("cls_only computes the last layer for [CLS] alone: no full hidden states to return")
+        mask = padding_mask(attention_mask)
         x = self.embeddings(input_ids, token_type_ids)  # (B, T, H)
+        unpadded = None
+        # torch.compile wants fixed shapes (the number of real tokens is data); cls_only needs [CLS] real
+        if unpad and mask is not None and not torch.compiler.is_compiling() and attention_mask[:, 0].all():
+            unpadded = Unpadded(attention_mask)
+            x = unpadded.unpad(x)  # (N, H)
         hidden_states = [x]
-        for layer in self.layers:
-            x = layer(x, mask)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, mask, unpadded, cls_only=cls_only and i == len(self.layers) - 1)
             hidden_states.append(x)
+        if cls_only:
+            x = x[:, None]  # (B, 1, H)
+        elif unpadded is not None:
+            x = unpadded.pad(x)  # (B, T, H)
+            hidden_states = [unpadded.pad(h) for h in hidden_states] if output_hidden_states else None
         return EncoderOutput(
             last_hidden_state=x,
             pooler_output=self.pooler(x) if self.pooler is not None else None,
