@@ -55,7 +55,7 @@ def main(argv=None) -> int:
     p.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"], help="default: the run's, else auto")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     p.add_argument("--tsne", metavar="PNG", help="also save a t-SNE figure of the pooled features here (needs matplotlib)")
-    p.add_argument("--json", action="store_true", help="print the metrics as one JSON object instead of tables")
+    p.add_argument("--json", action="store_true", help="also print the metrics as one JSON line (full precision) after the tables")
     args = p.parse_args(argv)
     try:
         model_dir, run = find_model(Path(args.path))
@@ -79,20 +79,18 @@ def main(argv=None) -> int:
         m = evaluate(clf, feats, labels)
         base = majority_baseline(ds.train.labels, split.labels)
         metrics = {k: m[k] for k in ("weighted_f1", "macro_f1", "accuracy", "loss")}
-        if args.json:
+        print(f"{dataset} {args.which} ({len(split)} examples), {model_dir}, {precision} on {device}")
+        print(f"weighted F1 {100 * m['weighted_f1']:.2f} | macro F1 {100 * m['macro_f1']:.2f} | accuracy "
+              f"{100 * m['accuracy']:.2f} | loss {m['loss']:.4f} | majority baseline weighted F1 "
+              f"{100 * base['weighted_f1']:.2f}")
+        print(format_confusion(confusion(m["labels"], m["preds"], len(ds.label_names)), ds.label_names))
+        if args.json:  # full precision, for scripts: compare with a run's result.json
             print(json.dumps({**metrics, "majority_f1": base["weighted_f1"], "n": len(split)}))
-        else:
-            print(f"{dataset} {args.which} ({len(split)} examples), {model_dir}, {precision} on {device}")
-            print(f"weighted F1 {100 * m['weighted_f1']:.2f} | macro F1 {100 * m['macro_f1']:.2f} | accuracy "
-                  f"{100 * m['accuracy']:.2f} | loss {m['loss']:.4f} | majority baseline weighted F1 "
-                  f"{100 * base['weighted_f1']:.2f}")
-            print(format_confusion(confusion(m["labels"], m["preds"], len(ds.label_names)), ds.label_names))
         if args.tsne:
             from minibert.viz import tsne_figure
             panel = f"{Path(args.path).name}: {dataset} {args.which}, weighted F1 {100 * m['weighted_f1']:.1f}"
             tsne_figure([(panel, feats.cpu().numpy(), labels.cpu().numpy())], ds.label_names, args.tsne, pick("seed", 0))
-            if not args.json:
-                print(f"t-SNE figure -> {args.tsne}")
+            print(f"t-SNE figure -> {args.tsne}")
     except (ValueError, FileNotFoundError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -494,7 +494,7 @@ def run(cfg: TrainConfig, data: Prepared) -> dict:
                 print(f"error: non-finite training loss in epoch {epoch + 1}; stopping this run and marking it "
                       "diverged (lower the lr, or use --precision bf16/fp32 instead of fp16)", file=sys.stderr)
             break
-        if main:
+        if main and epoch + 1 < cfg.epochs:  # after the last epoch, result.json is what counts
             state = {"epoch": epoch + 1, "model": clf.state_dict(), "optimizer": optimizer.state_dict(),
                      "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": torch.get_rng_state(),
                      "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
