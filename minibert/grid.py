@@ -202,6 +202,11 @@ def run_cells(cfg: GridConfig, todo: list[Cell]) -> int:
             print(f"{head} done, skipped ({describe(result)})", flush=True)
             continue
         was = status(where)
+        if where.is_dir() and not (where / "config.json").is_file():
+            # killed before train.py wrote its first file: only temporary files can be there, and train.py
+            # refuses a non-empty folder that holds no run
+            for tmp in where.glob("*.tmp"):
+                tmp.unlink()
         log = cfg.out / "logs" / f"{cell.name}.log"
         cmd = command(cfg, cell)
         t0 = time.time()
