@@ -168,7 +168,7 @@ def command(cfg: GridConfig, cell: Cell) -> list[str]:
 
 # ---- running ----------------------------------------------------------------------------------
 
-def write_manifest(cfg: GridConfig, todo: list[Cell]):
+def write_manifest(cfg: GridConfig, grid: list[Cell]):
     """Add the grid's cells to <out>/grid.json, which `report` reads to know which cells to expect.
 
     Merged with what is there, so grids run into one folder with different filters add up. Written to a
@@ -176,7 +176,7 @@ def write_manifest(cfg: GridConfig, todo: list[Cell]):
     """
     path = cfg.out / "grid.json"
     manifest = json.loads(path.read_text()) if path.is_file() else {"cells": {}}
-    for cell in todo:
+    for cell in grid:
         manifest["cells"][cell.name] = {**asdict(cell), "checkpoint": str(cfg.models[cell.model])}
     tmp = path.with_name(f"grid.json.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
@@ -231,7 +231,7 @@ DATASET_TITLES = {"sst2": "SST-2", "imdb": "IMDB", "ag_news": "AG News", "emotio
 
 
 def load_manifest(out: Path) -> tuple[dict[str, Cell], dict[str, str]]:
-    """The cells a grid folder expects (name -> Cell, in the grid's order) and each model's checkpoint."""
+    """The cells a grid folder expects (name -> Cell) and each model's checkpoint."""
     path = out / "grid.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: is {out} a grid folder (made by python -m minibert.grid)?")
