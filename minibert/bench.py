@@ -59,8 +59,8 @@ class Settings:
     sst2_batch: int = 32  # real sentences in the padded-batch rows
     repeats: int = 5
     warmup: int = 1
-    epoch_examples: dict = field(default_factory=lambda: {"sst2": 256, "imdb": 64})
-    epoch_batch: int = 32
+    epoch_examples: dict = field(default_factory=lambda: {"sst2": 256, "imdb": 32})
+    epoch_batch: int = 16
     epoch_repeats: int = 1
     data_dir: str | None = None
     tokenizer: str | None = None
@@ -74,7 +74,7 @@ class Settings:
 def defaults(device: str) -> Settings:
     if device.startswith("cuda"):
         return Settings(device=device, model="base", batch=32, repeats=20, warmup=3,
-                        epoch_examples={"sst2": 8192, "imdb": 1024}, epoch_repeats=3)
+                        epoch_examples={"sst2": 8192, "imdb": 1024}, epoch_batch=32, epoch_repeats=3)
     return Settings(device=device)
 
 
@@ -125,7 +125,7 @@ def encoder_of(model):
     return lambda b: enc(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).last_hidden_state
 
 
-def optimizer_for(model, device):
+def optimizer_for(model):
     """AdamW, fused where torch has the kernel: the HF Trainer's default (adamw_torch_fused), for both."""
     return torch.optim.AdamW(model.parameters(), lr=2e-5, fused=True)
 
@@ -158,10 +158,10 @@ def _grads_by_hf_name(ours: SequenceClassifier) -> dict[str, torch.Tensor]:
 
 def compare(ours, ref, batch, autocast) -> dict:
     """Max |diff| of logits (eval mode), and of loss and gradients (relative to the largest gradient) of
-    one backward pass with dropout off. Run on copies of the inputs that are then timed."""
+    one backward pass with dropout off, on the very batch that is then timed."""
     ours.eval(), ref.eval()
     with torch.no_grad(), autocast():
-        logits = (max_abs(logits_of(ours, batch), logits_of(ref, batch)))
+        logits = max_abs(logits_of(ours, batch), logits_of(ref, batch))
         hidden = encoder_of(ours)(batch), encoder_of(ref)(batch)
     real = batch["attention_mask"].bool()
     hidden_diff = max_abs(hidden[0][real], hidden[1][real])
@@ -193,8 +193,9 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def interleaved(fns: dict, repeats: int, warmup: int, device) -> dict[str, list[float]]:
-    """Seconds per call of each function, calls interleaved A B B A A B ... after `warmup` untimed calls each."""
+def interleaved(fns: dict, repeats: int, warmup: int, device, reverse: bool = False) -> dict[str, list[float]]:
+    """Seconds per call of each function, calls interleaved A B B A A B ... after `warmup` untimed calls each
+    (B A A B ... with reverse)."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
@@ -202,7 +203,7 @@ def interleaved(fns: dict, repeats: int, warmup: int, device) -> dict[str, list[
     times = {name: [] for name in fns}
     names = list(fns)
     for r in range(repeats):
-        for name in (names if r % 2 == 0 else names[::-1]):
+        for name in (names if (r + reverse) % 2 == 0 else names[::-1]):
             t = time.perf_counter()
             fns[name]()
             _sync(device)
@@ -270,9 +271,8 @@ def data_root(s: Settings) -> Path | None:
 def real_split(name: str, root: Path, n: int, seed: int):
     """`n` examples of a dataset's train split (a seeded sample), read from the local data folder."""
     ds = data.load_dataset(name, root / name, split="official" if name == "sst2" else "paper", seed=seed)
-    pool = ds.train if name == "sst2" else data._concat([ds.train, ds.test], name)
     rng = np.random.default_rng(seed)
-    return pool.take(rng.permutation(len(pool))[:n]), ds.spec.max_length
+    return ds.train.take(rng.permutation(len(ds.train))[:n]), ds.spec.max_length
 
 
 def padded_batch(tok, split, device) -> dict:
@@ -367,7 +367,7 @@ class Bench:
         fns = {}
         for who, model in (("minibert", self.ours), ("reference", self.ref)):
             model.train()
-            opt = optimizer_for(model, self.device)
+            opt = optimizer_for(model)
             fns[who] = (lambda m, o: lambda: self._step(m, o, batch))(model, opt)
         times = interleaved(fns, self.s.repeats, self.s.warmup, self.device)
         lengths = batch["attention_mask"].sum(1).tolist()
@@ -386,15 +386,24 @@ class Bench:
         ours = to_dev(minibert_batches(enc, self.s.epoch_batch, self.s.seed, tok.pad_id))
         theirs = to_dev(reference_batches(enc, self.s.epoch_batch, max_length if reference_max_length else None,
                                           self.s.seed, tok.pad_id))
-        fns = {}
+        assert len(ours) == len(theirs), "both batchings cut the same examples into as many batches"
+        opts = {"minibert": optimizer_for(self.ours), "reference": optimizer_for(self.ref)}
         for who, model, batches in (("minibert", self.ours, ours), ("reference", self.ref, theirs)):
-            model.train()
-            opt = optimizer_for(model, self.device)
-            fns[who] = (lambda m, o, bs: lambda: [self._step(m, o, b) for b in bs])(model, opt, batches)
-        # warm-up: one step of each on its longest batch (allocators, kernels), not timed
-        for who, model, batches in (("minibert", self.ours, ours), ("reference", self.ref, theirs)):
-            self._step(model, optimizer_for(model, self.device), max(batches, key=lambda b: b["input_ids"].numel()))
-        times = interleaved(fns, self.s.epoch_repeats, 0, self.device)
+            model.train()  # warm-up: one untimed step on the longest batch (allocator, kernels)
+            self._step(model, opts[who], max(batches, key=lambda b: b["input_ids"].numel()))
+        times = {"minibert": [], "reference": []}
+        for _ in range(self.s.epoch_repeats):
+            # interleaved step by step (the two have as many batches), so that a change in the machine's
+            # load during the epoch falls on both alike
+            steps = {"minibert": [], "reference": []}
+            for i, pair in enumerate(zip(ours, theirs)):
+                t = interleaved({"minibert": lambda: self._step(self.ours, opts["minibert"], pair[0]),
+                                 "reference": lambda: self._step(self.ref, opts["reference"], pair[1])},
+                                repeats=1, warmup=0, device=self.device, reverse=i % 2 == 1)
+                for who in steps:
+                    steps[who] += t[who]
+            for who in times:
+                times[who].append(sum(steps[who]))
         how = f"ref padded to {max_length}" if reference_max_length else "ref group_by_length"
         slots = {who: sum(b["input_ids"].numel() for b in bs) for who, bs in (("minibert", ours), ("reference", theirs))}
         out = self.row(f"epoch {dataset} x{len(enc)} ({how})", times, int(enc.lengths.sum()),
@@ -447,7 +456,7 @@ def machine(device) -> dict:
 
 
 def _rate(x: float) -> str:
-    return f"{x / 1e3:,.1f}k" if x < 1e6 else f"{x / 1e6:,.2f}M"
+    return f"{x:,.0f}" if x < 1e6 else f"{x / 1e6:,.2f}M"
 
 
 HEADER = f"{'row':52s} {'minibert':>10s} {'reference':>10s} {'ratio':>6s} {'MFU mb':>7s} {'MFU ref':>7s}"
