@@ -11,6 +11,7 @@ The loop itself is minibert/trainer.py.
 """
 import argparse
 import json
+import os
 import sys
 
 import torch.distributed as dist
@@ -99,7 +100,7 @@ def main(argv=None) -> int:
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
-    if result["status"] == "done" and "best" in result:
+    if result["status"] == "done" and os.environ.get("RANK", "0") == "0":
         summary = {k: result[k] for k in ("best_epoch", "best", "majority_f1", "diverged", "lr")}
         print(json.dumps(summary))
     return 0

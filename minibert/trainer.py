@@ -366,6 +366,8 @@ def run(cfg: TrainConfig, data: Prepared) -> dict:
     probe = cfg.mode == "probe"
     if probe:  # only the final linear layer trains (DistilBERT's new pre_classifier stays as initialised)
         clf.requires_grad_(False).classifier.requires_grad_(True)
+    if cfg.pooling == "mean" and clf.encoder.pooler is not None:
+        clf.encoder.pooler.requires_grad_(False)  # unused by mean pooling; DDP wants a gradient for every trainable
 
     # The optimiser: AdamW, decay on matrices only (not biases or LayerNorm), warmup + linear decay.
     params = [p for p in clf.parameters() if p.requires_grad]
