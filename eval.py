@@ -41,19 +41,19 @@ def find_model(path: Path) -> tuple[Path, dict]:
 
 def main(argv=None) -> int:
     d = TrainConfig()
-    p = Parser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = Parser(description=__doc__.split("\n")[0])
     p.add_argument("path", help="a run directory (trained with --save-model) or a checkpoint directory")
     p.add_argument("--dataset", choices=list(DATASETS), metavar="NAME",
-                   help=f"one of {', '.join(DATASETS)}; default: the run's, else {d.dataset}")
+                   help=f"one of {', '.join(DATASETS)} (default: the run's, else {d.dataset})")
     p.add_argument("--data-dir", help="local folder with the dataset's files (default: the run's, else the hub)")
     p.add_argument("--split", choices=["paper", "official"], help="default: the run's, else paper")
-    p.add_argument("--which", default="test", choices=["test", "train"], help="which part of the split to evaluate")
+    p.add_argument("--which", default="test", choices=["test", "train"], help="which part of the split to evaluate (default: test)")
     p.add_argument("--seed", type=int, help="seed of the paper split; default: the run's, else 0")
     p.add_argument("--limit", type=int, metavar="N", help="at most N examples; default: the run's")
     p.add_argument("--max-length", type=int, metavar="T", help="default: the run's, else the dataset's")
     p.add_argument("--batch-size", type=int, metavar="B", help=f"default: the run's, else {d.batch_size}")
     p.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"], help="default: the run's, else auto")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    p.add_argument("--device", default="auto", help="auto (default: a GPU when there is one), cpu, cuda, cuda:1, ...")
     p.add_argument("--tsne", metavar="PNG", help="also save a t-SNE figure of the pooled features here (needs matplotlib)")
     p.add_argument("--json", action="store_true", help="also print the metrics as one JSON line (full precision) after the tables")
     args = p.parse_args(argv)

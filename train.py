@@ -23,6 +23,13 @@ from minibert.trainer import PAPER_LRS, TrainConfig, train
 D = TrainConfig()  # the defaults, shown in --help
 
 
+class Help(argparse.ArgumentDefaultsHelpFormatter):
+    def _get_help_string(self, action):  # append real defaults only, and not where the text gives one
+        if action.default in (None, False) or "default:" in action.help:
+            return action.help
+        return super()._get_help_string(action)
+
+
 class Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, like every other error of the CLI
         print(f"error: {message} (see --help)", file=sys.stderr)
@@ -30,8 +37,8 @@ class Parser(argparse.ArgumentParser):
 
 
 def parse_args(argv=None) -> TrainConfig:
-    p = Parser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-               epilog="Tokens/s, time and the best epoch are in <out>/result.json. Set MINIBERT_STOP_AFTER_EPOCH=N to "
+    p = Parser(description=__doc__.split("\n")[0], formatter_class=Help,
+               epilog="Example: python train.py --model large --corrupt top:0.5 --data-dir ../shared/data/sst2. Tokens/s, time and the best epoch are in <out>/result.json. Set MINIBERT_STOP_AFTER_EPOCH=N to "
                       "stop after epoch N as if killed (for testing --resume).")
     g = p.add_argument_group("what to train")
     g.add_argument("--model", default=D.model,
@@ -50,8 +57,8 @@ def parse_args(argv=None) -> TrainConfig:
     g.add_argument("--max-length", type=int, default=D.max_length, metavar="T",
                    help="truncate to T tokens; default: the dataset's (128 for SST-2, 512 for IMDB)")
     g.add_argument("--corrupt", default=D.corrupt, metavar="SPEC",
-                   help=f"corrupt the encoder before training: {GRAMMAR}. The paper: bottom:0.25|0.5|0.75, "
-                        "top:0.25|0.5|0.75, all")
+                   help=f"corrupt the encoder before training: {GRAMMAR.replace('%', '%%')}. The paper: "
+                        "bottom:0.25|0.5|0.75, top:0.25|0.5|0.75, all")
     g.add_argument("--pooling", default=D.pooling, choices=["cls", "mean"],
                    help="cls: [CLS] through BERT's pooler (the paper's Table 2); mean: average of the tokens (Table 3)")
     g.add_argument("--mode", default=D.mode, choices=["finetune", "probe"],
@@ -61,7 +68,7 @@ def parse_args(argv=None) -> TrainConfig:
     g = p.add_argument_group("how to train (defaults: the paper's protocol)")
     g.add_argument("--lr", default=D.lr, metavar="LR|sweep",
                    help=f"learning rate, or 'sweep': one sub-run per lr in {', '.join(f'{x:g}' for x in PAPER_LRS)} "
-                        "and keep the best (the paper)")
+                        "and keep the best (the paper's protocol; three runs)")
     g.add_argument("--epochs", type=int, default=D.epochs, help="epochs; every one is evaluated and the best is reported")
     g.add_argument("--batch-size", type=int, default=D.batch_size, metavar="B", help="examples per optimiser step (all GPUs together)")
     g.add_argument("--grad-accum", type=int, default=D.grad_accum, metavar="K",

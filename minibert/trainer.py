@@ -193,6 +193,10 @@ def prepare(cfg: TrainConfig) -> Prepared:
     max_length = min(cfg.max_length or ds.spec.max_length, config.max_position_embeddings)
     train_enc = encode(ds.train, tokenizer, max_length, cfg.cache_dir)
     test_enc = encode(ds.test, tokenizer, max_length, cfg.cache_dir)
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    if cfg.mode == "finetune" and len(train_enc) <= cfg.batch_size // (cfg.grad_accum * world) * (world - 1):
+        raise ValueError(f"{len(train_enc)} training examples leave some of the {world} processes without a batch; "
+                         "use fewer processes or a smaller --batch-size")
     return Prepared(checkpoint, config, ds, tokenizer, max_length, train_enc, test_enc)
 
 
@@ -496,7 +500,7 @@ def run(cfg: TrainConfig, data: Prepared) -> dict:
                 print(f"error: non-finite training loss in epoch {epoch + 1}; stopping this run and marking it "
                       "diverged (lower the lr, or use --precision bf16/fp32 instead of fp16)", file=sys.stderr)
             break
-        if main and epoch + 1 < cfg.epochs:  # after the last epoch, result.json is what counts
+        if main and (epoch + 1 < cfg.epochs or cfg.keep_checkpoint):  # after the last, result.json is what counts
             state = {"epoch": epoch + 1, "model": clf.state_dict(), "optimizer": optimizer.state_dict(),
                      "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": torch.get_rng_state(),
                      "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,

@@ -255,3 +255,18 @@ def test_out_dir_of_another_run_is_refused(cli_run, tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("not a run")
     rc, err = run_train_cli([*cli_args(TrainConfig(**{**cfg.__dict__, "out": str(tmp_path)}))], capsys)
     assert rc == 2 and len(err.splitlines()) == 1 and "holds no minibert run" in err, err
+
+
+def test_help_explains_every_flag_with_the_papers_defaults(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        TRAIN.main(["--help"])
+    assert exit_.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # undo argparse's line wrapping
+    parser_flags = ["--model", "--dataset", "--data-dir", "--split", "--corrupt", "--seed", "--pooling", "--mode", "--lr",
+                    "--epochs", "--batch-size", "--max-length", "--precision", "--compile", "--out", "--save-model",
+                    "--device", "--limit", "--resume"]
+    for flag in parser_flags:
+        assert f"{flag} " in text, flag
+    for default in ("(default: sst2)", "(default: sweep)", "(default: 10)", "(default: 32)", "(default: base)"):
+        assert default in text, default
+    assert "../shared/data/sst2" in text and "1e-05, 2e-05, 5e-05" in text
