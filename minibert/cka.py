@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import load_classifier, load_pretrained
-from .corrupt import corrupt
+from .corrupt import corrupt, parse_spec
 from .data import batches, encode, load_dataset
 from .heads import mean_pool
 from .tokenizer import load_tokenizer
@@ -89,35 +89,48 @@ def saved_model(run_dir, result: dict) -> Path | None:
     return candidate if (candidate / "config.json").is_file() else None
 
 
-def healing(clean_dir, corrupted_dir, n: int = 256, batch_size: int = 32, device="cpu") -> dict:
+def healing(clean_dir, corrupted_dir, n: int = 256, batch_size: int = 32, device="cpu", cache: dict | None = None) -> dict:
     """Per-layer linear CKA between a corrupted run and the clean run of the same cell.
 
     Returns {"layers": [0..L], "before": [...], "after": [...] or None when a fine-tuned model was not
     saved, "n": examples used, "corrupt": the spec, "corrupted_layers": 1-based layers it touched}.
+    Pass the same `cache` dict to several calls that share a clean run: its features are computed once.
     """
     clean, clean_result = read_run(clean_dir)
     bad, bad_result = read_run(corrupted_dir)
     differ = [k for k in SAME_CELL if clean.get(k) != bad.get(k)]
     if differ:
         raise ValueError(f"{clean_dir} and {corrupted_dir} are not the same cell: they differ in {', '.join(differ)}")
-    data = load_dataset(bad["dataset"], bad["data_dir"], bad["split"], bad["seed"], bad["limit"])
-    test = data.test.take(range(min(n, len(data.test))))
-    tokenizer = load_tokenizer(bad["checkpoint"])
-    enc = encode(test, tokenizer, bad["max_length"])
-    feats = lambda model: layer_features(model, enc, tokenizer.pad_id, batch_size, device)  # noqa: E731
+    cache = {} if cache is None else cache
+    data_key = tuple(bad[k] for k in SAME_CELL) + (n,)
+    if ("data", data_key) not in cache:
+        data = load_dataset(bad["dataset"], bad["data_dir"], bad["split"], bad["seed"], bad["limit"])
+        tokenizer = load_tokenizer(bad["checkpoint"])
+        test = data.test.take(range(min(n, len(data.test))))
+        cache["data", data_key] = (encode(test, tokenizer, bad["max_length"]), tokenizer.pad_id)
+    enc, pad_id = cache["data", data_key]
 
-    clean_pre = feats(load_pretrained(bad["checkpoint"]))
-    encoder = load_pretrained(bad["checkpoint"])
-    report = corrupt(encoder, bad["corrupt"], seed=bad["seed"])
-    before = [linear_cka(a, b) for a, b in zip(clean_pre, feats(encoder))]
+    def feats(key, make_encoder):
+        if (key, data_key) not in cache:
+            cache[key, data_key] = layer_features(make_encoder(), enc, pad_id, batch_size, device)
+        return cache[key, data_key]
 
+    def corrupted():
+        encoder = load_pretrained(bad["checkpoint"])
+        corrupt(encoder, bad["corrupt"], seed=bad["seed"])
+        return encoder
+
+    clean_pre = feats("clean pre-trained", lambda: load_pretrained(bad["checkpoint"]))
+    before = [linear_cka(a, b) for a, b in zip(clean_pre, feats(("pre-trained", bad["corrupt"]), corrupted))]
     after = None
     clean_model, bad_model = saved_model(clean_dir, clean_result), saved_model(corrupted_dir, bad_result)
     if clean_model is not None and bad_model is not None:
-        clean_ft = feats(load_classifier(clean_model).encoder)
-        after = [linear_cka(a, b) for a, b in zip(clean_ft, feats(load_classifier(bad_model).encoder))]
-    return {"layers": list(range(len(before))), "before": before, "after": after, "n": len(test),
-            "corrupt": bad["corrupt"], "corrupted_layers": report.layers}
+        clean_ft = feats(str(clean_model), lambda: load_classifier(clean_model).encoder)
+        bad_ft = feats(str(bad_model), lambda: load_classifier(bad_model).encoder)
+        after = [linear_cka(a, b) for a, b in zip(clean_ft, bad_ft)]
+    layers = parse_spec(bad["corrupt"], len(before) - 1).layers
+    return {"layers": list(range(len(before))), "before": before, "after": after, "n": len(enc),
+            "corrupt": bad["corrupt"], "corrupted_layers": layers}
 
 
 def format_healing(result: dict) -> str:

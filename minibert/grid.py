@@ -371,15 +371,16 @@ def healing_pairs(out: Path, grid: dict[str, Cell]) -> dict[tuple, list[tuple[Ce
     return pairs
 
 
-def cached_healing(out: Path, clean: Cell, cell: Cell, n: int, device: str) -> dict:
-    """cka.healing() of one pair, cached in <out>/healing/<cell>.json (recomputed once both models are saved)."""
+def cached_healing(out: Path, clean: Cell, cell: Cell, n: int, device: str, features: dict) -> dict:
+    """cka.healing() of one pair, cached in <out>/healing/<cell>.json (recomputed once both models are saved).
+    `features` is cka.healing's in-memory cache, shared by the pairs of one clean cell."""
     path = out / "healing" / f"{cell.name}.json"
     if path.is_file():
         cached = json.loads(path.read_text())
         saved = all(saved_model(out / c.name, read_result(out / c.name)) for c in (clean, cell))
         if cached["n_requested"] == n and (cached["after"] is not None or not saved):
             return cached
-    result = {**healing(out / clean.name, out / cell.name, n=n, device=device), "n_requested": n}
+    result = {**healing(out / clean.name, out / cell.name, n=n, device=device, cache=features), "n_requested": n}
     path.parent.mkdir(exist_ok=True)
     path.write_text(json.dumps(result, indent=1) + "\n")
     return result
@@ -430,7 +431,8 @@ def healing_section(out: Path, grid: dict[str, Cell], n: int, device: str, plots
     parts = []
     for key in chosen.values():
         order = sorted(pairs[key], key=lambda p: (p[1].level, p[1].side or ""))
-        results = {cell.setting: cached_healing(out, clean, cell, n, device) for clean, cell in order}
+        features = {}
+        results = {cell.setting: cached_healing(out, clean, cell, n, device, features) for clean, cell in order}
         parts.append(render_healing(key, results))
         if plots:
             title = f"{key[1]} on {key[2]}, seed {key[3]}: CKA with the clean model (dashed before, solid after fine-tuning)"
