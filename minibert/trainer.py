@@ -146,7 +146,12 @@ def default_out(cfg: TrainConfig) -> Path:
 def setup_device(name: str = "auto") -> tuple[torch.device, int, int]:
     """(device, rank, world size); joins the process group when started by torchrun."""
     rank, world, local = (int(os.environ.get(k, d)) for k, d in (("RANK", 0), ("WORLD_SIZE", 1), ("LOCAL_RANK", 0)))
-    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
+    try:
+        device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
+    except RuntimeError:
+        raise ValueError(f"--device {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name} asks for a GPU, but torch sees no CUDA device here")
     if device.type == "cuda":
         if device.index is None:
             device = torch.device("cuda", local)
