@@ -508,7 +508,18 @@ def figure1(out: Path, table: str = "table2", model: str | None = None, dataset:
 # ---- the command line -------------------------------------------------------------------------
 
 def _csv_list(text: str | None, cast=str) -> tuple | None:
-    return None if text is None else tuple(cast(x.strip()) for x in text.split(",") if x.strip())
+    if text is None:
+        return None
+    try:
+        return tuple(cast(x.strip()) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ValueError(f"expected a comma-separated list of numbers such as 0,1,2, got {text!r}") from None
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, like every other error of the CLI
+        print(f"error: {message} (see --help)", file=sys.stderr)
+        sys.exit(2)
 
 
 def _checkpoint_arg(text: str) -> tuple[str, str]:
@@ -594,10 +605,9 @@ def add_grid_args(p: argparse.ArgumentParser):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m minibert.grid", description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="\n".join(__doc__.split("\n")[2:9]))
-    sub = p.add_subparsers(dest="command", required=True)
+    p = Parser(prog="python -m minibert.grid", description=__doc__.split("\n")[0],
+               formatter_class=argparse.RawDescriptionHelpFormatter, epilog="\n".join(__doc__.split("\n")[2:9]))
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
     for name, table in TABLES.items():
         add_grid_args(sub.add_parser(name, help=f"run the cells of {table.title}"))
     r = sub.add_parser("report", help="render the grid's tables beside the paper's, and the healing analysis")

@@ -136,12 +136,16 @@ def test_shards_are_disjoint_and_cover_the_list(tmp_path):
 
 
 def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
-    for args in (["--shard", "2/2"], ["--shard", "x"], ["--levels", "30"], ["--datasets", "nope"], ["--models", "tiny"]):
+    for args in (["--shard", "2/2"], ["--shard", "x"], ["--levels", "30"], ["--seeds", "a"], ["--datasets", "nope"],
+                 ["--models", "tiny"]):
         assert main(["table2", "--out", str(tmp_path), *args, "--list"]) == 2, args
         err = capsys.readouterr().err
         assert err.startswith("error: ") and err.count("\n") == 1, err
     assert main(["report", str(tmp_path / "nothing")]) == 2
     assert "grid.json" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["table2", "--list"])  # no --out
+    assert exit_.value.code == 2 and capsys.readouterr().err.startswith("error: the following arguments are required: --out")
 
 
 def test_summary_over_seeds():
