@@ -112,7 +112,7 @@ def test_saved_model_loads_in_transformers(cli_run, data_root):
 # ---- probe, corruption, resume, precision, NaN: through the Python entry point ----------------------
 
 def test_probe_freezes_the_corrupted_encoder_and_trains_the_head(minilm_dir, data_root, tmp_path):
-    cfg = small(minilm_dir, data_root, tmp_path / "probe", mode="probe", corrupt="top:0.5", limit=200,
+    cfg = small(minilm_dir, data_root, tmp_path / "probe", mode="probe", corrupt="top:0.5", limit=128,
                 epochs=3, lr=1e-2, batch_size=16, save_model=True)
     result = train(cfg)
     assert result["status"] == "done"
@@ -134,7 +134,7 @@ def test_probe_freezes_the_corrupted_encoder_and_trains_the_head(minilm_dir, dat
 
 
 def test_resume_after_a_stop_matches_an_uninterrupted_run(minilm_dir, data_root, tmp_path):
-    args = dict(limit=64, epochs=2)
+    args = dict(limit=48, epochs=2)
     whole = train(small(minilm_dir, data_root, tmp_path / "whole", **args))
     cfg = small(minilm_dir, data_root, tmp_path / "split", **args)
     stopped = train(TrainConfig(**{**cfg.__dict__, "stop_after_epoch": 1}))
