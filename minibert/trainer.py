@@ -271,11 +271,20 @@ def check_out_dir(out: Path, cfg: TrainConfig) -> dict | None:
     if (out / "result.json").is_file():
         result = json.loads((out / "result.json").read_text())
         if result.get("status") == "done":
+            if os.environ.get("RANK", "0") == "0":
+                print(f"{out} holds this run, finished: reporting it, not rerunning")
             return result
     if not cfg.resume:
         raise ValueError(f"--out {out} holds an unfinished run of this configuration; "
                          "pass --resume to continue it, or pick a new --out")
     return None
+
+
+def start_out_dir(out: Path, cfg, data: Prepared, device, precision, world) -> None:
+    """Create the run folder and record the run's config.json (kept as is when resuming)."""
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / "config.json").is_file():
+        write_json(out / "config.json", run_info(cfg, data, device, precision, world))
 
 
 def run_info(cfg, data: Prepared, device, precision, world) -> dict:
@@ -321,16 +330,11 @@ def train(cfg: TrainConfig) -> dict:
 def sweep(cfg: TrainConfig, data: Prepared) -> dict:
     """The paper's protocol: one sub-run per lr in PAPER_LRS, keep the best by cfg.metric."""
     out = Path(cfg.out)
-    finished = check_out_dir(out, cfg)
-    if finished:
-        if os.environ.get("RANK", "0") == "0":
-            print(f"{out} holds this run, finished: reporting it, not rerunning")
+    if finished := check_out_dir(out, cfg):
         return finished
     device, rank, world = setup_device(cfg.device)
     if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        if not (out / "config.json").is_file():
-            write_json(out / "config.json", run_info(cfg, data, device, resolve_precision(cfg.precision, device), world))
+        start_out_dir(out, cfg, data, device, resolve_precision(cfg.precision, device), world)
     runs = {}
     for lr in PAPER_LRS:
         runs[lr] = run(replace(cfg, lr=lr, out=str(out / f"lr_{lr:g}")), data)
@@ -349,19 +353,14 @@ def sweep(cfg: TrainConfig, data: Prepared) -> dict:
 def run(cfg: TrainConfig, data: Prepared) -> dict:
     """Train one configuration at one lr; see the module docstring for what it writes."""
     out = Path(cfg.out)
-    finished = check_out_dir(out, cfg)
-    if finished:
-        if os.environ.get("RANK", "0") == "0":
-            print(f"{out} holds this run, finished: reporting it, not rerunning")
+    if finished := check_out_dir(out, cfg):
         return finished
     t_start = time.time()
     device, rank, world = setup_device(cfg.device)
     main = rank == 0
     precision = resolve_precision(cfg.precision, device)
     if main:
-        out.mkdir(parents=True, exist_ok=True)
-        if not (out / "config.json").is_file():
-            write_json(out / "config.json", run_info(cfg, data, device, precision, world))
+        start_out_dir(out, cfg, data, device, precision, world)
 
     # The model: pre-trained encoder, corrupted as asked, with a fresh head (drawn from the seeded RNG).
     torch.manual_seed(cfg.seed)
