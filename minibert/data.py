@@ -81,7 +81,8 @@ DATASETS: dict[str, DatasetSpec] = {s.name: s for s in [
                 headerless=(("label", "title", "description"),)),
     DatasetSpec("emotion", "dair-ai/emotion", _parquet("split", ("train", "validation", "test")),
                 ("sadness", "joy", "love", "anger", "fear", "surprise"), (("text",),),
-                paper_train=14000, paper_test=4000, max_length=128),
+                paper_train=14000, paper_test=4000, max_length=128,
+                revision="106c232c0a63f3f06ae5d80d141114a00604e969"),  # a commit whose split/ holds these files
     DatasetSpec("dbpedia", "fancyzhx/dbpedia_14", _parquet("dbpedia_14", ("train", "test")),
                 ("Company", "EducationalInstitution", "Artist", "Athlete", "OfficeHolder", "MeanOfTransportation",
                  "Building", "NaturalPlace", "Village", "Animal", "Plant", "Album", "Film", "WrittenWork"),
