@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .checkpoint import TOKENIZER_FILES, load_pretrained, resolve, save_pretrained
-from .config import BertConfig
+from .config import PRESETS, BertConfig
 from .corrupt import corrupt, parse_spec
 from .data import DATASETS, batches, encode, load_dataset
 from .heads import SequenceClassifier
@@ -131,6 +131,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
                          f"x {world} processes")
     if not 0 <= cfg.warmup < 1 or cfg.weight_decay < 0 or cfg.grad_clip <= 0:
         raise ValueError("need 0 <= --warmup < 1, --weight-decay >= 0 and --grad-clip > 0")
+    if cfg.model in PRESETS:  # a bad spec is caught before any download; other models once config.json is read
+        parse_spec(cfg.corrupt, PRESETS[cfg.model][1].num_hidden_layers)
     paths = {k: str(getattr(cfg, k)) for k in ("model", "data_dir", "out", "cache_dir") if getattr(cfg, k) is not None}
     return replace(cfg, lr=lr, **paths)  # Path arguments become strings, as the command line gives them
 
