@@ -644,8 +644,11 @@ def main(argv=None) -> int:
         everything = cells(cfg)
         todo = shard(everything, args.shard)
         if args.list:
-            for cell in todo:
-                print(f"{cell.name}\t{status(cell_dir(cfg, cell))}\t{shlex.join(command(cfg, cell))}")
+            try:
+                for cell in todo:
+                    print(f"{cell.name}\t{status(cell_dir(cfg, cell))}\t{shlex.join(command(cfg, cell))}")
+            except BrokenPipeError:  # `--list | head`: the reader has all it wants; silence the exit-time flush
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 0
         cfg.out.mkdir(parents=True, exist_ok=True)
         write_manifest(cfg, everything)
