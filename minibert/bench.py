@@ -43,6 +43,7 @@ from .checkpoint import hf_state_dict, key_map, save_pretrained
 from .config import PRESETS, BertConfig
 from .heads import SequenceClassifier
 from .model import Bert
+from .tokenizer import pad_batch
 
 MINILM = BertConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)
 TINY = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
@@ -285,14 +286,9 @@ def padded_batch(tok, split, device) -> dict:
 
 def _collate(enc, index, T: int, pad_id: int) -> dict:
     """Examples `index` of an Encoded split, right-padded to length T."""
-    lengths = torch.as_tensor(enc.lengths[index])
-    input_ids = torch.full((len(index), T), pad_id, dtype=torch.long)
-    token_type_ids = torch.zeros((len(index), T), dtype=torch.long)
-    for row, j in enumerate(index):
-        input_ids[row, :enc.lengths[j]] = torch.tensor(enc.ids[j])
-        token_type_ids[row, :enc.lengths[j]] = torch.tensor(enc.type_ids[j])
-    return {"input_ids": input_ids, "attention_mask": (torch.arange(T)[None] < lengths[:, None]).long(),
-            "token_type_ids": token_type_ids, "labels": torch.tensor([enc.labels[j] for j in index])}
+    batch = pad_batch([enc.ids[j] for j in index], [enc.type_ids[j] for j in index], pad_id, length=T)
+    batch["labels"] = torch.tensor([enc.labels[j] for j in index])
+    return batch
 
 
 def reference_batches(enc, batch_size: int, max_length: int | None, seed: int, pad_id: int) -> list[dict]:

@@ -31,6 +31,8 @@ import numpy as np
 import torch
 from huggingface_hub import hf_hub_download
 
+from .tokenizer import pad_batch
+
 # ----------------------------------------------------------------------------------------------------
 # The registry
 
@@ -561,16 +563,9 @@ def batches(enc: Encoded, batch_size: int, shuffle: bool = True, group_by_length
     longest example, and labels (B,). Every example appears exactly once per epoch."""
     labels = np.asarray(enc.labels, dtype=np.int64)
     for index in batch_indices(enc.lengths, batch_size, shuffle, group_by_length, seed, epoch):
-        lengths = enc.lengths[index]
-        B, T = len(index), int(lengths.max())
-        input_ids = np.full((B, T), pad_id, dtype=np.int64)
-        token_type_ids = np.zeros((B, T), dtype=np.int64)
-        for row, (i, n) in enumerate(zip(index, lengths)):
-            input_ids[row, :n] = enc.ids[i]
-            token_type_ids[row, :n] = enc.type_ids[i]
-        attention_mask = (np.arange(T)[None, :] < lengths[:, None]).astype(np.int64)  # (B, T)
-        yield {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(attention_mask),
-               "token_type_ids": torch.from_numpy(token_type_ids), "labels": torch.from_numpy(labels[index])}
+        batch = pad_batch([enc.ids[i] for i in index], [enc.type_ids[i] for i in index], pad_id)
+        batch["labels"] = torch.from_numpy(labels[index])
+        yield batch
 
 
 def padding_fraction(enc: Encoded, batch_size: int, **batch_kwargs) -> float:

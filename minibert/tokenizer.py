@@ -8,9 +8,27 @@ sequence in the batch and truncates pairs longest-first, like HF's defaults.
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 from tokenizers import Tokenizer
 from tokenizers.implementations import BertWordPieceTokenizer
+
+
+def pad_batch(ids: list[list[int]], type_ids: list[list[int]] | None = None, pad_id: int = 0,
+              length: int | None = None) -> dict:
+    """Right-pad token id lists to `length` (default: the longest) -> dict of LongTensors
+    input_ids, attention_mask, token_type_ids, each (B, T)."""
+    lengths = np.array([len(x) for x in ids], dtype=np.int64)
+    T = int(lengths.max()) if length is None else length
+    input_ids = np.full((len(ids), T), pad_id, dtype=np.int64)
+    token_type_ids = np.zeros((len(ids), T), dtype=np.int64)
+    for row, x in enumerate(ids):
+        input_ids[row, : len(x)] = x
+        if type_ids is not None:
+            token_type_ids[row, : len(x)] = type_ids[row]
+    attention_mask = (np.arange(T)[None, :] < lengths[:, None]).astype(np.int64)  # (B, T)
+    return {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(attention_mask),
+            "token_type_ids": torch.from_numpy(token_type_ids)}
 
 
 class BertTokenizer:
@@ -45,16 +63,7 @@ class BertTokenizer:
 
     def pad(self, ids: list[list[int]], type_ids: list[list[int]] | None = None) -> dict:
         """Right-pad lists of ids to the longest one: input_ids, attention_mask, token_type_ids (B, T)."""
-        T = max(len(x) for x in ids)
-        input_ids = torch.full((len(ids), T), self.pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(ids), T), dtype=torch.long)
-        token_type_ids = torch.zeros((len(ids), T), dtype=torch.long)
-        for i, x in enumerate(ids):
-            input_ids[i, : len(x)] = torch.tensor(x, dtype=torch.long)
-            attention_mask[i, : len(x)] = 1
-            if type_ids is not None:
-                token_type_ids[i, : len(x)] = torch.tensor(type_ids[i], dtype=torch.long)
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+        return pad_batch(ids, type_ids, self.pad_id)
 
     def __call__(self, texts, text_pairs=None, max_length: int | None = None) -> dict:
         ids, type_ids = self.encode(texts, text_pairs, max_length)
