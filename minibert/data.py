@@ -31,7 +31,10 @@ import numpy as np
 import torch
 from huggingface_hub import hf_hub_download
 
-from .tokenizer import pad_batch
+from .tokenizer import load_tokenizer, pad_batch
+
+# Real samples of the datasets, one folder per dataset, beside a checkout of this repository.
+DEFAULT_DATA_ROOT = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
 # ----------------------------------------------------------------------------------------------------
 # The registry
@@ -580,11 +583,6 @@ def padding_fraction(enc: Encoded, batch_size: int, **batch_kwargs) -> float:
 # CLI: python -m minibert.data sst2 --data-dir ../shared/data/sst2
 
 
-def _tokenizer(model: str):
-    from .tokenizer import load_tokenizer, tokenizer_from_dir
-    return tokenizer_from_dir(model) if Path(model).is_dir() else load_tokenizer(model)
-
-
 def _balance(split: Split) -> str:
     n = max(len(split), 1)
     return ", ".join(f"{k} {v} ({100 * v / n:.1f}%)" for k, v in split.class_balance().items())
@@ -605,7 +603,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     try:
         ds = load_dataset(args.name, args.data_dir, args.split, args.seed, args.limit)
-        tok = _tokenizer(args.model)
+        tok = load_tokenizer(args.model)
         max_length = args.max_length or ds.spec.max_length
         spec = ds.spec
         print(f"{spec.name}: {spec.hub_repo}, {'sentence pair' if spec.pair else 'single text'}, "

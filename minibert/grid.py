@@ -37,13 +37,12 @@ from .checkpoint import load_classifier
 from .cka import healing, read_run, saved_model
 from .config import PRESETS, BertConfig
 from .corrupt import parse_spec
-from .data import DATASETS, encode, load_dataset
+from .data import DATASETS, DEFAULT_DATA_ROOT, encode, load_dataset
 from .paper import LEVELS, MODELS, SIDES, TABLES, paper_value
 from .viz import cka_figure, tsne_figure
 
 REPO = Path(__file__).resolve().parent.parent
 TRAIN = REPO / "train.py"
-DEFAULT_DATA_ROOT = REPO.parent / "shared" / "data"
 QUICK_DATASETS = {"table2": ("ag_news", "emotion"), "table3": ("ag_news", "emotion"),
                   "table4": ("ag_news", "dbpedia"), "table5": ("mrpc", "rte")}
 # --quick: small enough that a grid of a few cells runs on a laptop CPU in minutes

@@ -74,11 +74,13 @@ class BertTokenizer:
 
 
 def load_tokenizer(name_or_path) -> BertTokenizer:
-    """Tokenizer of a preset ('base'|'large'|'distil'), a local checkpoint directory, or a hub id."""
+    """Tokenizer of a preset ('base'|'large'|'distil'), a local directory with the tokenizer files
+    (config.json not needed), or a hub id."""
     from .checkpoint import resolve  # local import: checkpoint imports the model, which we don't need
 
-    directory = resolve(name_or_path, need_weights=False)
-    return tokenizer_from_dir(directory)
+    if Path(name_or_path).expanduser().is_dir():
+        return tokenizer_from_dir(Path(name_or_path).expanduser())
+    return tokenizer_from_dir(resolve(name_or_path, need_weights=False))
 
 
 def tokenizer_from_dir(directory) -> BertTokenizer:
