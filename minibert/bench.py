@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from . import data
-from .checkpoint import hf_state_dict, key_map, save_pretrained
+from .checkpoint import hf_classifier_state_dict, key_map, save_pretrained
 from .config import PRESETS, BertConfig
 from .heads import SequenceClassifier
 from .model import Bert
@@ -104,10 +104,7 @@ def make_pair(config: BertConfig, device, seed: int = 0, num_labels: int = 2):
 def sync_reference(ours: SequenceClassifier, ref):
     """Copy minibert's current weights into the reference, so that the two start each row equal (training
     with dropout on moves them apart)."""
-    prefix = "bert." if ours.config.flavour == "bert" else "distilbert."
-    state = hf_state_dict(ours.encoder, prefix=prefix)
-    state.update({k: v for k, v in ours.state_dict().items() if k.startswith(("classifier.", "pre_classifier."))})
-    ref.load_state_dict(state)
+    ref.load_state_dict(hf_classifier_state_dict(ours))
 
 
 def logits_of(model, batch):

@@ -257,6 +257,15 @@ def hf_state_dict(model: Bert, prefix: str = "") -> dict:
     return out
 
 
+def hf_classifier_state_dict(clf) -> dict:
+    """A SequenceClassifier's weights under *ForSequenceClassification's names (bert./distilbert. + head)."""
+    state = hf_state_dict(clf.encoder, prefix="bert." if clf.config.flavour == "bert" else "distilbert.")
+    for name, tensor in clf.state_dict().items():
+        if name.startswith(("classifier.", "pre_classifier.")):
+            state[name] = tensor.detach().contiguous().cpu()
+    return state
+
+
 def save_pretrained(model, directory, label_names: list[str] | None = None) -> Path:
     """Write HF-format config.json + model.safetensors that `transformers` loads.
 
@@ -270,10 +279,7 @@ def save_pretrained(model, directory, label_names: list[str] | None = None) -> P
     if isinstance(model, SequenceClassifier):
         cfg = model.encoder.config
         family = "Bert" if cfg.flavour == "bert" else "DistilBert"
-        state = hf_state_dict(model.encoder, prefix="bert." if cfg.flavour == "bert" else "distilbert.")
-        for name, tensor in model.state_dict().items():
-            if name.startswith(("classifier.", "pre_classifier.")):
-                state[name] = tensor.detach().contiguous().cpu()
+        state = hf_classifier_state_dict(model)
         hf = cfg.to_hf_dict()
         labels = label_names or [f"LABEL_{i}" for i in range(model.num_labels)]
         hf.update(architectures=[f"{family}ForSequenceClassification"], minibert_pooling=model.pooling,
