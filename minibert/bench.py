@@ -43,6 +43,7 @@ from .checkpoint import hf_classifier_state_dict, key_map, save_pretrained
 from .config import PRESETS, BertConfig
 from .heads import SequenceClassifier
 from .model import Bert
+from .parity import import_transformers
 from .tokenizer import load_tokenizer, pad_batch
 
 MINILM = BertConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)
@@ -81,17 +82,9 @@ def defaults(device: str) -> Settings:
 
 # ---- the two systems -----------------------------------------------------------------------
 
-def _transformers():
-    try:
-        import transformers
-    except ImportError:
-        sys.exit("the benchmark compares against `transformers`: pip install -e '.[test]'")
-    return transformers
-
-
 def make_pair(config: BertConfig, device, seed: int = 0, num_labels: int = 2):
     """minibert's SequenceClassifier and transformers' *ForSequenceClassification with the same weights."""
-    tf = _transformers()
+    tf = import_transformers()
     torch.manual_seed(seed)
     ours = SequenceClassifier(Bert(config), num_labels, pooling="cls")
     with tempfile.TemporaryDirectory() as tmp:
@@ -290,6 +283,7 @@ def _collate(enc, index, T: int, pad_id: int) -> dict:
 def reference_batches(enc, batch_size: int, max_length: int | None, seed: int, pad_id: int) -> list[dict]:
     """The reference's batches. max_length=None: the Trainer's group_by_length (LengthGroupedSampler order,
     each batch padded to its longest). Else a plain shuffle with every batch padded to max_length."""
+    import_transformers()  # a clear message when the reference is not installed
     from transformers.trainer_pt_utils import LengthGroupedSampler
     g = torch.Generator().manual_seed(seed)
     if max_length:
@@ -441,8 +435,8 @@ def machine(device) -> dict:
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     try:
-        info["transformers"] = _transformers().__version__
-    except SystemExit:
+        info["transformers"] = import_transformers().__version__
+    except ImportError:
         pass
     return info
 
@@ -494,7 +488,11 @@ def main(argv=None) -> int:
             s.epoch_examples = {k: v for k, v in {**s.epoch_examples, name: n}.items() if v > 0}
     s.data_dir, s.tokenizer = args.data_dir, args.tokenizer
     print(HEADER)
-    result = run(s)
+    try:
+        result = run(s)
+    except ImportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(table(result))
     print("equal work (max |diff| minibert vs reference on the timed batches):")
     for name, c in result["checks"].items():

@@ -37,11 +37,13 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 NUM_LABELS = 3  # any number works; 3 makes sure the head is not a single logit
 
 
-def _import_transformers():
+def import_transformers():
+    """The reference implementation. minibert imports it here only, when a comparison runs (parity, bench):
+    it is a test-only dependency, never needed to load, train or evaluate."""
     try:
         import transformers
     except ImportError:
-        raise ImportError("parity compares against Hugging Face transformers, which is not installed; "
+        raise ImportError("this tool compares against Hugging Face transformers, which is not installed; "
                           "install the test extra: pip install -e '.[test]'") from None
     transformers.logging.set_verbosity_error()  # "newly initialized classifier" is expected: we copy ours in
     transformers.logging.disable_progress_bar()
@@ -50,7 +52,7 @@ def _import_transformers():
 
 def reference_classifier(model_dir, num_labels: int):
     """The HF *ForSequenceClassification model (eval mode) for the checkpoint in model_dir."""
-    transformers = _import_transformers()
+    transformers = import_transformers()
     config = transformers.AutoConfig.from_pretrained(model_dir)
     classes = {"bert": transformers.BertForSequenceClassification,
                "distilbert": transformers.DistilBertForSequenceClassification}
@@ -71,7 +73,7 @@ def copy_head(ours: SequenceClassifier, theirs) -> None:
 
 def compare_tokenizers(model_dir, texts, pairs) -> dict:
     """Token ids, attention masks and token types of minibert's tokenizer vs HF's, on the same inputs."""
-    transformers = _import_transformers()
+    transformers = import_transformers()
     ours, theirs = tokenizer_from_dir(model_dir), transformers.AutoTokenizer.from_pretrained(model_dir)
     mismatches = []
     for a, b in [(texts, None), ([p[0] for p in pairs], [p[1] for p in pairs])]:
