@@ -254,8 +254,8 @@ def load_tokenizer_for_bench(s: Settings):
 
 
 def data_root(s: Settings) -> Path | None:
-    root = Path(s.data_dir) if s.data_dir else data.DEFAULT_DATA_ROOT
-    return root if root.is_dir() else None
+    root = Path(s.data_dir) if s.data_dir else data.default_data_root()
+    return root if root is not None and root.is_dir() else None
 
 
 def real_split(name: str, root: Path, n: int, seed: int):
@@ -471,7 +471,7 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=None, help="timed calls per system and row (median reported)")
     p.add_argument("--sst2", type=int, default=None, help="examples of SST-2 in the epoch rows")
     p.add_argument("--imdb", type=int, default=None, help="examples of IMDB in the epoch rows (0: skip)")
-    p.add_argument("--data-dir", default=None, help="the real data folder (default: ../shared/data)")
+    p.add_argument("--data-dir", default=None, help="the real data folder, one sub-folder per dataset (default: $MINIBERT_DATA)")
     p.add_argument("--tokenizer", default=None, help="tokenizer dir or preset (default: bert-base-uncased's vocab)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--json", default="bench.json", help="where to write the results")

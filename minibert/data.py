@@ -33,8 +33,13 @@ from huggingface_hub import hf_hub_download
 
 from .tokenizer import load_tokenizer, pad_batch
 
-# Real samples of the datasets, one folder per dataset, beside a checkout of this repository.
-DEFAULT_DATA_ROOT = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+DATA_ENV = "MINIBERT_DATA"  # a folder with one sub-folder per dataset; the tests and CI point it at real samples
+
+
+def default_data_root() -> Path | None:
+    """The local data folder named by $MINIBERT_DATA, or None: the Hugging Face Hub."""
+    root = os.environ.get(DATA_ENV)
+    return Path(root).resolve() if root else None
 
 # ----------------------------------------------------------------------------------------------------
 # The registry

@@ -37,7 +37,7 @@ from .checkpoint import load_classifier
 from .cka import healing, read_run, saved_model
 from .config import PRESETS, BertConfig
 from .corrupt import parse_spec
-from .data import DATASETS, DEFAULT_DATA_ROOT, encode, load_dataset
+from .data import DATASETS, default_data_root, encode, load_dataset
 from .paper import LEVELS, MODELS, SIDES, TABLES, paper_value
 from .viz import cka_figure, tsne_figure
 
@@ -562,9 +562,8 @@ def grid_config(table: str, args) -> GridConfig:
     levels = _csv_list(args.levels, int) or pick("levels", (0, 25, 50, 75, 100))
     if not set(levels) <= {0, 25, 50, 75, 100}:
         raise ValueError(f"--levels must be among 0,25,50,75,100 (percent of layers), got {args.levels}")
-    data_root = None if args.data_root == "hub" else Path(args.data_root or DEFAULT_DATA_ROOT).resolve()
-    if args.data_root is None and not data_root.is_dir():
-        data_root = None  # no local samples beside the repo: train.py downloads from the hub
+    data_root = None if args.data_root == "hub" else (Path(args.data_root).resolve() if args.data_root
+                                                       else default_data_root())
     if data_root is not None:
         missing = [d for d in datasets if not (data_root / d).is_dir()]
         if missing:
@@ -589,8 +588,8 @@ def add_grid_args(p: argparse.ArgumentParser):
     p.add_argument("--datasets", help="comma-separated subset of the table's datasets")
     p.add_argument("--levels", help="comma-separated corruption levels in %% of layers, among 0,25,50,75,100")
     p.add_argument("--seeds", default="0", help="comma-separated seeds; each cell runs once per seed (default 0)")
-    p.add_argument("--data-root", help="folder with one sub-folder per dataset (default ../shared/data beside the "
-                                       "repo when present); 'hub' downloads from the Hugging Face Hub")
+    p.add_argument("--data-root", help="folder with one sub-folder per dataset (default: $MINIBERT_DATA when set, else "
+                                       "the Hugging Face Hub); 'hub' downloads from the Hub")
     p.add_argument("--split", default="paper", choices=["paper", "official"], help="train.py --split")
     p.add_argument("--lr", help="a learning rate, or 'sweep' over 1e-5, 2e-5, 5e-5 (default: sweep, the paper's)")
     p.add_argument("--epochs", type=int, help="epochs per run (default 10, the paper's)")

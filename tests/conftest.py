@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+# Product code never looks outside the repository; the tests (and the CLIs they start) find the samples here.
+os.environ.setdefault("MINIBERT_DATA", str(REPO.parent / "shared" / "data"))
 
 
 def _require(what: str, reason: str):
@@ -20,7 +22,7 @@ def _require(what: str, reason: str):
 @pytest.fixture(scope="session")
 def data_root() -> Path:
     """The folder of real dataset samples (../shared/data, or $MINIBERT_DATA)."""
-    root = Path(os.environ.get("MINIBERT_DATA", REPO.parent / "shared" / "data"))
+    root = Path(os.environ["MINIBERT_DATA"])
     if not root.is_dir():
         _require("the real data folder", f"{root} not found (set MINIBERT_DATA to the shared data samples)")
     return root
