@@ -73,6 +73,16 @@ class Embeddings(nn.Module):
         return self.dropout(self.norm(x))
 
 
+def attention_probs(q, k, mask=None):
+    """softmax(QK^T / sqrt(d)): how much each query attends to each key, (B, nh, Tq, T); rows sum to 1.
+
+    q (B, nh, Tq, hs), k (B, nh, T, hs); mask (B, 1, 1, T) bool, True where a key may be attended."""
+    scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])  # (B, nh, Tq, T)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))  # padding keys get zero weight
+    return scores.softmax(dim=-1)
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention: every token looks at every (unpadded) token, in both directions."""
 
@@ -104,10 +114,7 @@ class SelfAttention(nn.Module):
         v = v.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
         p = self.attn_dropout if self.training else 0.0
         if self.explicit:
-            scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B, nh, Tq, T)
-            if mask is not None:
-                scores = scores.masked_fill(~mask, float("-inf"))  # padding keys get zero weight
-            weights = F.dropout(scores.softmax(dim=-1), p=p, training=self.training)
+            weights = F.dropout(attention_probs(q, k, mask), p=p, training=self.training)
             y = weights @ v  # (B, nh, Tq, hs)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, nh, Tq, hs)
