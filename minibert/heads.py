@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 
 from .model import Bert
+from .padding import encode
 
 
 def mean_pool(hidden, attention_mask):
@@ -67,8 +68,7 @@ class SequenceClassifier(nn.Module):
         """Pooled features (B, H): what a linear probe trains on and what t-SNE plots."""
         # The head reads only [CLS] (or the real tokens) of the last layer, so the encoder may skip the
         # padding and, for [CLS], run its last layer for that one position: same numbers, less work.
-        out = self.encoder(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                           unpad=True, cls_only=self.pooling == "cls")
+        out = encode(self.encoder, input_ids, attention_mask, token_type_ids, cls_only=self.pooling == "cls")
         return self.pool(out, attention_mask)
 
     def head(self, features):

@@ -16,9 +16,8 @@ Deviations from the Hugging Face implementation, none of which changes a number:
   behind `explicit_attention=True` because it is the formula a reader wants to see. Tests hold both to
   1e-5 of each other and of HF.
 - DistilBERT is the same encoder without token type embeddings and without a pooler.
-- two opt-in shortcuts for heads (SequenceClassifier uses them), exact at the positions they return:
-  `unpad` runs the layers on the real tokens only (padding.py), `cls_only` computes the last layer
-  for the [CLS] position only. The defaults give HF's outputs everywhere, padding positions included.
+
+What training and the heads run is padding.py: these same modules on the real tokens only, [CLS]-only last layer.
 """
 import math
 from dataclasses import dataclass
@@ -28,7 +27,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import BertConfig
-from .padding import Unpadded
 
 
 @dataclass
@@ -84,7 +82,7 @@ def attention_probs(q, k, mask=None):
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention: every token looks at every (unpadded) token, in both directions."""
+    """Multi-head self-attention: every token looks at every real (not padding) token, in both directions."""
 
     def __init__(self, config: BertConfig):
         super().__init__()
@@ -96,34 +94,31 @@ class SelfAttention(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.explicit = False  # set by Bert.explicit_attention
 
-    def forward(self, x, mask=None, unpadded=None, cls_only=False):
-        """x (B, T, H), or (N, H) real tokens only when `unpadded` says where they sit in the batch.
-        mask (B, 1, 1, T) bool, True where a key may be attended, or None (no padding).
-        cls_only: only the [CLS] position (0) asks a query; returns (B, H)."""
-        qkv = self.qkv(x)  # (B, T, 3H) or (N, 3H)
-        if unpadded is not None:
-            qkv = unpadded.pad(qkv)  # (B, T, 3H): attention needs each sequence's tokens side by side
-        B, T, H = qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3
-        q, k, v = qkv.split(H, dim=-1)  # 3 x (B, T, H)
-        if cls_only:
-            q = q[:, :1]  # (B, 1, H): one query, still over the keys and values of every token
-        Tq = q.shape[1]
-        # split the hidden dimension into heads and move heads next to the batch
-        q = q.view(B, Tq, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, Tq, hs)
-        k = k.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
-        v = v.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
+    def split_heads(self, x):
+        """x (B, T, H) -> queries, keys and values, each (B, nh, T, hs)."""
+        return self.heads(self.qkv(x))
+
+    def heads(self, qkv):
+        """(B, T, 3H) -> q, k, v, each (B, nh, T, hs): the hidden dimension split into heads, heads next to B."""
+        B, T, _ = qkv.shape
+        return [t.view(B, T, self.n_head, self.head_dim).transpose(1, 2) for t in qkv.chunk(3, dim=-1)]
+
+    def attend(self, q, k, v, mask=None):
+        """Each query's average of the values, weighted by attention_probs; heads re-assembled.
+
+        q (B, nh, Tq, hs), k and v (B, nh, T, hs), mask (B, 1, 1, T) or None -> (B, Tq, H)."""
         p = self.attn_dropout if self.training else 0.0
         if self.explicit:
             weights = F.dropout(attention_probs(q, k, mask), p=p, training=self.training)
             y = weights @ v  # (B, nh, Tq, hs)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, nh, Tq, hs)
-        y = y.transpose(1, 2).reshape(B, Tq, H)  # re-assemble the heads: (B, Tq, H)
-        if cls_only:
-            y = y[:, 0]  # (B, H)
-        elif unpadded is not None:
-            y = unpadded.unpad(y)  # (N, H): back to the real tokens
-        return self.dropout(self.proj(y))
+        return y.transpose(1, 2).flatten(2)  # (B, Tq, nh * hs) = (B, Tq, H)
+
+    def forward(self, x, mask=None):
+        """x (B, T, H); mask (B, 1, 1, T) bool, True where a key may be attended, or None (no padding)."""
+        q, k, v = self.split_heads(x)  # (B, nh, T, hs) each
+        return self.dropout(self.proj(self.attend(q, k, v, mask)))  # (B, T, H)
 
 
 class FeedForward(nn.Module):
@@ -150,13 +145,10 @@ class Layer(nn.Module):
         self.ffn = FeedForward(config)
         self.ffn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
-    def forward(self, x, mask=None, unpadded=None, cls_only=False):
-        """x (B, T, H) or (N, H) (see SelfAttention); with cls_only, only [CLS] goes on: returns (B, H)."""
-        a = self.attention(x, mask, unpadded, cls_only)
-        if cls_only:  # the residual stream of the [CLS] position alone
-            x = x[:, 0] if unpadded is None else x[unpadded.first]  # (B, H)
-        x = self.attn_norm(x + a)
-        x = self.ffn_norm(x + self.ffn(x))
+    def forward(self, x, mask=None):
+        """x (B, T, H) -> (B, T, H)."""
+        x = self.attn_norm(x + self.attention(x, mask))  # tokens exchange information
+        x = self.ffn_norm(x + self.ffn(x))  # each token is transformed on its own
         return x
 
 
@@ -174,10 +166,9 @@ class Pooler(nn.Module):
 def padding_mask(attention_mask):
     """(B, T) 1/0 -> (B, 1, 1, T) bool, True where a key may be attended, built once for all layers.
 
-    None when nothing is padded: with no mask at all SDPA keeps its fastest kernels. Under torch.compile
-    the mask is always built, since a branch on the data would break the graph.
+    None when nothing is padded: with no mask at all SDPA keeps its fastest kernels (and so does HF).
     """
-    if attention_mask is None or (not torch.compiler.is_compiling() and bool(attention_mask.all())):
+    if attention_mask is None or bool(attention_mask.all()):
         return None
     return attention_mask.bool()[:, None, None, :]  # broadcast over heads and queries
 
@@ -211,33 +202,16 @@ class Bert(nn.Module):
             layer.attention.explicit = on
         return self
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, output_hidden_states=False,
-                unpad=False, cls_only=False):
-        """input_ids, attention_mask, token_type_ids: (B, T) LongTensors. Returns an EncoderOutput.
-
-        By default every output equals HF's, padding positions included. Two shortcuts for heads that
-        read [CLS] or average real tokens, exact wherever those read:
-        unpad: the layers run on the real tokens only; outputs are zero at padding positions.
-        cls_only: the last layer runs for [CLS] alone; last_hidden_state is (B, 1, H).
-        """
-        if cls_only and output_hidden_states:
-            raise ValueError("cls_only computes the last layer for [CLS] alone: no full hidden states to return")
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, output_hidden_states=False):
+        """input_ids, attention_mask, token_type_ids: (B, T) LongTensors. Returns an EncoderOutput equal to HF's,
+        padding positions included."""
         mask = padding_mask(attention_mask)
         x = self.embeddings(input_ids, token_type_ids)  # (B, T, H)
-        unpadded = None
-        # torch.compile wants fixed shapes (the number of real tokens is data); cls_only needs [CLS] real
-        if unpad and mask is not None and not torch.compiler.is_compiling() and attention_mask[:, 0].all():
-            unpadded = Unpadded(attention_mask)
-            x = unpadded.unpad(x)  # (N, H)
-        hidden_states = [x]
-        for i, layer in enumerate(self.layers):
-            x = layer(x, mask, unpadded, cls_only=cls_only and i == len(self.layers) - 1)
-            hidden_states.append(x)
-        if cls_only:
-            x = x[:, None]  # (B, 1, H)
-        elif unpadded is not None:
-            x = unpadded.pad(x)  # (B, T, H)
-            hidden_states = [unpadded.pad(h) for h in hidden_states] if output_hidden_states else None
+        hidden_states = [x] if output_hidden_states else None
+        for layer in self.layers:
+            x = layer(x, mask)
+            if output_hidden_states:
+                hidden_states.append(x)
         return EncoderOutput(
             last_hidden_state=x,
             pooler_output=self.pooler(x) if self.pooler is not None else None,
