@@ -14,7 +14,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from .config import PRESETS, BertConfig
+from .config import PRESETS, BertConfig, read_json_object
 from .model import Bert
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -266,37 +266,75 @@ def hf_state_dict(model: Bert, prefix: str = "") -> dict:
 def hf_classifier_state_dict(clf) -> dict:
     """A SequenceClassifier's weights under *ForSequenceClassification's names (bert./distilbert. + head)."""
     state = hf_state_dict(clf.encoder, prefix="bert." if clf.config.flavour == "bert" else "distilbert.")
-    for name, tensor in clf.state_dict().items():
-        if name.startswith(("classifier.", "pre_classifier.")):
-            state[name] = tensor.detach().contiguous().cpu()
+    state.update(head_state_dict(clf))
     return state
 
 
-def save_pretrained(model, directory, label_names: list[str] | None = None) -> Path:
-    """Write HF-format config.json + model.safetensors that `transformers` loads.
+def head_state_dict(clf) -> dict:
+    """The head's own weights: classifier.* (and DistilBERT's pre_classifier.* for [CLS] pooling)."""
+    return {name: tensor.detach().contiguous().cpu() for name, tensor in clf.state_dict().items()
+            if name.startswith(("classifier.", "pre_classifier."))}
 
-    A `Bert` is saved as BertModel / DistilBertModel; a `SequenceClassifier` as
-    *ForSequenceClassification (with a `minibert_pooling` entry, since HF's classes pool [CLS] only).
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only portable way to read it is to set it, so put it straight back
+    os.umask(mask)
+    return mask
+
+
+def write_atomic(path: Path, write) -> None:
+    """write(tmp) then rename onto path: a crash never leaves half a file. The file gets the mode a plain
+    open() gives (0644 under the usual umask), not the 0600 that safetensors gives its files."""
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.chmod(tmp, 0o666 & ~_umask())
+    tmp.replace(path)
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    write_atomic(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2) + "\n"))
+
+
+def _write_safetensors(path: Path, state: dict) -> None:
+    write_atomic(path, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
+
+
+# A mean-pooled classifier's head: transformers has no class that pools this way, so the head lives in a
+# file of minibert's own that transformers does not read, and config.json says it is a plain encoder.
+HEAD_FILE = "minibert_head.safetensors"
+
+
+def save_pretrained(model, directory, label_names: list[str] | None = None) -> Path:
+    """Write HF-format config.json + model.safetensors (mode 0644, each written atomically).
+
+    A `Bert` is saved as BertModel / DistilBertModel. A `SequenceClassifier` with [CLS] pooling is saved as
+    *ForSequenceClassification: transformers loads it and computes the same logits. With mean pooling the
+    encoder is saved as BertModel / DistilBertModel (transformers' AutoModel loads it exactly) and the head
+    in minibert_head.safetensors, which only `load_classifier` reads: AutoModelForSequenceClassification
+    reports its classifier as newly initialised rather than loading a [CLS]-pooled model with the trained
+    head. config.json records `minibert_pooling` and the label names either way.
     """
     from .heads import SequenceClassifier
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    if isinstance(model, SequenceClassifier):
-        cfg = model.encoder.config
-        family = "Bert" if cfg.flavour == "bert" else "DistilBert"
-        state = hf_classifier_state_dict(model)
-        hf = cfg.to_hf_dict()
-        labels = label_names or [f"LABEL_{i}" for i in range(model.num_labels)]
-        hf.update(architectures=[f"{family}ForSequenceClassification"], minibert_pooling=model.pooling,
-                  id2label={str(i): n for i, n in enumerate(labels)}, label2id={n: i for i, n in enumerate(labels)})
+    if not isinstance(model, SequenceClassifier):
+        _write_safetensors(directory / "model.safetensors", hf_state_dict(model))
+        _write_json(directory / "config.json", model.config.to_hf_dict())
+        return directory
+    cfg = model.encoder.config
+    hf = cfg.to_hf_dict()
+    labels = label_names or [f"LABEL_{i}" for i in range(model.num_labels)]
+    hf.update(minibert_pooling=model.pooling, id2label={str(i): n for i, n in enumerate(labels)},
+              label2id={n: i for i, n in enumerate(labels)})
+    if model.pooling == "cls":
+        hf["architectures"] = [f"{'Bert' if cfg.flavour == 'bert' else 'DistilBert'}ForSequenceClassification"]
+        _write_safetensors(directory / "model.safetensors", hf_classifier_state_dict(model))
+        (directory / HEAD_FILE).unlink(missing_ok=True)  # a stale one would override the head on loading
     else:
-        hf = model.config.to_hf_dict()
-        state = hf_state_dict(model)
-    tmp = directory / "model.safetensors.tmp"
-    save_file(state, str(tmp), metadata={"format": "pt"})
-    tmp.replace(directory / "model.safetensors")  # atomic: a crash never leaves half a file
-    (directory / "config.json").write_text(json.dumps(hf, indent=2) + "\n")
+        _write_safetensors(directory / "model.safetensors", hf_state_dict(model.encoder))
+        _write_safetensors(directory / HEAD_FILE, head_state_dict(model))
+    _write_json(directory / "config.json", hf)
     return directory
 
 
@@ -305,17 +343,19 @@ def load_classifier(directory, device=None):
     from .heads import SequenceClassifier
 
     directory = _check_dir(Path(directory), need_weights=True)
-    hf = json.loads((directory / "config.json").read_text())
-    config = BertConfig.from_hf_dict(hf)
+    config = BertConfig.from_json(directory / "config.json")
+    hf = read_json_object(directory / "config.json")
     weights = next(directory / f for f in WEIGHT_FILES if (directory / f).is_file())
     state = read_state_dict(weights)
-    if "classifier.weight" not in state:
+    # a mean-pooled classifier keeps its head beside the encoder (see save_pretrained)
+    head = read_state_dict(directory / HEAD_FILE) if (directory / HEAD_FILE).is_file() else state
+    head = {k: v for k, v in head.items() if k.startswith(("classifier.", "pre_classifier."))}
+    if "classifier.weight" not in head:
         raise ValueError(f"{directory} holds no classifier head (no classifier.weight); it is an encoder "
                          "checkpoint: load it with load_pretrained and train a head")
-    num_labels = state["classifier.weight"].shape[0]
+    num_labels = head["classifier.weight"].shape[0]
     model = SequenceClassifier(Bert(config), num_labels, pooling=hf.get("minibert_pooling", "cls"))
     load_state(model.encoder, state)
-    head = {k: v for k, v in state.items() if k.startswith(("classifier.", "pre_classifier."))}
     model.load_state_dict({**model.state_dict(), **head})
     labels = [hf["id2label"][str(i)] for i in range(num_labels)] if "id2label" in hf else None
     model.label_names = labels
