@@ -110,3 +110,54 @@ def test_preset_is_found_in_weights_dir_offline(tmp_path, monkeypatch, ckpt):
     monkeypatch.setenv("MINIBERT_WEIGHTS", str(ckpt.parent))
     (ckpt.parent / "tiny").rename(ckpt.parent / "base")
     assert minibert.load_pretrained("base").config.hidden_size == 32
+
+
+# ---- config.json values: checked before anything is allocated, one line through the real CLI -------------
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BAD_CONFIGS = {
+    "a JSON list": ([1, 2], "must hold a JSON object"),
+    "zero heads": ({"num_attention_heads": 0}, "num_attention_heads must be an integer from 1"),
+    "a string size": ({"hidden_size": "384"}, "hidden_size must be an integer from 1 to 65,536, got '384'"),
+    "heads do not divide hidden": ({"num_attention_heads": 5}, "not divisible by num_attention_heads 5"),
+    "negative size": ({"intermediate_size": -64}, "intermediate_size must be an integer from 1"),
+    "zero layers": ({"num_hidden_layers": 0}, "num_hidden_layers must be an integer from 1"),
+    "absurd hidden size": ({"hidden_size": 1000000000}, "hidden_size must be an integer from 1 to 65,536"),
+    "a million layers": ({"num_hidden_layers": 1000000}, "num_hidden_layers must be an integer from 1 to 1,000"),
+    "beyond memory": ({"vocab_size": 10_000_000, "hidden_size": 65536, "num_attention_heads": 64},
+                      "GiB of memory available here"),
+}
+
+
+def write_bad_config(ckpt, bad):
+    cfg = json.loads((ckpt / "config.json").read_text())
+    (ckpt / "config.json").write_text(json.dumps(bad if isinstance(bad, list) else {**cfg, **bad}))
+
+
+@pytest.mark.parametrize("case", BAD_CONFIGS)
+def test_bad_config_json_is_one_line_from_train_py(ckpt, tmp_path, case):
+    bad, expected = BAD_CONFIGS[case]
+    write_bad_config(ckpt, bad)
+    run = subprocess.run([sys.executable, "train.py", "--model", str(ckpt), "--limit", "8", "--epochs", "1",
+                          "--out", str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2, run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in run.stderr, run.stderr
+    assert lines[0].startswith("error: ") and str(ckpt / "config.json") in lines[0] and expected in lines[0]
+
+
+@pytest.mark.parametrize("case", ["absurd hidden size", "a million layers", "beyond memory"])
+def test_bad_sizes_are_refused_before_the_model_is_built(ckpt, monkeypatch, case):
+    write_bad_config(ckpt, BAD_CONFIGS[case][0])
+
+    def build(config):
+        raise AssertionError("the model was built from a config that should have been refused")
+    monkeypatch.setattr(minibert.checkpoint, "Bert", build)
+    assert BAD_CONFIGS[case][1] in error_of(ckpt)
+
+
+@pytest.mark.parametrize("flavour", ["bert", "distilbert"])
+def test_parameter_estimate_is_exact(flavour):
+    cfg = BertConfig(**{**TINY, "flavour": flavour, "type_vocab_size": 2 if flavour == "bert" else 0})
+    assert cfg.num_parameters() == Bert(cfg).num_parameters()
+    assert BertConfig().num_parameters() == 109_482_240  # bert-base-uncased's encoder, as HF counts it
