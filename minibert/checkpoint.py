@@ -81,35 +81,37 @@ def download(repo_id: str, local_dir, need_weights: bool = True, progress: bool 
     it on the next run, so an interrupted download picks up at the first missing file. A weights file
     that is there but does not load (cut short by a copy) is fetched again.
     """
-    from huggingface_hub import hf_hub_download, list_repo_files
+    from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url, list_repo_files
     from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
 
     local_dir = Path(local_dir)
     (enable_progress_bars if progress else disable_progress_bars)()
+    weights = None
     try:
+        # One quick request first: offline or with the hub unreachable it fails at once and quietly, where
+        # listing or downloading would retry five times with growing waits (half a minute of warnings).
+        get_hf_file_metadata(hf_hub_url(repo_id, "config.json"), retry_on_errors=False)
         available = set(list_repo_files(repo_id))
         wanted = ["config.json", *[f for f in TOKENIZER_FILES if f in available]]
-        if need_weights:
-            weights = next((f for f in WEIGHT_FILES if f in available), None)
-            if weights is None:
-                raise FileNotFoundError(f"hub repo {repo_id} has neither model.safetensors nor pytorch_model.bin")
+        weights = next((f for f in WEIGHT_FILES if f in available), None)
+        if need_weights and weights is not None:
             wanted.append(weights)
         for i, filename in enumerate(wanted, 1):
             if progress:
                 print(f"{repo_id} [{i}/{len(wanted)}] {filename}", file=sys.stderr)
             hf_hub_download(repo_id, filename, local_dir=local_dir)
-        if need_weights and not _loads(local_dir / weights):
+        if need_weights and weights is not None and not _loads(local_dir / weights):
             # huggingface_hub trusts a file whose etag it recorded, even if it was truncated since
             print(f"{repo_id}: {weights} does not load, fetching it again", file=sys.stderr)
             hf_hub_download(repo_id, weights, local_dir=local_dir, force_download=True)
-    except FileNotFoundError:
-        raise
-    except Exception as e:  # offline, unknown repo, auth: all end the same way for the user
+    except Exception as e:  # offline, unreachable, unknown repo, auth: all end the same way for the user
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise FileNotFoundError(
             f"could not fetch {repo_id!r} from the Hugging Face Hub ({type(e).__name__}: {reason[:200]}); "
             f"without internet, put config.json, model.safetensors and vocab.txt/tokenizer.json in "
             f"{local_dir}/ (see weights/README.md)") from None
+    if need_weights and weights is None:
+        raise FileNotFoundError(f"hub repo {repo_id} has neither model.safetensors nor pytorch_model.bin")
     return _check_dir(local_dir, need_weights)
 
 

@@ -161,3 +161,20 @@ def test_parameter_estimate_is_exact(flavour):
     cfg = BertConfig(**{**TINY, "flavour": flavour, "type_vocab_size": 2 if flavour == "bert" else 0})
     assert cfg.num_parameters() == Bert(cfg).num_parameters()
     assert BertConfig().num_parameters() == 109_482_240  # bert-base-uncased's encoder, as HF counts it
+
+
+def test_unreachable_hub_fails_fast_with_one_line(tmp_path):
+    """Not switched offline, the hub just unreachable: one quick attempt, no retry chatter (issue 14)."""
+    import time
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env.update(HF_ENDPOINT="http://127.0.0.1:9", MINIBERT_WEIGHTS=str(tmp_path))  # port 9: nothing listens
+    start = time.perf_counter()
+    run = subprocess.run([sys.executable, "train.py", "--model", "large", "--corrupt", "top:0.5",
+                          "--out", str(tmp_path / "out")], cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=300)
+    seconds = time.perf_counter() - start
+    assert run.returncode == 2
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1, run.stderr  # before: 11 lines of "Retrying in Ns" first
+    assert "bert-large-uncased" in lines[0] and str(tmp_path / "large") in lines[0]
+    assert seconds < 20, seconds  # before: 26-37 s, 23 s of them the hub client's back-off sleeps
