@@ -24,7 +24,6 @@ Model FLOPs (PaLM, appendix B; nanoGPT's estimate_mfu), per real token of a sequ
 MFU = achieved model FLOP/s over the ceiling measured here: the best of a few large matmuls on the same
 device and dtype (not the datasheet peak).
 """
-import argparse
 import json
 import platform
 import statistics
@@ -40,6 +39,7 @@ import torch.nn.functional as F
 
 from . import data
 from .checkpoint import hf_classifier_state_dict, key_map, save_pretrained
+from .cli import Parser, main_wrapper
 from .config import PRESETS, BertConfig
 from .heads import SequenceClassifier
 from .model import Bert
@@ -462,8 +462,9 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
+@main_wrapper
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m minibert.bench", description=__doc__.split("\n")[0])
+    p = Parser(prog="python -m minibert.bench", description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cpu", help="cpu or cuda (cuda: bf16 autocast, BERT-base shapes)")
     p.add_argument("--model", default=None, choices=list(MODELS), help="shape (default: minilm on CPU, base on CUDA)")
     p.add_argument("--batch", type=int, default=None, help="batch size of the fixed-shape rows")
@@ -475,7 +476,10 @@ def main(argv=None) -> int:
     p.add_argument("--tokenizer", default=None, help="tokenizer dir or preset (default: bert-base-uncased's vocab)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--json", default="bench.json", help="where to write the results")
-    args = p.parse_args(argv)
+    try:
+        args = p.parse_args(argv)
+    except SystemExit as e:  # a bad flag (Parser printed its one line) or --help: main() returns the status
+        return e.code
     if args.threads:
         torch.set_num_threads(args.threads)
     s = defaults(args.device)
@@ -488,11 +492,7 @@ def main(argv=None) -> int:
             s.epoch_examples = {k: v for k, v in {**s.epoch_examples, name: n}.items() if v > 0}
     s.data_dir, s.tokenizer = args.data_dir, args.tokenizer
     print(HEADER)
-    try:
-        result = run(s)
-    except ImportError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    result = run(s)
     print(table(result))
     print("equal work (max |diff| minibert vs reference on the timed batches):")
     for name, c in result["checks"].items():

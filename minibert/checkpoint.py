@@ -90,7 +90,7 @@ def download(repo_id: str, local_dir, need_weights: bool = True, progress: bool 
     try:
         # One quick request first: offline or with the hub unreachable it fails at once and quietly, where
         # listing or downloading would retry five times with growing waits (half a minute of warnings).
-        get_hf_file_metadata(hf_hub_url(repo_id, "config.json"), retry_on_errors=False)
+        get_hf_file_metadata(hf_hub_url(repo_id, "config.json"))  # no retries by default, unlike the rest
         available = set(list_repo_files(repo_id))
         wanted = ["config.json", *[f for f in TOKENIZER_FILES if f in available]]
         weights = next((f for f in WEIGHT_FILES if f in available), None)

@@ -9,11 +9,11 @@ tokenizer_config.json), with huggingface_hub: progress bars, finished files skip
 result is loaded once to prove it works. Afterwards `load_pretrained("base")` finds weights/base first
 and needs no network.
 """
-import argparse
 import sys
 from pathlib import Path
 
 from .checkpoint import download, load_pretrained, local_dir_for, weights_dir
+from .cli import Parser, main_wrapper
 from .config import PRESETS
 from .tokenizer import tokenizer_from_dir
 
@@ -61,9 +61,9 @@ def format_listing(root=None) -> str:
     return "\n".join(lines)
 
 
+@main_wrapper
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m minibert.download", exit_on_error=False,
-                                     description="Fetch the files minibert needs from the Hugging Face Hub.")
+    parser = Parser(prog="python -m minibert.download", description="Fetch the files minibert needs from the Hugging Face Hub.")
     parser.add_argument("models", nargs="*", help=f"presets ({', '.join(PRESETS)}) or hub ids")
     parser.add_argument("--dir", default=None,
                         help="where to put them (default weights/, or $MINIBERT_WEIGHTS; loading by preset "
@@ -71,14 +71,13 @@ def main(argv=None) -> int:
     parser.add_argument("--list", action="store_true", help="show what is already downloaded, with sizes")
     try:
         args = parser.parse_args(argv)
-        if args.list or not args.models:
-            print(format_listing(args.dir))
-            return 0
-        for name in args.models:
-            fetch(name, args.dir)
-    except (ValueError, FileNotFoundError, argparse.ArgumentError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except SystemExit as e:  # a bad flag (Parser printed its one line) or --help: main() returns the status
+        return e.code
+    if args.list or not args.models:
+        print(format_listing(args.dir))
+        return 0
+    for name in args.models:
+        fetch(name, args.dir)
     return 0
 
 

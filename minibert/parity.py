@@ -10,13 +10,13 @@ above tolerance names where the two implementations part ways. Exit status: 0 pa
 
 `transformers` is the reference, not a dependency: it is imported only inside these functions.
 """
-import argparse
 import json
 import sys
 
 import torch
 
 from .checkpoint import load_pretrained, resolve
+from .cli import Parser, main_wrapper
 from .heads import SequenceClassifier
 from .tokenizer import tokenizer_from_dir
 
@@ -164,9 +164,10 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
+@main_wrapper
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m minibert.parity", exit_on_error=False,
-                                     description="Compare minibert with Hugging Face transformers on a checkpoint.")
+    parser = Parser(prog="python -m minibert.parity",
+                    description="Compare minibert with Hugging Face transformers on a checkpoint.")
     parser.add_argument("model", help="preset (base|large|distil), checkpoint directory or hub id")
     parser.add_argument("--text", action="append", default=[], help="an extra sentence to compare (repeatable)")
     parser.add_argument("--pair", action="append", default=[],
@@ -177,14 +178,13 @@ def main(argv=None) -> int:
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     try:
         args = parser.parse_args(argv)
-        if len(args.pair) > len(args.text):
-            raise ValueError(f"got {len(args.pair)} --pair but only {len(args.text)} --text; each pair needs a text")
-        pairs = list(zip(args.text, args.pair))
-        texts = args.text[len(pairs):]  # texts without a partner are single sentences
-        report = compare(args.model, texts, pairs, args.dtype, args.tol)
-    except (ValueError, FileNotFoundError, ImportError, argparse.ArgumentError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except SystemExit as e:  # a bad flag (Parser printed its one line) or --help: main() returns the status
+        return e.code
+    if len(args.pair) > len(args.text):
+        raise ValueError(f"got {len(args.pair)} --pair but only {len(args.text)} --text; each pair needs a text")
+    pairs = list(zip(args.text, args.pair))
+    texts = args.text[len(pairs):]  # texts without a partner are single sentences
+    report = compare(args.model, texts, pairs, args.dtype, args.tol)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0 if report["passed"] else 1
 
