@@ -8,8 +8,9 @@ import pyarrow.parquet as pq
 import pytest
 from huggingface_hub import constants
 
-from minibert import data
-from minibert.data import DATASETS, batch_indices, batches, encode, load_dataset, padding_fraction
+from minibert import data, datasets
+from minibert.data import batch_indices, batches, encode, padding_fraction
+from minibert.datasets import DATASETS, load_dataset
 from minibert.tokenizer import tokenizer_from_dir
 
 # Row counts per split file, from ../shared/data/README.md. imdb/test.csv: the README says 4,362 but the
@@ -48,7 +49,7 @@ def one_line_error(excinfo) -> str:
 @pytest.mark.parametrize("name", sorted(ROWS))
 def test_every_folder_loads_with_its_row_counts(data_root, name):
     spec = DATASETS[name]
-    splits = data.read_splits(spec, data_root / name)
+    splits = datasets.read_splits(spec, data_root / name)
     assert {s: len(v) for s, v in splits.items()} == ROWS[name]
     for split in splits.values():
         assert all(0 <= y < len(spec.label_names) for y in split.labels)
@@ -58,16 +59,16 @@ def test_every_folder_loads_with_its_row_counts(data_root, name):
 
 @pytest.mark.parametrize("name", ["imdb", "dbpedia"])
 def test_samples_load(data_root, name):
-    sample = data.read_file(data_root / name / "sample.jsonl", name)
+    sample = datasets.read_file(data_root / name / "sample.jsonl", name)
     assert len(sample) == 100 and sum(sample.class_balance().values()) == 100
 
 
 def test_parent_folder_finds_the_dataset_subfolder(data_root):
-    assert len(data.read_splits(DATASETS["rte"], data_root)["train"]) == 2490
+    assert len(datasets.read_splits(DATASETS["rte"], data_root)["train"]) == 2490
 
 
 def test_ag_news_one_based_ids_map_to_hub_order(data_root):
-    test = data.read_splits(DATASETS["ag_news"], data_root / "ag_news")["test"]
+    test = datasets.read_splits(DATASETS["ag_news"], data_root / "ag_news")["test"]
     with open(data_root / "ag_news" / "test.csv", newline="") as f:
         raw = [int(r["label"]) for r in csv.DictReader(f)]
     assert test.labels == [y - 1 for y in raw]  # 1 World .. 4 Sci/Tech -> 0..3
@@ -76,32 +77,32 @@ def test_ag_news_one_based_ids_map_to_hub_order(data_root):
 
 
 def test_emotion_words_map_to_hub_ids(data_root):
-    train = data.read_splits(DATASETS["emotion"], data_root / "emotion")["train"]
+    train = datasets.read_splits(DATASETS["emotion"], data_root / "emotion")["train"]
     lines = (data_root / "emotion" / "train.txt").read_text().splitlines()[1:]
     order = ["sadness", "joy", "love", "anger", "fear", "surprise"]
     assert train.labels == [order.index(line.rsplit(";", 1)[1]) for line in lines]
 
 
 def test_dbpedia_ids_map_by_name_not_position(data_root):
-    test = data.read_splits(DATASETS["dbpedia"], data_root / "dbpedia")["test"]
+    test = datasets.read_splits(DATASETS["dbpedia"], data_root / "dbpedia")["test"]
     hub = DATASETS["dbpedia"].label_names
     # meta.txt: 1 Artist, 5 Village, 3 OfficeHolder; the hub's order puts them at 2, 8, 4
     assert [hub[y] for y in test.labels[:3]] == ["Artist", "Village", "OfficeHolder"]
     assert test.texts[0].startswith("Thomas E. Breitenbach")
-    sample = data.read_file(data_root / "dbpedia" / "sample.jsonl", "dbpedia")
+    sample = datasets.read_file(data_root / "dbpedia" / "sample.jsonl", "dbpedia")
     assert hub[sample.labels[0]] == "WrittenWork"  # "written work"
     assert sample.texts[0].startswith("The April Witch The April Witch is a fantasy")  # title + content
 
 
 def test_tfnt_ids_keep_their_meaning(data_root):
-    train = data.read_splits(DATASETS["tfnt"], data_root / "tfnt")["train"]
+    train = datasets.read_splits(DATASETS["tfnt"], data_root / "tfnt")["train"]
     assert train.labels == pq.read_table(data_root / "tfnt" / "train.parquet")["label"].to_pylist()
     names = (data_root / "tfnt" / "classes.txt").read_text().split("\n")[:20]
     assert list(DATASETS["tfnt"].label_names) == names
 
 
 def test_mrpc_reads_the_glue_tsv_with_its_bom(data_root):
-    train = data.read_splits(DATASETS["mrpc"], data_root / "mrpc")["train"]
+    train = datasets.read_splits(DATASETS["mrpc"], data_root / "mrpc")["train"]
     assert train.labels[:2] == [1, 0]
     assert train.texts[0].startswith("Amrozi accused his brother")
     assert train.pairs[0].startswith("Referring to him as only")
@@ -208,7 +209,7 @@ def _fake_hub(tmp_path, monkeypatch, files: dict[str, str]):
         shutil.copy(files[filename], dest)
         return str(dest)
 
-    monkeypatch.setattr(data, "hf_hub_download", download)
+    monkeypatch.setattr(datasets, "hf_hub_download", download)
     return asked
 
 
@@ -224,8 +225,8 @@ def test_hub_glue_layout(tmp_path, monkeypatch, data_root):
 
 
 def test_hub_csv_and_parquet_layouts(tmp_path, monkeypatch, data_root):
-    tfnt = data.read_splits(DATASETS["tfnt"], data_root / "tfnt")
-    imdb = data.read_splits(DATASETS["imdb"], data_root / "imdb")["test"]
+    tfnt = datasets.read_splits(DATASETS["tfnt"], data_root / "tfnt")
+    imdb = datasets.read_splits(DATASETS["imdb"], data_root / "imdb")["test"]
     files = {}
     for split, hub_name in (("train", "topic_train.csv"), ("validation", "topic_valid.csv")):
         files[hub_name] = tmp_path / hub_name
