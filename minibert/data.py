@@ -83,16 +83,20 @@ def _tokenize(split: Split, tokenizer, max_length: int) -> tuple[list[list[int]]
 def _read_cache(path: Path, n: int) -> tuple[list, list, np.ndarray] | None:
     """ids, type_ids and lengths from a cache file of `n` examples; None (with a note) when it is damaged."""
     try:
-        with np.load(path) as z:
+        with np.load(path) as z:  # allow_pickle stays off: a cache file never holds objects
             lengths, flat_ids, flat_types = z["lengths"].astype(np.int64), z["ids"], z["type_ids"]
-        if len(lengths) != n or not len(flat_ids) == len(flat_types) == lengths.sum():
-            raise ValueError(f"{len(lengths)} examples and {len(flat_ids)} tokens, expected {n} examples")
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
-        reason = " ".join(f"{type(e).__name__}: {e}".split())  # one line, whatever the message holds
-        print(f"note: token cache {path} was damaged ({reason}); rebuilding", file=sys.stderr)
-        return None
-    cuts = np.cumsum(lengths)[:-1]
-    return [a.tolist() for a in np.split(flat_ids, cuts)], [a.tolist() for a in np.split(flat_types, cuts)], lengths
+        # our own words: numpy's would suggest loading the file with pickles allowed
+        reason = ("an empty file" if path.stat().st_size == 0 else f"no {e} array" if isinstance(e, KeyError)
+                  else f"truncated or not an .npz archive ({type(e).__name__})")
+    else:
+        if len(lengths) == n and len(flat_ids) == len(flat_types) == lengths.sum():
+            cuts = np.cumsum(lengths)[:-1]
+            return ([a.tolist() for a in np.split(flat_ids, cuts)], [a.tolist() for a in np.split(flat_types, cuts)],
+                    lengths)
+        reason = f"{len(lengths)} examples and {len(flat_ids)} tokens where the split has {n} examples"
+    print(f"note: token cache {path} was damaged ({reason}); rebuilding", file=sys.stderr)
+    return None
 
 
 def _write_cache(path: Path, ids, type_ids, lengths: np.ndarray):
