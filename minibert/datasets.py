@@ -1,4 +1,4 @@
-"""The paper's eight datasets: a registry, the hub and local readers, label mapping and the paper's splits.
+"""The paper's eight datasets: a registry (with each one's declared file layouts), the files, the paper's splits.
 
     ds = load_dataset("sst2", data_dir=None, split="paper", seed=0)     # -> Dataset(train, test, notes)
 
@@ -6,7 +6,8 @@ Data comes from the Hugging Face Hub (`huggingface_hub.hf_hub_download`, only th
 from a local folder of parquet / CSV / TSV / `;`-separated text / JSONL files named after their split
 (train, validation, test; also dev, val, valid). Every file must match one of the Layouts its dataset
 declares in DATASETS: which columns hold the text, the second segment and the label, and what a label
-id means. Label words (`joy`, `written work`) always map to the hub's names and order by name.
+id means (readers.py reads a file that way). Label words (`joy`, `written work`) map to the hub's
+names and order by name.
 
 Choices worth knowing:
 - DBPedia and AG News are single-text tasks: title and body are joined with a space, as the hub's
@@ -75,7 +76,8 @@ DATASETS: dict[str, DatasetSpec] = {s.name: s for s in [
                 (Layout(("sentence",)), TEXT), paper_train=56000, paper_test=12000, max_length=128,
                 hidden_test=True, label_aliases=SENTIMENT_ALIASES),
     DatasetSpec("imdb", "stanfordnlp/imdb", _parquet("plain_text", ("train", "test")), ("negative", "positive"),
-                (TEXT, Layout(("text",), columns=("idx", "text", "label")), Layout(("text",), columns=("text", "label"))),
+                (TEXT, Layout(("text",), columns=("idx", "text", "label")),
+                 Layout(("text",), columns=("text", "label"))),
                 paper_train=25000, paper_test=5000, max_length=512, label_aliases=SENTIMENT_ALIASES),
     DatasetSpec("ag_news", "fancyzhx/ag_news", _parquet("data", ("train", "test")),
                 ("World", "Sports", "Business", "Sci/Tech"),
@@ -228,8 +230,9 @@ def read_splits(spec: DatasetSpec, data_dir=None, notes: list[str] | None = None
     splits = {}
     for split in (s for s in SPLIT_ORDER if s in files):
         parts = [_read_file(p, spec, f"{spec.name}/{split}", notes) for p in files[split]]
-        if any(parts):
-            splits[split] = _concat([p for p in parts if p is not None], f"{spec.name}/{split}")
+        parts = [p for p in parts if p is not None]
+        if parts:
+            splits[split] = _concat(parts, f"{spec.name}/{split}")
     notes.append(f"read {where}: " + ", ".join(f"{s} {len(v)}" for s, v in splits.items()))
     return splits
 

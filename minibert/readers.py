@@ -3,9 +3,9 @@
     texts, pairs, labels = read_labelled(path, spec, notes)   # None when every label is -1 (hidden)
 
 Formats: parquet, CSV, TSV, `;`-separated .txt and JSONL, all UTF-8. The columns a file may use are
-declared per dataset (`datasets.Layout`); a file is never read by guessing which of its columns look
-like text. Every user mistake here (unknown layout, missing names file, unknown label, not UTF-8) is
-a one-line ValueError or FileNotFoundError that names the file.
+declared per dataset (a `Layout` in `datasets.DATASETS`); a file is never read by guessing which of
+its columns look like text. Every user mistake here (unknown layout, missing names file, unknown label,
+not UTF-8) is a one-line ValueError or FileNotFoundError that names the file.
 """
 from __future__ import annotations
 
@@ -66,7 +66,8 @@ def _layout_error(path: Path, spec: DatasetSpec, found: list[str]) -> ValueError
     if not {c for layout in spec.layouts for c in layout.needs()} & set(found):
         return ValueError(f"{path}: not a {spec.name} file (found columns: {shown}; expected {expected})")
     with_header = [layout for layout in spec.layouts if not layout.columns]
-    for what, part in (("text", lambda l: l.text), ("second-sentence", lambda l: l.pair), ("label", lambda l: (l.label,))):
+    parts = (("text", lambda l: l.text), ("second-sentence", lambda l: l.pair), ("label", lambda l: (l.label,)))
+    for what, part in parts:
         alternatives = list(dict.fromkeys(part(layout) for layout in with_header if part(layout)))
         if alternatives and not any(set(a) <= set(found) for a in alternatives):
             wanted = " or ".join("+".join(a) for a in alternatives)
@@ -124,8 +125,9 @@ def _read_jsonl(path: Path) -> dict[str, list]:
             try:
                 rows += [json.loads(line)] if line.strip() else []
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}: line {i + 1} is not JSON ({e.msg}); write one JSON object per line") from None
-    keys = {k for r in rows for k in r}
+                raise ValueError(f"{path}: line {i + 1} is not JSON ({e.msg}); "
+                                 "write one JSON object per line") from None
+    keys = dict.fromkeys(k for r in rows for k in r)  # first-seen order, so messages list them the same way
     return {k.strip().lower(): [r.get(k) for r in rows] for k in keys}
 
 
@@ -185,7 +187,8 @@ def _id_map(spec: DatasetSpec, layout: Layout, path: Path, by_name: dict, notes:
     K = len(spec.label_names)
     if layout.names_file is None:
         if layout.first_id:
-            _note(notes, f"labels {layout.first_id}..{K - 1 + layout.first_id} of {path.name} read as ids in the hub's order")
+            last = K - 1 + layout.first_id
+            _note(notes, f"labels {layout.first_id}..{last} of {path.name} read as ids in the hub's order")
         return {i + layout.first_id: i for i in range(K)}
     names_path = path.parent / layout.names_file
     if not names_path.is_file():

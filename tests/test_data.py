@@ -434,7 +434,7 @@ def test_cache_write_interrupted_leaves_no_file(tmp_path, sst2, tok, monkeypatch
     assert len(list(tmp_path.glob("*.npz"))) == 1
 
 
-# ---------------------------------------------------------------------------------------------------- progress and the CLI
+# ---------------------------------------------------------------------------------------------------- progress, CLI
 
 
 def test_progress_bar_on_a_terminal_only(data_root, minilm_dir, tmp_path):
