@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,17 +102,16 @@ def _write_cache(path: Path, ids, type_ids, lengths: np.ndarray):
     """Write to a temporary file in the same folder, then rename it into place: readers (other ranks, a
     rerun after a kill) see the whole file or none of it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # one writer per process; the umask decides the mode
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "wb") as f:
             np.savez(f, ids=np.fromiter((t for x in ids for t in x), np.int32),
                      type_ids=np.fromiter((t for x in type_ids for t in x), np.int8), lengths=lengths)
             f.flush()
-            os.fsync(f.fileno())  # the data is on disk before the name points at it
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the cache is shared like any other output
+            os.fsync(f.fileno())  # the bytes are on disk before the name points at them
         os.replace(tmp, path)
     except BaseException:
-        os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
         raise
 
 
