@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 from minibert.checkpoint import load_classifier
-from minibert.data import DATASETS, encode, load_dataset
+from minibert.data import encode
+from minibert.datasets import DATASETS, load_dataset
 from minibert.metrics import confusion, format_confusion, majority_baseline
 from minibert.tokenizer import load_tokenizer
 from minibert.trainer import TrainConfig, evaluate, extract, resolve_precision, setup_device

@@ -17,7 +17,7 @@ import sys
 import torch.distributed as dist
 
 from minibert.corrupt import GRAMMAR
-from minibert.data import DATASETS
+from minibert.datasets import DATASETS
 from minibert.trainer import PAPER_LRS, TrainConfig, train
 
 D = TrainConfig()  # the defaults, shown in --help

@@ -30,7 +30,8 @@ import torch
 
 from .checkpoint import load_classifier, load_pretrained
 from .corrupt import corrupt, parse_spec
-from .data import batches, encode, load_dataset
+from .data import batches, encode
+from .datasets import load_dataset
 from .heads import mean_pool
 from .tokenizer import load_tokenizer
 

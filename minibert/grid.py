@@ -37,7 +37,8 @@ from .checkpoint import load_classifier
 from .cka import healing, read_run, saved_model
 from .config import PRESETS, BertConfig
 from .corrupt import parse_spec
-from .data import DATASETS, default_data_root, encode, load_dataset
+from .data import encode
+from .datasets import DATASETS, default_data_root, load_dataset
 from .paper import LEVELS, MODELS, SIDES, TABLES, paper_value
 from .viz import cka_figure, tsne_figure
 

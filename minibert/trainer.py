@@ -51,7 +51,8 @@ from tqdm import tqdm
 from .checkpoint import TOKENIZER_FILES, load_pretrained, resolve, save_pretrained
 from .config import PRESETS, BertConfig
 from .corrupt import corrupt, parse_spec
-from .data import DATASETS, batches, encode, load_dataset
+from .data import batches, encode
+from .datasets import DATASETS, load_dataset
 from .heads import SequenceClassifier
 from .metrics import classification_metrics, majority_baseline
 from .tokenizer import load_tokenizer

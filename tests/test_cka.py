@@ -4,7 +4,8 @@ import torch
 
 from minibert import corrupt, load_pretrained, load_tokenizer
 from minibert.cka import format_healing, layer_features, linear_cka
-from minibert.data import encode, load_dataset
+from minibert.data import encode
+from minibert.datasets import load_dataset
 
 
 def features(n=400, d=32, seed=0):

@@ -8,8 +8,10 @@ import pyarrow.parquet as pq
 import pytest
 from huggingface_hub import constants
 
-from minibert import data
-from minibert.data import DATASETS, batch_indices, batches, encode, load_dataset, padding_fraction
+from minibert import data, datasets
+from minibert.data import batch_indices, batches, encode, padding_fraction
+from minibert.datasets import DATASETS, load_dataset
+from minibert.readers import progress
 from minibert.tokenizer import tokenizer_from_dir
 
 # Row counts per split file, from ../shared/data/README.md. imdb/test.csv: the README says 4,362 but the
@@ -48,7 +50,7 @@ def one_line_error(excinfo) -> str:
 @pytest.mark.parametrize("name", sorted(ROWS))
 def test_every_folder_loads_with_its_row_counts(data_root, name):
     spec = DATASETS[name]
-    splits = data.read_splits(spec, data_root / name)
+    splits = datasets.read_splits(spec, data_root / name)
     assert {s: len(v) for s, v in splits.items()} == ROWS[name]
     for split in splits.values():
         assert all(0 <= y < len(spec.label_names) for y in split.labels)
@@ -58,16 +60,16 @@ def test_every_folder_loads_with_its_row_counts(data_root, name):
 
 @pytest.mark.parametrize("name", ["imdb", "dbpedia"])
 def test_samples_load(data_root, name):
-    sample = data.read_file(data_root / name / "sample.jsonl", name)
+    sample = datasets.read_file(data_root / name / "sample.jsonl", name)
     assert len(sample) == 100 and sum(sample.class_balance().values()) == 100
 
 
 def test_parent_folder_finds_the_dataset_subfolder(data_root):
-    assert len(data.read_splits(DATASETS["rte"], data_root)["train"]) == 2490
+    assert len(datasets.read_splits(DATASETS["rte"], data_root)["train"]) == 2490
 
 
 def test_ag_news_one_based_ids_map_to_hub_order(data_root):
-    test = data.read_splits(DATASETS["ag_news"], data_root / "ag_news")["test"]
+    test = datasets.read_splits(DATASETS["ag_news"], data_root / "ag_news")["test"]
     with open(data_root / "ag_news" / "test.csv", newline="") as f:
         raw = [int(r["label"]) for r in csv.DictReader(f)]
     assert test.labels == [y - 1 for y in raw]  # 1 World .. 4 Sci/Tech -> 0..3
@@ -76,32 +78,32 @@ def test_ag_news_one_based_ids_map_to_hub_order(data_root):
 
 
 def test_emotion_words_map_to_hub_ids(data_root):
-    train = data.read_splits(DATASETS["emotion"], data_root / "emotion")["train"]
+    train = datasets.read_splits(DATASETS["emotion"], data_root / "emotion")["train"]
     lines = (data_root / "emotion" / "train.txt").read_text().splitlines()[1:]
     order = ["sadness", "joy", "love", "anger", "fear", "surprise"]
     assert train.labels == [order.index(line.rsplit(";", 1)[1]) for line in lines]
 
 
 def test_dbpedia_ids_map_by_name_not_position(data_root):
-    test = data.read_splits(DATASETS["dbpedia"], data_root / "dbpedia")["test"]
+    test = datasets.read_splits(DATASETS["dbpedia"], data_root / "dbpedia")["test"]
     hub = DATASETS["dbpedia"].label_names
     # meta.txt: 1 Artist, 5 Village, 3 OfficeHolder; the hub's order puts them at 2, 8, 4
     assert [hub[y] for y in test.labels[:3]] == ["Artist", "Village", "OfficeHolder"]
     assert test.texts[0].startswith("Thomas E. Breitenbach")
-    sample = data.read_file(data_root / "dbpedia" / "sample.jsonl", "dbpedia")
+    sample = datasets.read_file(data_root / "dbpedia" / "sample.jsonl", "dbpedia")
     assert hub[sample.labels[0]] == "WrittenWork"  # "written work"
     assert sample.texts[0].startswith("The April Witch The April Witch is a fantasy")  # title + content
 
 
 def test_tfnt_ids_keep_their_meaning(data_root):
-    train = data.read_splits(DATASETS["tfnt"], data_root / "tfnt")["train"]
+    train = datasets.read_splits(DATASETS["tfnt"], data_root / "tfnt")["train"]
     assert train.labels == pq.read_table(data_root / "tfnt" / "train.parquet")["label"].to_pylist()
     names = (data_root / "tfnt" / "classes.txt").read_text().split("\n")[:20]
     assert list(DATASETS["tfnt"].label_names) == names
 
 
 def test_mrpc_reads_the_glue_tsv_with_its_bom(data_root):
-    train = data.read_splits(DATASETS["mrpc"], data_root / "mrpc")["train"]
+    train = datasets.read_splits(DATASETS["mrpc"], data_root / "mrpc")["train"]
     assert train.labels[:2] == [1, 0]
     assert train.texts[0].startswith("Amrozi accused his brother")
     assert train.pairs[0].startswith("Referring to him as only")
@@ -208,7 +210,7 @@ def _fake_hub(tmp_path, monkeypatch, files: dict[str, str]):
         shutil.copy(files[filename], dest)
         return str(dest)
 
-    monkeypatch.setattr(data, "hf_hub_download", download)
+    monkeypatch.setattr(datasets, "hf_hub_download", download)
     return asked
 
 
@@ -224,8 +226,8 @@ def test_hub_glue_layout(tmp_path, monkeypatch, data_root):
 
 
 def test_hub_csv_and_parquet_layouts(tmp_path, monkeypatch, data_root):
-    tfnt = data.read_splits(DATASETS["tfnt"], data_root / "tfnt")
-    imdb = data.read_splits(DATASETS["imdb"], data_root / "imdb")["test"]
+    tfnt = datasets.read_splits(DATASETS["tfnt"], data_root / "tfnt")
+    imdb = datasets.read_splits(DATASETS["imdb"], data_root / "imdb")["test"]
     files = {}
     for split, hub_name in (("train", "topic_train.csv"), ("validation", "topic_valid.csv")):
         files[hub_name] = tmp_path / hub_name
@@ -309,3 +311,168 @@ def test_cli_prints_splits_and_fails_cleanly(data_root, minilm_dir, tmp_path, ca
     assert data.main(["nope"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: unknown dataset 'nope'") and err.count("\n") == 1
+
+
+# ---------------------------------------------------------------------------------------------------- declared layouts
+
+
+def test_every_layout_is_declared_and_files_match_one():
+    for spec in DATASETS.values():
+        assert spec.layouts and all(set(layout.text) and layout.label for layout in spec.layouts)
+        assert all(bool(layout.pair) == spec.pair for layout in spec.layouts)
+        widths = [len(layout.columns) for layout in spec.layouts if layout.columns]
+        assert len(widths) == len(set(widths))  # a header-less file's width picks exactly one layout
+
+
+def test_unknown_layout_names_the_file_the_columns_found_and_expected(tmp_path):
+    folder = _write(tmp_path / "train.csv", "review,stars\ngood,1\n")
+    with pytest.raises(ValueError) as e:
+        load_dataset("sst2", folder, split="official")
+    message = one_line_error(e)
+    assert str(folder / "train.csv") in message and "found columns: review, stars" in message
+    assert "expected sentence,label or text,label" in message
+    folder = _write(tmp_path / "p" / "train.parquet", "")
+    pq.write_table(pa.table({"premise": ["a"], "hypothesis": ["b"], "gold": [0]}), folder / "train.parquet")
+    with pytest.raises(ValueError) as e:
+        load_dataset("rte", folder, split="official")
+    assert "found columns: premise, hypothesis, gold; expected sentence1,sentence2,label" in one_line_error(e)
+
+
+def test_header_less_file_of_an_undeclared_width(tmp_path):
+    folder = _write(tmp_path / "test.csv", '"1","2","a title","some content"\n')
+    with pytest.raises(ValueError) as e:
+        load_dataset("dbpedia", folder)
+    assert "found columns: 1, 2, a title, some content" in one_line_error(e)
+    assert "header-less label,title,content or header-less label,content" in str(e.value)
+
+
+def test_declared_names_file_is_required(tmp_path):
+    # DBPedia's 2-column mirror numbers its classes in meta.txt's order; without meta.txt it cannot be read
+    folder = _write(tmp_path / "test.csv", '"1","Thomas E. Breitenbach is a painter"\n')
+    with pytest.raises(FileNotFoundError) as e:
+        load_dataset("dbpedia", folder)
+    assert "meta.txt" in one_line_error(e) and str(folder / "test.csv") in str(e.value)
+    (folder / "meta.txt").write_text("1: Artist\n2: Company\n")
+    split = datasets.read_splits(DATASETS["dbpedia"], folder)["test"]
+    assert [DATASETS["dbpedia"].label_names[y] for y in split.labels] == ["Artist"]
+
+
+def test_one_based_layout_refuses_a_zero(tmp_path):
+    folder = _write(tmp_path / "test.csv", "label,title,description\n0,a,b\n4,c,d\n")
+    with pytest.raises(ValueError) as e:
+        load_dataset("ag_news", folder)
+    assert "row 1: 0" in one_line_error(e) and "expected ids 1..4" in str(e.value)
+
+
+# ---------------------------------------------------------------------------------------------------- bad files
+
+
+@pytest.mark.parametrize("name, text", [("train.tsv", "sentence\tlabel\ncaf\xe9\t1\n"),
+                                        ("train.csv", "sentence,label\ncaf\xe9,1\n"),
+                                        ("train.txt", "sentence;label\ncaf\xe9;1\n"),
+                                        ("train.jsonl", '{"sentence": "caf\xe9", "label": 1}\n')])
+def test_non_utf8_file_is_one_line_naming_file_and_fix(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_bytes(text.encode("latin-1"))
+    with pytest.raises(ValueError) as e:
+        load_dataset("sst2", tmp_path, split="official")
+    message = one_line_error(e)
+    assert message.startswith(f"{path}: not UTF-8 text (byte 0xe9") and message.endswith("save the file as UTF-8")
+
+
+def test_rows_with_empty_text_or_pair_are_dropped_with_a_note(tmp_path, capsys):
+    _write(tmp_path / "validation.tsv", "sentence1\tsentence2\tlabel\na\tb\t0\n")
+    folder = _write(tmp_path / "train.tsv", "sentence1\tsentence2\tlabel\na\tb\t0\n \tb\t1\nc\t\t1\nd\te\t1\n")
+    ds = load_dataset("rte", folder)
+    assert (ds.train.texts, ds.train.pairs, ds.train.labels) == (["a", "d"], ["b", "e"], [0, 1])
+    note = f"dropped 2 of 4 rows of {folder / 'train.tsv'} whose text is empty"
+    assert note in ds.notes
+    assert capsys.readouterr().err == f"note: {note}\n"
+
+
+# ---------------------------------------------------------------------------------------------------- the token cache
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "garbage", "wrong size"])
+def test_damaged_token_cache_is_rebuilt_with_a_note(tmp_path, sst2, tok, capsys, damage):
+    test = sst2.test.take(range(300))
+    fresh = encode(test, tok, 64, cache_dir=tmp_path)
+    (path,) = tmp_path.glob("*.npz")
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "garbage":
+        path.write_text("not a cache file\n")
+    else:  # a valid npz holding another split's tokens under this name
+        np.savez(path, ids=np.zeros(3, np.int32), type_ids=np.zeros(3, np.int8), lengths=np.array([3]))
+    capsys.readouterr()
+    again = encode(test, tok, 64, cache_dir=tmp_path)
+    err = capsys.readouterr().err
+    assert err.startswith(f"note: token cache {path} was damaged (") and err.endswith("); rebuilding\n")
+    assert err.count("\n") == 1
+    assert again.ids == fresh.ids and again.type_ids == fresh.type_ids and (again.lengths == fresh.lengths).all()
+    encode(test, tok, 64, cache_dir=tmp_path)  # the rebuilt file is whole: read without a note
+    assert capsys.readouterr().err == "" and [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_cache_write_interrupted_leaves_no_file(tmp_path, sst2, tok, monkeypatch):
+    test = sst2.test.take(range(200))
+    real_savez = np.savez
+
+    def savez_then_die(f, **arrays):  # the process dies after half the bytes reached the disk
+        real_savez(f, **arrays)
+        f.truncate(f.tell() // 2)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez", savez_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        encode(test, tok, 64, cache_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []  # neither a half cache file nor a temporary one
+    monkeypatch.setattr(np, "savez", real_savez)
+    assert encode(test, tok, 64, cache_dir=tmp_path).ids == encode(test, tok, 64).ids
+    assert len(list(tmp_path.glob("*.npz"))) == 1
+
+
+# ---------------------------------------------------------------------------------------------------- progress, CLI
+
+
+def test_progress_bar_on_a_terminal_only(data_root, minilm_dir, tmp_path):
+    """Tokenising SST-2's 67k training sentences takes over a second: a bar on a terminal, none elsewhere."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+    script = (f"from minibert.data import encode; from minibert.datasets import read_splits, DATASETS; "
+              f"from minibert.tokenizer import tokenizer_from_dir; "
+              f"s = read_splits(DATASETS['sst2'], {str(data_root / 'sst2')!r})['train']; "
+              f"encode(s, tokenizer_from_dir({str(minilm_dir)!r}), 128)")
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a 100-column terminal
+    proc = subprocess.Popen([sys.executable, "-c", script], stderr=follower, stdout=subprocess.DEVNULL)
+    os.close(follower)
+    seen = b""
+    while True:  # read while it runs: a full terminal buffer would block the child
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: the child exited and the terminal is drained
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(leader)
+    proc.wait(timeout=300)
+    assert proc.returncode == 0 and b"tokenising sst2/train" in seen and b"examples" in seen
+    with progress(total=10) as bar:  # pytest captures stderr: not a terminal, so no bar in logs and pipes
+        assert bar.disable
+
+
+def test_cli_flag_errors_are_one_line(capsys):
+    with pytest.raises(SystemExit) as e:
+        data.main(["sst2", "--batch-size", "many"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: argument --batch-size: invalid int value: 'many'") and err.count("\n") == 1

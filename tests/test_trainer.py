@@ -212,7 +212,8 @@ def test_torchrun_two_processes_gather_every_test_example(minilm_dir, data_root,
     assert result["status"] == "done" and config["world_size"] == 2
     from minibert.trainer import evaluate, extract
     from minibert import load_tokenizer
-    from minibert.data import encode, load_dataset
+    from minibert.data import encode
+    from minibert.datasets import load_dataset
     clf, tok = load_classifier(tmp_path / "ddp" / "model"), load_tokenizer(tmp_path / "ddp" / "model")
     test = load_dataset("sst2", cfg.data_dir, limit=32).test
     one = evaluate(clf, *extract(clf, encode(test, tok, 64), 16, torch.device("cpu"), "fp32", tok.pad_id))
