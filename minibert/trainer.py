@@ -188,13 +188,15 @@ class Run:
     def end_epoch(self, epoch: int, t0: float, stats: dict, test: dict, val: dict | None, state) -> bool:
         """Record an evaluated epoch (metrics.jsonl, best model, checkpoint); True when the run stops here.
 
-        stats: train_loss, tokens, lr, nonfinite, train_seconds (before evaluating); state: (optimizer, scheduler, scaler) for the checkpoint.
+        stats: train_loss, tokens, lr, nonfinite, train_seconds (before evaluating);
+        state: (optimizer, scheduler, scaler) for the checkpoint.
         """
         cfg, out, seconds = self.cfg, self.out, time.time() - t0
         record = {"epoch": epoch + 1, **{k: test[k] for k in (*METRICS, "loss")},
                   "top_class_fraction": top_class_fraction(test["preds"]),
                   "train_loss": stats["train_loss"] if math.isfinite(stats["train_loss"]) else None,
-                  "lr": stats["lr"], "seconds": round(seconds, 3), "tokens_per_s": round(stats["tokens"] / max(seconds, 1e-9), 1)}
+                  "lr": stats["lr"], "seconds": round(seconds, 3),
+                  "tokens_per_s": round(stats["tokens"] / max(seconds, 1e-9), 1)}
         if val is not None:
             record.update({f"val_{k}": val[k] for k in (*METRICS, "loss")})
         if stats["nonfinite"]:
