@@ -1,13 +1,15 @@
 """Fine-tune or linear-probe one (possibly corrupted) BERT on one dataset: the paper's experiment.
 
     python train.py --model large --corrupt top:0.5                  # SST-2, lr sweep, 10 epochs
+    python train.py --model distil --recipe paper --select-on val    # plain Adam; choose the epoch on held-out train
     python train.py --model base --corrupt bottom:3 --lr 2e-5 --data-dir ../shared/data/sst2
     torchrun --nproc_per_node=4 train.py --model large --dataset imdb
 
 Writes a run directory (--out): config.json, corruption.json, metrics.jsonl (one line per epoch) and
-result.json (best epoch, its weighted F1 / macro F1 / accuracy / loss, the majority baseline, diverged).
+result.json (best epoch, its weighted F1 / macro F1 / accuracy / loss, the majority baseline, diverged,
+collapsed, the recipe and the data sizes used).
 A finished run is reported, not rerun; an interrupted one continues with --resume.
-The loop itself is minibert/trainer.py.
+The loop itself is minibert/trainer.py; the recipes are minibert/optim.py.
 """
 import argparse
 import json

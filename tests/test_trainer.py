@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from minibert import load_classifier, load_pretrained, save_pretrained
 from minibert.corrupt import corrupt
