@@ -380,13 +380,21 @@ def identity(cfg: TrainConfig) -> dict:
     return {k: v for k, v in asdict(cfg).items() if k not in NOT_IDENTITY}
 
 
+def open_out(cfg: TrainConfig, data: Prepared) -> dict | None:
+    """Check the run folder on every rank, then create it on rank 0; the result of a finished run, else None."""
+    finished = rundir.check_out_dir(cfg.out, identity(cfg), cfg.resume, announce=data.rank == 0)
+    if data.world > 1:
+        dist.barrier()  # every rank has looked at the folder before rank 0 writes into it
+    if finished is None and data.rank == 0:
+        rundir.start_out_dir(cfg.out, run_info(cfg, data))
+    return finished
+
+
 def sweep(cfg: TrainConfig, data: Prepared) -> dict:
     """One sub-run per lr in PAPER_LRS (the paper's lrs), keep the best by cfg.metric on the selection set."""
     out = Path(cfg.out)
-    if finished := rundir.check_out_dir(out, identity(cfg), cfg.resume, announce=data.rank == 0):
+    if finished := open_out(cfg, data):
         return finished
-    if data.rank == 0:
-        rundir.start_out_dir(out, run_info(cfg, data))
     runs = {}
     for lr in PAPER_LRS:
         runs[lr] = run(replace(cfg, lr=lr, out=str(out / f"lr_{lr:g}")), data)
@@ -405,11 +413,9 @@ def sweep(cfg: TrainConfig, data: Prepared) -> dict:
 def run(cfg: TrainConfig, data: Prepared) -> dict:
     """Train one configuration at one lr; see the module docstring for what it writes."""
     out = Path(cfg.out)
-    if finished := rundir.check_out_dir(out, identity(cfg), cfg.resume, announce=data.rank == 0):
-        return finished
     t_start = time.time()
-    if data.rank == 0:
-        rundir.start_out_dir(out, run_info(cfg, data))
+    if finished := open_out(cfg, data):
+        return finished
 
     # The model: pre-trained encoder, corrupted as asked, with a fresh head (drawn from the seeded RNG).
     torch.manual_seed(cfg.seed)
