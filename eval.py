@@ -8,38 +8,34 @@ A run directory supplies its own dataset, split, seed, limit and max length (so 
 run's best epoch, to the last digit on the same device and precision); flags override them. A sweep's
 directory evaluates its best sub-run.
 """
-import argparse
 import json
 import sys
 from pathlib import Path
 
+from minibert import rundir
 from minibert.checkpoint import load_classifier
+from minibert.cli import Parser, main_wrapper
 from minibert.data import encode
 from minibert.datasets import DATASETS, load_dataset
+from minibert.evaluation import PRECISIONS, evaluate, extract, resolve_precision, setup_device
 from minibert.metrics import confusion, format_confusion, majority_baseline
 from minibert.tokenizer import load_tokenizer
-from minibert.trainer import TrainConfig, evaluate, extract, resolve_precision, setup_device
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message):
-        print(f"error: {message} (see --help)", file=sys.stderr)
-        sys.exit(2)
+from minibert.trainer import SPLITS, TrainConfig
 
 
 def find_model(path: Path) -> tuple[Path, dict]:
     """(checkpoint dir, the run's train arguments or {}) for a run directory, a sweep or a checkpoint."""
-    result = path / "result.json"
-    if result.is_file() and json.loads(result.read_text()).get("run_dir"):  # a sweep: its best sub-run
-        path = path / json.loads(result.read_text())["run_dir"]
-    config = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}
-    if "args" not in config:
+    if rundir.read_config(path) is None:
         return path, {}  # a checkpoint directory (HF config.json)
-    if not (path / "model" / "config.json").is_file():
-        raise FileNotFoundError(f"{path} is a run without a saved model; train it with --save-model")
-    return path / "model", {**config["args"], "max_length": config["max_length"]}
+    model = rundir.saved_model(path)
+    if model is None:
+        raise FileNotFoundError(f"{path} is a finished run without a saved model, or an unfinished run; "
+                                "train it to the end with --save-model")
+    config = rundir.read_config(model.parent)
+    return model, {**config["args"], "max_length": config["max_length"]}
 
 
+@main_wrapper
 def main(argv=None) -> int:
     d = TrainConfig()
     p = Parser(description=__doc__.split("\n")[0])
@@ -47,54 +43,50 @@ def main(argv=None) -> int:
     p.add_argument("--dataset", choices=list(DATASETS), metavar="NAME",
                    help=f"one of {', '.join(DATASETS)} (default: the run's, else {d.dataset})")
     p.add_argument("--data-dir", help="local folder with the dataset's files (default: the run's, else the hub)")
-    p.add_argument("--split", choices=["paper", "official"], help="default: the run's, else paper")
+    p.add_argument("--split", choices=SPLITS, help="default: the run's, else paper")
     p.add_argument("--which", default="test", choices=["test", "train"], help="which part of the split to evaluate (default: test)")
     p.add_argument("--seed", type=int, help="seed of the paper split; default: the run's, else 0")
     p.add_argument("--limit", type=int, metavar="N", help="at most N examples; default: the run's")
     p.add_argument("--max-length", type=int, metavar="T", help="default: the run's, else the dataset's")
     p.add_argument("--batch-size", type=int, metavar="B", help=f"default: the run's, else {d.batch_size}")
-    p.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"], help="default: the run's, else auto")
+    p.add_argument("--precision", choices=PRECISIONS, help="default: the run's, else auto")
     p.add_argument("--device", default="auto", help="auto (default: a GPU when there is one), cpu, cuda, cuda:1, ...")
     p.add_argument("--tsne", metavar="PNG", help="also save a t-SNE figure of the pooled features here (needs matplotlib)")
     p.add_argument("--json", action="store_true", help="also print the metrics as one JSON line (full precision) after the tables")
     args = p.parse_args(argv)
-    try:
-        model_dir, run = find_model(Path(args.path))
+    model_dir, run = find_model(Path(args.path))
 
-        def pick(name, default):  # flag, else the run's value, else the default
-            value = getattr(args, name)
-            return value if value is not None else run.get(name, default)
+    def pick(name, default):  # flag, else the run's value, else the default
+        value = getattr(args, name)
+        return value if value is not None else run.get(name, default)
 
-        dataset = pick("dataset", d.dataset)
-        device, _, _ = setup_device(args.device)
-        precision = resolve_precision(pick("precision", d.precision), device)
-        clf = load_classifier(model_dir, device)
-        tok = load_tokenizer(model_dir)
-        ds = load_dataset(dataset, pick("data_dir", None), pick("split", d.split), pick("seed", d.seed), pick("limit", None))
-        if clf.num_labels != len(ds.label_names):
-            raise ValueError(f"{model_dir} predicts {clf.num_labels} labels but {dataset} has {len(ds.label_names)}")
-        split = ds.test if args.which == "test" else ds.train
-        max_length = min(pick("max_length", ds.spec.max_length), clf.config.max_position_embeddings)
-        feats, labels = extract(clf, encode(split, tok, max_length), pick("batch_size", d.batch_size), device,
-                                precision, tok.pad_id)
-        m = evaluate(clf, feats, labels)
-        base = majority_baseline(ds.train.labels, split.labels)
-        metrics = {k: m[k] for k in ("weighted_f1", "macro_f1", "accuracy", "loss")}
-        print(f"{dataset} {args.which} ({len(split)} examples), {model_dir}, {precision} on {device}")
-        print(f"weighted F1 {100 * m['weighted_f1']:.2f} | macro F1 {100 * m['macro_f1']:.2f} | accuracy "
-              f"{100 * m['accuracy']:.2f} | loss {m['loss']:.4f} | majority baseline weighted F1 "
-              f"{100 * base['weighted_f1']:.2f}")
-        print(format_confusion(confusion(m["labels"], m["preds"], len(ds.label_names)), ds.label_names))
-        if args.json:  # full precision, for scripts: compare with a run's result.json
-            print(json.dumps({**metrics, "majority_f1": base["weighted_f1"], "n": len(split)}))
-        if args.tsne:
-            from minibert.viz import tsne_figure
-            panel = f"{Path(args.path).name}: {dataset} {args.which}, weighted F1 {100 * m['weighted_f1']:.1f}"
-            tsne_figure([(panel, feats.cpu().numpy(), labels.cpu().numpy())], ds.label_names, args.tsne, pick("seed", 0))
-            print(f"t-SNE figure -> {args.tsne}")
-    except (ValueError, FileNotFoundError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    dataset = pick("dataset", d.dataset)
+    device, _, _ = setup_device(args.device)
+    precision = resolve_precision(pick("precision", d.precision), device)
+    clf = load_classifier(model_dir, device)
+    tok = load_tokenizer(model_dir)
+    ds = load_dataset(dataset, pick("data_dir", None), pick("split", d.split), pick("seed", d.seed), pick("limit", None))
+    if clf.num_labels != len(ds.label_names):
+        raise ValueError(f"{model_dir} predicts {clf.num_labels} labels but {dataset} has {len(ds.label_names)}")
+    split = ds.test if args.which == "test" else ds.train
+    max_length = min(pick("max_length", ds.spec.max_length), clf.config.max_position_embeddings)
+    feats, labels = extract(clf, encode(split, tok, max_length), pick("batch_size", d.batch_size), device,
+                            precision, tok.pad_id)
+    m = evaluate(clf, feats, labels)
+    base = majority_baseline(ds.train.labels, split.labels)
+    metrics = {k: m[k] for k in ("weighted_f1", "macro_f1", "accuracy", "loss")}
+    print(f"{dataset} {args.which} ({len(split)} examples), {model_dir}, {precision} on {device}")
+    print(f"weighted F1 {100 * m['weighted_f1']:.2f} | macro F1 {100 * m['macro_f1']:.2f} | accuracy "
+          f"{100 * m['accuracy']:.2f} | loss {m['loss']:.4f} | majority baseline weighted F1 "
+          f"{100 * base['weighted_f1']:.2f}")
+    print(format_confusion(confusion(m["labels"], m["preds"], len(ds.label_names)), ds.label_names))
+    if args.json:  # full precision, for scripts: compare with a run's result.json
+        print(json.dumps({**metrics, "majority_f1": base["weighted_f1"], "n": len(split)}))
+    if args.tsne:
+        from minibert.viz import tsne_figure
+        panel = f"{Path(args.path).name}: {dataset} {args.which}, weighted F1 {100 * m['weighted_f1']:.1f}"
+        tsne_figure([(panel, feats.cpu().numpy(), labels.cpu().numpy())], ds.label_names, args.tsne, pick("seed", 0))
+        print(f"t-SNE figure -> {args.tsne}")
     return 0
 
 

@@ -1,13 +1,15 @@
 """Fine-tune or linear-probe one (possibly corrupted) BERT on one dataset: the paper's experiment.
 
     python train.py --model large --corrupt top:0.5                  # SST-2, lr sweep, 10 epochs
+    python train.py --model distil --recipe paper --select-on val    # plain Adam; choose the epoch on held-out train
     python train.py --model base --corrupt bottom:3 --lr 2e-5 --data-dir ../shared/data/sst2
     torchrun --nproc_per_node=4 train.py --model large --dataset imdb
 
 Writes a run directory (--out): config.json, corruption.json, metrics.jsonl (one line per epoch) and
-result.json (best epoch, its weighted F1 / macro F1 / accuracy / loss, the majority baseline, diverged).
+result.json (best epoch, its weighted F1 / macro F1 / accuracy / loss, the majority baseline, diverged,
+collapsed, the recipe and the data sizes used).
 A finished run is reported, not rerun; an interrupted one continues with --resume.
-The loop itself is minibert/trainer.py.
+The loop itself is minibert/trainer.py; the recipes are minibert/optim.py.
 """
 import argparse
 import json
@@ -16,9 +18,12 @@ import sys
 
 import torch.distributed as dist
 
+from minibert.cli import Parser, main_wrapper
 from minibert.corrupt import GRAMMAR
 from minibert.datasets import DATASETS
-from minibert.trainer import PAPER_LRS, TrainConfig, train
+from minibert.evaluation import PRECISIONS
+from minibert.optim import RECIPES
+from minibert.trainer import METRICS, MODES, PAPER_LRS, POOLINGS, SELECT_ON, SPLITS, TrainConfig, train
 
 D = TrainConfig()  # the defaults, shown in --help
 
@@ -28,12 +33,6 @@ class Help(argparse.ArgumentDefaultsHelpFormatter):
         if action.default in (None, False) or "default:" in action.help:
             return action.help
         return super()._get_help_string(action)
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, like every other error of the CLI
-        print(f"error: {message} (see --help)", file=sys.stderr)
-        sys.exit(2)
 
 
 def parse_args(argv=None) -> TrainConfig:
@@ -49,7 +48,7 @@ def parse_args(argv=None) -> TrainConfig:
     g.add_argument("--data-dir", default=D.data_dir,
                    help="local folder with the dataset's train/validation/test files, e.g. ../shared/data/sst2; "
                         "default: download from the Hugging Face Hub")
-    g.add_argument("--split", default=D.split, choices=["paper", "official"],
+    g.add_argument("--split", default=D.split, choices=SPLITS,
                    help="paper: pool the labelled data and take Table 1's train/test sizes (seeded); "
                         "official: the dataset's own train and test (GLUE: validation)")
     g.add_argument("--limit", type=int, default=D.limit, metavar="N",
@@ -59,27 +58,42 @@ def parse_args(argv=None) -> TrainConfig:
     g.add_argument("--corrupt", default=D.corrupt, metavar="SPEC",
                    help=f"corrupt the encoder before training: {GRAMMAR.replace('%', '%%')}. The paper: "
                         "bottom:0.25|0.5|0.75, top:0.25|0.5|0.75, all")
-    g.add_argument("--pooling", default=D.pooling, choices=["cls", "mean"],
+    g.add_argument("--pooling", default=D.pooling, choices=POOLINGS,
                    help="cls: [CLS] through BERT's pooler (the paper's Table 2); mean: average of the tokens (Table 3)")
-    g.add_argument("--mode", default=D.mode, choices=["finetune", "probe"],
+    g.add_argument("--mode", default=D.mode, choices=MODES,
                    help="finetune: train every parameter (Tables 2, 3); probe: freeze the encoder and train the "
                         "linear head on cached features (Table 4)")
     g.add_argument("--seed", type=int, default=D.seed, help="seeds the split, the corruption, the head and the batch order")
-    g = p.add_argument_group("how to train (defaults: the paper's protocol)")
+    g = p.add_argument_group("how to train (the paper states: Adam, lr from 1e-5/2e-5/5e-5, 10 epochs, batch 32, "
+                             "best epoch; the rest is --recipe)")
     g.add_argument("--lr", default=D.lr, metavar="LR|sweep",
                    help=f"learning rate, or 'sweep': one sub-run per lr in {', '.join(f'{x:g}' for x in PAPER_LRS)} "
-                        "and keep the best (the paper's protocol; three runs)")
+                        "and keep the best (the paper's lrs; three runs)")
     g.add_argument("--epochs", type=int, default=D.epochs, help="epochs; every one is evaluated and the best is reported")
     g.add_argument("--batch-size", type=int, default=D.batch_size, metavar="B", help="examples per optimiser step (all GPUs together)")
+    g.add_argument("--recipe", default=D.recipe, choices=list(RECIPES),
+                   help="what the paper leaves open. paper: plain Adam at a constant lr, nothing else (the paper's "
+                        "words); hf-trainer: the HF Trainer defaults of transformers 4.41.1, the version the paper "
+                        "used (AdamW with weight decay 0, no warmup, linear decay to 0, clipping at 1.0); bert: "
+                        "BERT's recipe (AdamW, weight decay 0.01 on matrices, 10%% warmup, linear decay, clipping at 1.0)")
     g.add_argument("--grad-accum", type=int, default=D.grad_accum, metavar="K",
                    help="split each batch into K micro-batches (same result, less memory)")
-    g.add_argument("--weight-decay", type=float, default=D.weight_decay, help="AdamW weight decay, on matrices only")
-    g.add_argument("--warmup", type=float, default=D.warmup, help="fraction of the steps for the linear lr warmup")
-    g.add_argument("--grad-clip", type=float, default=D.grad_clip, help="clip the gradient norm at this value")
-    g.add_argument("--metric", default=D.metric, choices=["weighted_f1", "macro_f1", "accuracy"],
+    g.add_argument("--weight-decay", type=float, default=D.weight_decay,
+                   help="weight decay on matrices only (AdamW: decoupled; the paper recipe's Adam: L2); "
+                        "default: the recipe's")
+    g.add_argument("--warmup", type=float, default=D.warmup,
+                   help="fraction of the steps for the linear lr warmup; default: the recipe's")
+    g.add_argument("--grad-clip", type=float, default=D.grad_clip,
+                   help="clip the gradient norm at this value, 0: no clipping; default: the recipe's")
+    g.add_argument("--metric", default=D.metric, choices=METRICS,
                    help="picks the best epoch and, with --lr sweep, the best lr (the paper: weighted F1)")
-    g.add_argument("--precision", default=D.precision, choices=["auto", "bf16", "fp16", "fp32"],
-                   help="auto: bf16 autocast on GPUs that support it, else fp16 with loss scaling; fp32 on a CPU")
+    g.add_argument("--select-on", default=D.select_on, choices=SELECT_ON,
+                   help="where the best epoch and lr are chosen. test: on the test set, as the paper does "
+                        "(optimistic on small test sets); val: on a seeded, stratified 10%% of train held out for "
+                        "it. Either way the test scores are reported")
+    g.add_argument("--precision", default=D.precision, choices=PRECISIONS,
+                   help="auto: bf16 autocast on GPUs that support it, else fp16 with loss scaling; fp32 on a CPU "
+                        "(fp16 needs a GPU)")
     g.add_argument("--compile", action="store_true", help="torch.compile the model (faster on a GPU after a warm-up)")
     g.add_argument("--device", default=D.device, help="auto (a GPU when there is one), cpu, cuda, cuda:1, ...")
     g = p.add_argument_group("output")
@@ -97,18 +111,16 @@ def parse_args(argv=None) -> TrainConfig:
     return TrainConfig(**{k: v for k, v in vars(args).items()})
 
 
+@main_wrapper
 def main(argv=None) -> int:
     cfg = parse_args(argv)
     try:
         result = train(cfg)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
     if result["status"] == "done" and os.environ.get("RANK", "0") == "0":
-        summary = {k: result[k] for k in ("best_epoch", "best", "majority_f1", "diverged", "lr")}
+        summary = {k: result[k] for k in ("best_epoch", "best", "majority_f1", "diverged", "collapsed", "lr", "recipe")}
         print(json.dumps(summary))
     return 0
 

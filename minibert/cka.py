@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from . import rundir
 from .checkpoint import load_classifier, load_pretrained
 from .corrupt import corrupt, parse_spec
 from .data import batches, encode
@@ -73,21 +74,16 @@ def layer_features(encoder, enc, pad_id: int, batch_size: int = 32, device="cpu"
 def read_run(run_dir) -> tuple[dict, dict]:
     """(args from config.json, result.json) of a finished run directory."""
     run_dir = Path(run_dir)
-    for name in ("config.json", "result.json"):
-        if not (run_dir / name).is_file():
-            raise FileNotFoundError(f"{run_dir / name} not found: is {run_dir} a finished run?")
-    config = json.loads((run_dir / "config.json").read_text())
-    result = json.loads((run_dir / "result.json").read_text())
-    if result.get("status") != "done":
-        raise ValueError(f"{run_dir} is not finished (status {result.get('status')!r})")
+    config = rundir.read_config(run_dir)
+    if config is None:
+        raise FileNotFoundError(f"{run_dir / rundir.CONFIG} not found or damaged: is {run_dir} a finished run?")
+    result = rundir.read_result(run_dir)
+    if result is None:
+        raise ValueError(f"{run_dir} is not finished (no {rundir.RESULT} with status done); rerun it with --resume")
     return {**config["args"], "checkpoint": config["checkpoint"], "max_length": config["max_length"]}, result
 
 
-def saved_model(run_dir, result: dict) -> Path | None:
-    """The best epoch's saved classifier of a run (a sweep keeps it in its best lr's sub-run), if saved."""
-    run_dir = Path(run_dir)
-    candidate = run_dir / result.get("run_dir", ".") / "model"
-    return candidate if (candidate / "config.json").is_file() else None
+saved_model = rundir.saved_model  # the best epoch's saved classifier of a run, if saved
 
 
 def healing(clean_dir, corrupted_dir, n: int = 256, batch_size: int = 32, device="cpu", cache: dict | None = None) -> dict:

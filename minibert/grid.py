@@ -40,6 +40,7 @@ from .corrupt import parse_spec
 from .data import encode
 from .datasets import DATASETS, default_data_root, load_dataset
 from .paper import LEVELS, MODELS, SIDES, TABLES, paper_value
+from .trainer import TrainConfig, train_flags
 from .viz import cka_figure, tsne_figure
 
 REPO = Path(__file__).resolve().parent.parent
@@ -150,20 +151,13 @@ def status(run_dir: Path) -> str:
 def command(cfg: GridConfig, cell: Cell) -> list[str]:
     """The train.py command line of one cell. Always --resume: a partial cell continues where it stopped."""
     table = TABLES[cell.table]
-    cmd = [sys.executable, str(TRAIN), "--model", str(cfg.models[cell.model]), "--dataset", cell.dataset,
-           "--split", cfg.split, "--corrupt", cell.corrupt, "--seed", str(cell.seed), "--pooling", table.pooling,
-           "--mode", table.mode, "--lr", str(cfg.lr), "--epochs", str(cfg.epochs), "--batch-size", str(cfg.batch_size),
-           "--device", cfg.device, "--precision", cfg.precision, "--out", str(cell_dir(cfg, cell)),
-           "--cache-dir", str(cfg.out / "token_cache"), "--resume"]
-    if cfg.data_root is not None:
-        cmd += ["--data-dir", str(cfg.data_root / cell.dataset)]
-    if cfg.max_length is not None:
-        cmd += ["--max-length", str(cfg.max_length)]
-    if cfg.limit is not None:
-        cmd += ["--limit", str(cfg.limit)]
-    if cfg.save_models:
-        cmd += ["--save-model"]
-    return cmd
+    run = TrainConfig(model=str(cfg.models[cell.model]), dataset=cell.dataset, split=cfg.split, corrupt=cell.corrupt,
+                      seed=cell.seed, pooling=table.pooling, mode=table.mode, lr=cfg.lr, epochs=cfg.epochs,
+                      batch_size=cfg.batch_size, device=cfg.device, precision=cfg.precision,
+                      out=str(cell_dir(cfg, cell)), cache_dir=str(cfg.out / "token_cache"), resume=True,
+                      data_dir=str(cfg.data_root / cell.dataset) if cfg.data_root is not None else None,
+                      max_length=cfg.max_length, limit=cfg.limit, save_model=cfg.save_models)
+    return [sys.executable, str(TRAIN), *train_flags(run)]
 
 
 # ---- running ----------------------------------------------------------------------------------

@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from minibert import load_classifier, load_pretrained, save_pretrained
 from minibert.corrupt import corrupt
-from minibert.trainer import TrainConfig, train
+from minibert.trainer import TrainConfig, train, train_flags
 
 REPO = Path(__file__).resolve().parent.parent
 TIMING = ("seconds", "tokens_per_s")  # the only fields of a run that may differ between identical runs
@@ -36,12 +35,6 @@ def small(minilm_dir, data_root, out, **overrides) -> TrainConfig:
     return TrainConfig(**{**args, **overrides})
 
 
-def cli_args(cfg: TrainConfig) -> list[str]:
-    return ["--model", cfg.model, "--data-dir", cfg.data_dir, "--limit", str(cfg.limit), "--epochs", str(cfg.epochs),
-            "--lr", str(cfg.lr), "--batch-size", str(cfg.batch_size), "--max-length", str(cfg.max_length),
-            "--pooling", cfg.pooling, "--out", cfg.out, "--device", cfg.device]
-
-
 def read_jsonl(path):
     return [json.loads(line) for line in Path(path).read_text().splitlines()]
 
@@ -52,7 +45,7 @@ def read_jsonl(path):
 def cli_run(minilm_dir, data_root, tmp_path_factory):
     """`python train.py ... --save-model` as a subprocess: one epoch on 300 real SST-2 sentences."""
     cfg = small(minilm_dir, data_root, tmp_path_factory.mktemp("cli") / "run")
-    proc = subprocess.run([sys.executable, "train.py", *cli_args(cfg), "--save-model"], cwd=REPO,
+    proc = subprocess.run([sys.executable, "train.py", *train_flags(cfg), "--save-model"], cwd=REPO,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return cfg, Path(cfg.out), proc
@@ -174,7 +167,7 @@ def test_nan_loss_gives_a_diverged_result_not_a_traceback(minilm_dir, data_root,
     for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json"):
         shutil.copyfile(minilm_dir / name, broken / name)
     cfg = small(broken, data_root, tmp_path / "run", limit=32)
-    proc = subprocess.run([sys.executable, "train.py", *cli_args(cfg)], cwd=REPO, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "train.py", *train_flags(cfg)], cwd=REPO, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr and "non-finite training loss" in proc.stderr
@@ -204,13 +197,13 @@ def test_torchrun_two_processes_gather_every_test_example(minilm_dir, data_root,
     """DDP on the CPU (gloo): each rank evaluates half of the test batches; rank 0's metrics cover all of them."""
     cfg = small(minilm_dir, data_root, tmp_path / "ddp", limit=32)
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "train.py",
-                           *cli_args(cfg), "--save-model"], cwd=REPO, capture_output=True, text=True, timeout=300)
+                           *train_flags(cfg), "--save-model"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count('"best_epoch"') == 1  # only rank 0 reports
     result = json.loads((tmp_path / "ddp" / "result.json").read_text())
     config = json.loads((tmp_path / "ddp" / "config.json").read_text())
     assert result["status"] == "done" and config["world_size"] == 2
-    from minibert.trainer import evaluate, extract
+    from minibert.evaluation import evaluate, extract
     from minibert import load_tokenizer
     from minibert.data import encode
     from minibert.datasets import load_dataset
@@ -244,17 +237,17 @@ def run_train_cli(argv, capsys):
 ])
 def test_bad_input_is_one_line(bad, message, minilm_dir, data_root, tmp_path, capsys):
     cfg = small(minilm_dir, data_root, tmp_path / "run", limit=16)
-    rc, err = run_train_cli([*cli_args(cfg), *bad], capsys)
+    rc, err = run_train_cli([*train_flags(cfg), *bad], capsys)
     assert rc == 2 and len(err.splitlines()) == 1 and err.startswith("error:") and message in err, err
     assert not (tmp_path / "run").exists()
 
 
 def test_out_dir_of_another_run_is_refused(cli_run, tmp_path, capsys):
     cfg, out, _ = cli_run
-    rc, err = run_train_cli([*cli_args(cfg), "--seed", "1"], capsys)
+    rc, err = run_train_cli([*train_flags(cfg), "--seed", "1"], capsys)
     assert rc == 2 and len(err.splitlines()) == 1 and "holds a different run" in err and "seed" in err, err
     (tmp_path / "notes.txt").write_text("not a run")
-    rc, err = run_train_cli([*cli_args(TrainConfig(**{**cfg.__dict__, "out": str(tmp_path)}))], capsys)
+    rc, err = run_train_cli([*train_flags(TrainConfig(**{**cfg.__dict__, "out": str(tmp_path)}))], capsys)
     assert rc == 2 and len(err.splitlines()) == 1 and "holds no minibert run" in err, err
 
 

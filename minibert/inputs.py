@@ -1,0 +1,99 @@
+"""What a run reads before it trains: device, model files, data and tokens, and what it records of them.
+
+Every error a user can cause with a file (a missing model, bad data, a precision the device lacks)
+surfaces here, before any training; a sweep prepares once for its three runs.
+"""
+import platform
+import shutil
+import sys
+from dataclasses import asdict, dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.model_selection import train_test_split
+
+from .checkpoint import TOKENIZER_FILES, resolve, save_pretrained
+from .config import BertConfig
+from .corrupt import parse_spec
+from .data import encode
+from .datasets import load_dataset
+from .evaluation import resolve_precision, setup_device
+from .optim import settings
+from .tokenizer import load_tokenizer
+
+VAL_FRACTION = 0.1  # select_on="val": the share of train held out to choose the epoch and lr
+
+
+@dataclass
+class Prepared:
+    """What every run of one configuration shares (a sweep prepares once): device, checkpoint, data, tokens."""
+    device: torch.device
+    rank: int
+    world: int
+    precision: str
+    checkpoint: Path
+    config: BertConfig
+    dataset: object
+    tokenizer: object
+    max_length: int
+    train: object  # Encoded
+    test: object
+    val: object = None  # Encoded, with select_on="val"
+
+
+def hold_out(split, seed: int):
+    """(train, val): a seeded, stratified VAL_FRACTION of `split` held out for choosing the epoch and lr."""
+    index = np.arange(len(split))
+    try:
+        keep, held = train_test_split(index, test_size=VAL_FRACTION, random_state=seed, stratify=split.labels)
+    except ValueError as e:
+        raise ValueError(f"--select-on val cannot hold out {VAL_FRACTION:.0%} of {len(split)} training examples "
+                         f"with every class in both parts ({e}); use more data or --select-on test") from None
+    return split.take(sorted(keep)), split.take(sorted(held))
+
+
+def prepare(cfg) -> Prepared:
+    """Device, model files, corruption spec, data and tokens: every input error lands here, before training."""
+    device, rank, world = setup_device(cfg.device)
+    precision = resolve_precision(cfg.precision, device)
+    checkpoint = resolve(cfg.model)
+    config = BertConfig.from_json(checkpoint / "config.json")
+    parse_spec(cfg.corrupt, config.num_hidden_layers)
+    ds = load_dataset(cfg.dataset, cfg.data_dir, cfg.split, cfg.seed, cfg.limit)
+    train_split, val_split = hold_out(ds.train, cfg.seed) if cfg.select_on == "val" else (ds.train, None)
+    tokenizer = load_tokenizer(checkpoint)
+    max_length = min(cfg.max_length or ds.spec.max_length, config.max_position_embeddings)
+    enc = [encode(s, tokenizer, max_length, cfg.cache_dir) if s is not None else None
+           for s in (train_split, ds.test, val_split)]
+    if cfg.mode == "finetune" and len(enc[0]) <= cfg.batch_size // (cfg.grad_accum * world) * (world - 1):
+        raise ValueError(f"{len(enc[0])} training examples leave some of the {world} processes without a batch; "
+                         "use fewer processes or a smaller --batch-size")
+    return Prepared(device, rank, world, precision, checkpoint, config, ds, tokenizer, max_length, *enc)
+
+
+def run_info(cfg, data: Prepared) -> dict:
+    """config.json: the arguments, the recipe's resolved values, sizes, device and versions."""
+    def v(pkg):
+        try:
+            return version(pkg)
+        except PackageNotFoundError:
+            return None
+    device = data.device
+    return {"args": asdict(cfg), "recipe": asdict(settings(cfg)), "device": str(device), "world_size": data.world,
+            "precision": data.precision, "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+            "max_length": data.max_length, "num_train": len(data.train), "num_test": len(data.test),
+            "num_val": len(data.val) if data.val is not None else None,
+            "label_names": data.dataset.label_names, "dataset_notes": data.dataset.notes,
+            "checkpoint": str(data.checkpoint), "command": sys.argv,
+            "versions": {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
+                         **{p: v(p) for p in ("minibert", "numpy", "scikit-learn", "tokenizers")}}}
+
+
+def save_model(clf, directory: Path, data: Prepared):
+    """The classifier as HF-compatible safetensors, with the tokenizer files beside it."""
+    save_pretrained(clf, directory, data.dataset.label_names)
+    for name in (*TOKENIZER_FILES, "special_tokens_map.json"):
+        if (data.checkpoint / name).is_file():
+            shutil.copyfile(data.checkpoint / name, directory / name)

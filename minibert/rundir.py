@@ -1,0 +1,167 @@
+"""A run directory: the files one `train.py` run writes, written atomically and read back safely.
+
+    <out>/config.json      every argument (under "args"), versions, device, precision, data sizes
+    <out>/corruption.json  what the corruption touched
+    <out>/metrics.jsonl    one line per epoch
+    <out>/result.json      the best epoch and its metrics; "status": "done" once the run has finished
+    <out>/model/           the best epoch's classifier, with --save-model (a sweep: in its best lr's sub-run)
+    <out>/checkpoint.pt    the training state while unfinished
+
+Every writer in minibert goes through `atomic`: the new content lands under a temporary name and is renamed
+over the old file, so a crash (or kill -9) leaves the old file or the new one, never half of one.
+A file that is nevertheless damaged (a disk filled up, a hand edit) is reported with its path and read as
+missing: the run counts as unfinished and reruns, instead of failing the same way forever.
+"""
+import json
+import os
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+CONFIG, RESULT, METRICS, CORRUPTION, CHECKPOINT, MODEL = (
+    "config.json", "result.json", "metrics.jsonl", "corruption.json", "checkpoint.pt", "model")
+
+
+# ---- writing ------------------------------------------------------------------------------------
+
+@contextmanager
+def atomic(path):
+    """Yield a temporary path beside `path` to write to; on success it is renamed over `path`.
+
+    The name carries the process id, so processes writing the same file at once (grid shards) never
+    share a temporary file; on an error the temporary file is removed.
+    """
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(path, text: str) -> None:
+    """Write `text` to `path` atomically."""
+    with atomic(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json(path, obj, indent: int | None = 2) -> None:
+    """Write `obj` as JSON atomically (NaN and inf are refused: they are not JSON)."""
+    write_text(path, json.dumps(obj, indent=indent, allow_nan=False) + "\n")
+
+
+def write_jsonl(path, rows: list) -> None:
+    """Write one JSON object per line, atomically."""
+    write_text(path, "".join(json.dumps(r, allow_nan=False) + "\n" for r in rows))
+
+
+# ---- reading ------------------------------------------------------------------------------------
+
+def read_json(path):
+    """The parsed JSON of `path`; None when it is missing, or damaged (then a warning names the file)."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (ValueError, UnicodeDecodeError) as e:
+        print(f"warning: {path} is damaged ({e}); treating it as missing", file=sys.stderr)
+        return None
+
+
+def read_config(run_dir) -> dict | None:
+    """config.json of a run (a dict with "args"), or None when there is none or it is damaged."""
+    config = read_json(Path(run_dir) / CONFIG)
+    return config if isinstance(config, dict) and isinstance(config.get("args"), dict) else None
+
+
+def read_result(run_dir) -> dict | None:
+    """result.json of a finished run, else None (missing, damaged or unfinished)."""
+    result = read_json(Path(run_dir) / RESULT)
+    return result if isinstance(result, dict) and result.get("status") == "done" else None
+
+
+def read_metrics(run_dir) -> list[dict]:
+    """metrics.jsonl of a run: one dict per finished epoch ([] when there is none)."""
+    path = Path(run_dir) / METRICS
+    try:
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except FileNotFoundError:
+        return []
+    except ValueError as e:
+        print(f"warning: {path} is damaged ({e}); treating it as missing", file=sys.stderr)
+        return []
+
+
+def status(run_dir) -> str:
+    """done | partial (the folder exists, unfinished) | pending (no folder)."""
+    if read_result(run_dir) is not None:
+        return "done"
+    return "partial" if Path(run_dir).exists() else "pending"
+
+
+def saved_model(run_dir, result: dict | None = None) -> Path | None:
+    """The best epoch's saved classifier of a run (a sweep keeps it in its best lr's sub-run), if saved."""
+    run_dir = Path(run_dir)
+    result = read_result(run_dir) if result is None else result
+    candidate = run_dir / (result or {}).get("run_dir", ".") / MODEL
+    return candidate if (candidate / "config.json").is_file() else None
+
+
+# ---- the output folder of a new run -------------------------------------------------------------
+
+def check_writable(out) -> None:
+    """Refuse an --out that cannot become a run folder, before any expensive work.
+
+    Writes a temporary file in the nearest existing folder: the only test that is true for every reason
+    a write fails (read-only filesystem, permissions, and root on a filesystem like /proc).
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder; pick another --out")
+    existing = next(p for p in (out, *out.parents) if p.exists() or p == Path(p.anchor))
+    if not existing.is_dir():
+        raise ValueError(f"--out {out} lies under {existing}, which is a file; pick another --out")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        raise ValueError(f"--out {out}: cannot write in {existing} ({e.strerror or e}); "
+                         "pick a writable --out") from None
+
+
+def check_out_dir(out, args: dict, resume: bool, announce: bool = True) -> dict | None:
+    """Refuse a folder that holds something else; return the result of an identical finished run.
+
+    `args` are the arguments that define what a run computes; an existing run must match them all.
+    """
+    out = Path(out)
+    check_writable(out)
+    if not out.is_dir() or not any(out.iterdir()):
+        return None
+    config = read_config(out)
+    if config is None:
+        raise ValueError(f"--out {out} is not empty and holds no minibert run (no readable {CONFIG}); "
+                         "pick a new --out")
+    old = config["args"]
+    diff = [f"{k} {old.get(k)!r} vs {v!r}" for k, v in args.items() if old.get(k) != v]
+    if diff:
+        raise ValueError(f"--out {out} holds a different run ({'; '.join(diff[:3])}); pick a new --out")
+    if (result := read_result(out)) is not None:
+        if announce:
+            print(f"{out} holds this run, finished: reporting it, not rerunning")
+        return result
+    if not resume:
+        raise ValueError(f"--out {out} holds an unfinished run of this configuration; "
+                         "pass --resume to continue it, or pick a new --out")
+    return None
+
+
+def start_out_dir(out, config: dict) -> None:
+    """Create the run folder and record its config.json (kept as it is when resuming)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if read_config(out) is None:
+        write_json(out / CONFIG, config)
