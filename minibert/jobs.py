@@ -116,38 +116,40 @@ def _die_with_parent():
     return preexec
 
 
-def _stop(child: subprocess.Popen):
-    """Stop the child's whole process group: SIGTERM, then SIGKILL if it has not gone within 10 s."""
-    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, None)):
-        try:
-            os.killpg(child.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            child.wait(wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+def _signal_group(pgid: int, sig: int):
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass  # the group has already gone
 
 
 def run_child(cmd: list[str], log, lock: Lock, cwd: Path) -> int:
     """Run `cmd` with stdout and stderr into the open file `log`, in its own process group, holding `lock` too.
 
-    SIGTERM or SIGINT to the grid stops the child's group first and then ends the grid as that signal
-    would; kill -9 of the grid kills the child through the parent-death signal. Returns the exit status.
+    SIGTERM or SIGINT to the grid stops the child's group (SIGTERM, then SIGKILL for what is left) and then
+    ends the grid as that signal would; kill -9 of the grid kills the child through the parent-death signal.
+    Returns the child's exit status.
     """
     child = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True,
                              pass_fds=(lock.fd,), preexec_fn=_die_with_parent())
     lock.note(f"{_me()}, train.py pid {child.pid}")
 
+    stopping = []
+
     def forward(sig, frame):
-        _stop(child)
-        signal.signal(sig, signal.SIG_DFL)
-        os.kill(os.getpid(), sig)  # end the grid as the signal would have
+        # The main thread is inside child.wait() here: only signal the group and let that wait see the child
+        # end (a second wait in a handler deadlocks). A second signal escalates to SIGKILL.
+        _signal_group(child.pid, signal.SIGKILL if stopping else signal.SIGTERM)
+        stopping.append(sig)
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        return child.wait()
+        rc = child.wait()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if stopping:
+        _signal_group(child.pid, signal.SIGKILL)  # anything train.py started that is still in its group
+        signal.signal(stopping[0], signal.SIG_DFL)
+        os.kill(os.getpid(), stopping[0])  # end the grid as the signal would have
+    return rc
