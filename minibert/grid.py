@@ -764,7 +764,11 @@ def run_grid(args) -> int:
     counts = {s: sum(status(cell_dir(cfg, c)) == s for c in todo) for s in ("done", "partial", "pending")}
     print(f"{args.command}: {len(todo)} cells{f' (shard {args.shard} of {len(everything)})' if args.shard else ''}: "
           f"{counts['done']} done, {counts['partial']} partial, {counts['pending']} pending -> {cfg.out}", flush=True)
-    failed, elsewhere = run_cells(cfg, todo)
+    try:
+        failed, elsewhere = run_cells(cfg, todo)
+    except KeyboardInterrupt:  # Ctrl-C between two cells (during one, jobs.run_child stops the cell first)
+        print("interrupted; rerun the same command to continue", file=sys.stderr)
+        return 130
     if elsewhere:
         print(f"note: {len(elsewhere)} cell(s) left to the process running them, not waited for: "
               f"{', '.join(elsewhere)}; `--list` shows when they are done", flush=True)

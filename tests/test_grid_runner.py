@@ -98,6 +98,8 @@ def test_two_grids_on_one_folder_never_run_a_cell_twice(grid_args):
     out = Path(grid_args[-1])
     first = start_grid(grid_args)
     wait_for_child(out / "locks" / f"{CELLS[0]}.lock", first)
+    rows = {row[0]: row[1] for row in listing(*grid_args)}
+    assert re.fullmatch(rf"(pending|partial) \(running: pid {first.pid} on \S+ since .*, train\.py pid \d+\)", rows[CELLS[0]])
     second = run_grid(grid_args)  # starts while the first runs cell 0: skips it, runs cell 1
     first_out, _ = first.communicate(timeout=600)
     assert first.returncode == 0 and second.returncode == 0, first_out + second.stdout + second.stderr
