@@ -14,7 +14,7 @@ partial ones (train.py --resume continues from the last finished epoch), so a gr
 started again at any time. Cells are listed in a fixed order and shard i/n takes those whose index is
 i modulo n: shards started with the same arguments split the grid without overlap, which is how a job
 array or several machines on a shared filesystem share one grid. A process runs a cell only while it holds
-the cell's lock (<out>/locks/<cell>.lock, minibert/jobs.py): grids or shards started twice on one folder
+the cell's lock (<out>/logs/<cell>.lock, minibert/jobs.py): grids or shards started twice on one folder
 never run a cell twice, each skips the cells another one is running and says who. <out>/grid.json records
 every cell the grid was asked for, so `report` can show what is still missing; logs go to <out>/logs/<cell>.log.
 A corrupt result.json is moved aside and its cell rerun; a corrupt grid.json is rebuilt; both with a note.
@@ -28,7 +28,6 @@ import json
 import os
 import shlex
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -139,8 +138,8 @@ def cell_dir(cfg: GridConfig, cell: Cell) -> Path:
 
 
 def lock_path(cfg: GridConfig, cell: Cell) -> Path:
-    """The lock file a process holds while it runs `cell` (see minibert/jobs.py)."""
-    return cfg.out / "locks" / f"{cell.name}.lock"
+    """The lock file a process holds while it runs `cell` (see minibert/jobs.py), beside the cell's log."""
+    return cfg.out / "logs" / f"{cell.name}.lock"
 
 
 # what describe() and the report read from a finished result.json
@@ -245,11 +244,11 @@ def write_manifest(cfg: GridConfig, grid: list[Cell]) -> str | None:
     """Add the grid's cells to <out>/grid.json, which `report` reads to know which cells to expect.
 
     Merged with what is there, so grids run into one folder with different filters add up; the merge holds
-    <out>/locks/grid.json.lock, so grids and shards that start together never lose each other's cells. A
+    <out>/grid.lock, so grids and shards that start together never lose each other's cells. A
     corrupt grid.json is rebuilt from this command line's cells: returns a one-line note saying so.
     """
     path = cfg.out / "grid.json"
-    with locked(cfg.out / "locks" / "grid.json.lock"):
+    with locked(cfg.out / "grid.lock"):
         manifest, why = read_manifest(path)
         note = None if why is None else (f"{path} is corrupt ({why}); rebuilt from this command line's cells "
                                          "(rerun the other commands of this folder to add theirs)")
@@ -276,21 +275,29 @@ def describe(result: dict) -> str:
     return text + (" DIVERGED" if result["diverged"] else "")
 
 
-def run_cell(cfg: GridConfig, cell: Cell, lock: Lock) -> tuple[int, str]:
-    """Run one claimed cell as a train.py child, appending to its log. Returns (exit status, status before)."""
+def run_cell(cfg: GridConfig, cell: Cell, lock: Lock, head: str) -> bool:
+    """Run one claimed cell as a train.py child, appending to its log, and print how it went. True if it finished."""
     where = cell_dir(cfg, cell)
+    for note in set_aside_corrupt(where):
+        print(f"{head} {note}", flush=True)
     was = status(where)
     if where.is_dir() and not (where / "config.json").is_file():
         # killed before train.py wrote its first file: only temporary files can be there, and train.py
         # refuses a non-empty folder that holds no run
         for tmp in where.glob("*.tmp"):
             tmp.unlink()
-    cmd = command(cfg, cell)
-    with open(cfg.out / "logs" / f"{cell.name}.log", "a") as f:  # appended: a resumed cell keeps its story
+    cmd, log, t0 = command(cfg, cell), cfg.out / "logs" / f"{cell.name}.log", time.time()
+    with open(log, "a") as f:  # appended: a resumed cell keeps the story of its earlier attempts
         f.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} {'resuming' if was == 'partial' else 'starting'}: "
                 f"{shlex.join(cmd)}\n")
         f.flush()
-        return run_child(cmd, f, lock, REPO), was
+        rc = run_child(cmd, f, lock, REPO)
+    result = read_result(where)
+    if rc != 0 or result is None:
+        print(f"{head} FAILED (exit {rc}) after {time.time() - t0:.0f}s; see {log}", flush=True)
+        return False
+    print(f"{head} {'resumed, ' if was == 'partial' else ''}{describe(result)}", flush=True)
+    return True
 
 
 def run_cells(cfg: GridConfig, todo: list[Cell]) -> tuple[int, list[str]]:
@@ -300,32 +307,21 @@ def run_cells(cfg: GridConfig, todo: list[Cell]) -> tuple[int, list[str]]:
     (cfg.out / "logs").mkdir(parents=True, exist_ok=True)
     failed, elsewhere = 0, []
     for i, cell in enumerate(todo, 1):
-        where = cell_dir(cfg, cell)
         head = f"[{i}/{len(todo)}] {cell.name}:"
-        lock = claim(lock_path(cfg, cell))
-        if lock is None:
-            who = holder(lock_path(cfg, cell)) or "another process"
-            elsewhere.append(f"{cell.name} ({who})")
-            print(f"{head} running in {who}, skipped", flush=True)
-            continue
-        try:
-            result = read_result(where)  # read under the lock: another grid may have just finished it
-            if result is not None:
-                print(f"{head} done, skipped ({describe(result)})", flush=True)
+        result = read_result(cell_dir(cfg, cell))
+        if result is None:
+            lock = claim(lock_path(cfg, cell))
+            if lock is None:
+                who = holder(lock_path(cfg, cell)) or "another process"
+                elsewhere.append(f"{cell.name} ({who})")
+                print(f"{head} running in {who}, skipped", flush=True)
                 continue
-            for note in set_aside_corrupt(where):
-                print(f"{head} {note}", flush=True)
-            t0 = time.time()
-            rc, was = run_cell(cfg, cell, lock)
-        finally:
-            lock.release()
-        result = read_result(where)
-        if rc != 0 or result is None:
-            failed += 1
-            print(f"{head} FAILED (exit {rc}) after {time.time() - t0:.0f}s; see {cfg.out / 'logs' / cell.name}.log",
-                  flush=True)
-        else:
-            print(f"{head} {'resumed, ' if was == 'partial' else ''}{describe(result)}", flush=True)
+            with lock:
+                result = read_result(cell_dir(cfg, cell))  # under the lock: another grid may just have finished it
+                if result is None:
+                    failed += not run_cell(cfg, cell, lock, head)
+                    continue
+        print(f"{head} done, skipped ({describe(result)})", flush=True)
     return failed, elsewhere
 
 

@@ -1,10 +1,10 @@
 """The operating-system side of running a grid: claiming a cell, and a train.py child that dies with the grid.
 
-    lock = claim(out / "locks" / f"{cell}.lock")   # None: another process holds it; holder() says who
-    rc = run_child(cmd, log, lock)                  # own process group, killed with the grid, even by kill -9
-    lock.release()
+    lock = claim(out / "logs" / f"{cell}.lock")   # None: another process holds it; holder() says who
+    with lock:                                    # released at the end (or when the process ends, however)
+        rc = run_child(cmd, log, lock, cwd)       # own process group, killed with the grid, even by kill -9
 
-A cell is claimed with an OS file lock (flock) on <out>/locks/<cell>.lock, taken without waiting. The kernel
+A cell is claimed with an OS file lock (flock) on <out>/logs/<cell>.lock, taken without waiting. The kernel
 drops the lock when its holder exits, however it exits, so there are never stale locks to clean: a lock file
 left behind holds no lock, only the last holder's pid and host for the message. One lock per cell (not per
 grid or per shard) is what lets several grids, shards or job-array tasks on one shared folder share the work:
@@ -48,6 +48,12 @@ class Lock:
 
     def release(self):
         os.close(self.fd)  # closing the last descriptor of the open file drops the flock
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
 
 
 def _flock(path: Path, flags: int) -> int | None:

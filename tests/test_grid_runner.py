@@ -77,7 +77,7 @@ HOLD = "import sys, time; from pathlib import Path; from minibert.jobs import cl
 
 
 def test_a_lock_is_held_by_its_process_and_dies_with_it(tmp_path):
-    path = tmp_path / "locks" / "cell.lock"
+    path = tmp_path / "logs" / "cell.lock"
     other = subprocess.Popen([sys.executable, "-c", HOLD, str(path)], cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
         assert other.stdout.readline().strip() == "held"
@@ -97,9 +97,10 @@ def test_a_lock_is_held_by_its_process_and_dies_with_it(tmp_path):
 def test_two_grids_on_one_folder_never_run_a_cell_twice(grid_args):
     out = Path(grid_args[-1])
     first = start_grid(grid_args)
-    wait_for_child(out / "locks" / f"{CELLS[0]}.lock", first)
+    wait_for_child(out / "logs" / f"{CELLS[0]}.lock", first)
     rows = {row[0]: row[1] for row in listing(*grid_args)}
-    assert re.fullmatch(rf"(pending|partial) \(running: pid {first.pid} on \S+ since .*, train\.py pid \d+\)", rows[CELLS[0]])
+    running = rf"(pending|partial) \(running: pid {first.pid} on \S+ since .*, train\.py pid \d+\)"
+    assert re.fullmatch(running, rows[CELLS[0]]), rows
     second = run_grid(grid_args)  # starts while the first runs cell 0: skips it, runs cell 1
     first_out, _ = first.communicate(timeout=600)
     assert first.returncode == 0 and second.returncode == 0, first_out + second.stdout + second.stderr
@@ -116,7 +117,7 @@ def test_two_grids_on_one_folder_never_run_a_cell_twice(grid_args):
 def test_a_killed_grid_takes_its_train_py_child_with_it(grid_args, sig):
     out = Path(grid_args[-1])
     grid = start_grid(grid_args)
-    lock = out / "locks" / f"{CELLS[0]}.lock"
+    lock = out / "logs" / f"{CELLS[0]}.lock"
     child = wait_for_child(lock, grid)
     grid.send_signal(sig)
     grid.communicate(timeout=60)
@@ -150,7 +151,8 @@ def test_corrupt_result_and_manifest_are_noted_and_recovered(grid_args):
     assert again.returncode == 0, again.stdout + again.stderr
     lines = again.stdout.splitlines()
     assert lines[0].startswith(f"note: {out / 'grid.json'} is corrupt (JSONDecodeError: ") and \
-        lines[0].endswith("); rebuilt from this command line's cells (rerun the other commands of this folder to add theirs)")
+        lines[0].endswith("); rebuilt from this command line's cells (rerun the other commands of this folder to "
+                          "add theirs)")
     assert f"[1/2] {CELLS[0]}: {out / CELLS[0] / 'result.json'} is corrupt (Expecting value" in again.stdout
     assert "moved to result.json.corrupt, rerunning the cell" in again.stdout
     assert f"[2/2] {CELLS[1]}: done, skipped" in again.stdout
