@@ -154,7 +154,8 @@ def _load_result(path: Path) -> tuple[dict | None, str | None]:
         return None, None
     except (OSError, ValueError) as e:  # ValueError: bad JSON, and bytes that are not UTF-8
         return None, str(e)
-    if not isinstance(result, dict) or result.get("status") == "done" and not all(k in result for k in RESULT_KEYS):
+    finished = isinstance(result, dict) and result.get("status") == "done"
+    if not isinstance(result, dict) or (finished and not all(k in result for k in RESULT_KEYS)):
         return None, f"not a run result (need a JSON object with {', '.join(RESULT_KEYS)})"
     return result, None
 
@@ -221,10 +222,6 @@ def command(cfg: GridConfig, cell: Cell) -> list[str]:
 
 # ---- running ----------------------------------------------------------------------------------
 
-# what grid.json records per cell beside the Cell's own fields; the report states the recipe and selection
-RUN_KEYS = ("checkpoint", "recipe", "select_on")
-
-
 def read_manifest(path: Path) -> tuple[dict | None, str | None]:
     """(grid.json's cells, None), or (None, why) when it is corrupt; ({}, None) when there is none."""
     try:
@@ -253,7 +250,7 @@ def write_manifest(cfg: GridConfig, grid: list[Cell]) -> str | None:
         note = None if why is None else (f"{path} is corrupt ({why}); rebuilt from this command line's cells "
                                          "(rerun the other commands of this folder to add theirs)")
         manifest = manifest or {}
-        for cell in grid:
+        for cell in grid:  # beside the Cell's fields: what the report states about how the cell was run
             entry = {**asdict(cell), "checkpoint": str(cfg.models[cell.model]), "recipe": cfg.recipe,
                      "select_on": cfg.select_on}
             old = manifest.get(cell.name, {})
