@@ -8,7 +8,7 @@
 import csv
 import json
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -19,8 +19,28 @@ from .config import PRESETS, BertConfig
 from .corrupt import parse_spec
 from .data import encode, load_dataset
 from .grid import DATASET_TITLES, Cell, load_manifest, read_result, status
-from .paper import MODELS, SIDES, TABLES, paper_value
+from .findings import CSV_FIELDS as CLAIM_FIELDS
+from .findings import claim_columns, comparisons, render_findings
+from .paper import ERRATA, MODELS, SIDES, TABLE1, TABLES, errata_of, paper_value
 from .viz import cka_figure, tsne_figure
+
+
+def run_facts(run_dir: Path, result: dict) -> dict:
+    """What a finished run was trained on and how: result.json's entries, else config.json's (older runs lack
+    some: no recipe means `bert`, the only recipe then; no select_on means the test set; no collapsed flag, False)."""
+    try:
+        config = json.loads((run_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        config = {}
+    args = config.get("args", {})
+
+    def pick(key, default=None):
+        for source in (result, config, args):
+            if source.get(key) is not None:
+                return source[key]
+        return default
+    return {"num_train": pick("num_train"), "num_test": pick("num_test"), "recipe": pick("recipe", "bert"),
+            "select_on": pick("select_on", "test"), "collapsed": bool(result.get("collapsed"))}
 
 
 @dataclass
@@ -30,6 +50,9 @@ class Summary:
     done: list  # F1 of finished, non-diverged seeds
     diverged: list  # F1 of finished, diverged seeds
     partial: int
+    collapsed: int = 0  # finished seeds flagged collapsed (diverged or not)
+    by_seed: dict = field(default_factory=dict)  # seed -> F1 of every finished seed
+    facts: list = field(default_factory=list)  # run_facts() of every finished seed
 
     def mean(self) -> float | None:
         values = self.done or self.diverged  # all seeds diverged: show what they reached, marked
@@ -46,6 +69,8 @@ class Summary:
             text += "†"
         elif self.diverged:
             text += f" ({len(self.diverged)} div)"
+        if self.collapsed:
+            text += f" ({self.collapsed} col)"
         if len(self.done) + len(self.diverged) < self.seeds:
             text += f" [{len(self.done) + len(self.diverged)}/{self.seeds}]"
         return text
@@ -57,8 +82,12 @@ def summarise(out: Path, group: list[Cell]) -> Summary:
         result = read_result(out / cell.name)
         if result is None:
             s.partial += (out / cell.name).exists()
-        else:
-            (s.diverged if result["diverged"] else s.done).append(100 * result["best"]["weighted_f1"])
+            continue
+        f1, facts = 100 * result["best"]["weighted_f1"], run_facts(out / cell.name, result)
+        (s.diverged if result["diverged"] else s.done).append(f1)
+        s.by_seed[cell.seed] = f1
+        s.facts.append(facts)
+        s.collapsed += facts["collapsed"]
     return s
 
 
@@ -73,7 +102,8 @@ def layer_range(checkpoint: str, level: int, side: str) -> str:
 
 
 def table_rows(out: Path, table: str, group: list[Cell], checkpoints: dict) -> list[dict]:
-    """One dict per (model, level, side, dataset) of `table`: ours over the seeds, the paper's, the difference."""
+    """One dict per (model, level, side, dataset) of `table`: ours over the seeds, the paper's, the difference,
+    the data sizes beside Table 1's, the recipe and model selection, and the paper's errata marks."""
     positions = {}
     for cell in group:
         positions.setdefault((cell.model, cell.level, cell.side or "", cell.dataset), []).append(cell)
@@ -81,11 +111,21 @@ def table_rows(out: Path, table: str, group: list[Cell], checkpoints: dict) -> l
     for (model, level, side, dataset), members in positions.items():
         s = summarise(out, members)
         ours, paper = s.mean(), paper_value(table, model, level, side or None, dataset)
+        sizes = sorted({(f["num_train"], f["num_test"]) for f in s.facts if f["num_train"] is not None})
+        paper_train, paper_test = TABLE1.get(dataset, (None, None))
         rows.append({"table": table, "model": model, "level": level, "side": side, "dataset": dataset,
                      "seeds": s.seeds, "done": len(s.done) + len(s.diverged), "diverged": len(s.diverged),
                      "f1": ours, "f1_std": statistics.stdev(s.done) if len(s.done) > 1 else None, "paper": paper,
                      "diff": None if ours is None or paper is None else ours - paper, "text": s.text(),
-                     "layers": layer_range(checkpoints[model], level, side) if side else ""})
+                     "layers": layer_range(checkpoints[model], level, side) if side else "",
+                     "collapsed": s.collapsed, "by_seed": s.by_seed, "sizes": sizes,
+                     "num_train": min((a for a, _ in sizes), default=None),
+                     "num_test": min((b for _, b in sizes), default=None),
+                     "paper_train": paper_train, "paper_test": paper_test,
+                     "small": bool(paper_train and sizes and any(a < paper_train or b < paper_test for a, b in sizes)),
+                     "recipe": "/".join(sorted({f["recipe"] for f in s.facts})),
+                     "select_on": "/".join(sorted({f["select_on"] for f in s.facts})),
+                     "errata": " ".join(errata_of(table, model, level, side or None, dataset))})
     return rows
 
 
@@ -97,9 +137,10 @@ def model_order(models) -> list[str]:
 def _entry(row: dict | None) -> str:
     if row is None:
         return ""
+    marks = ("‡" if row["small"] else "") + (f" {row['errata']}" if row["errata"] else "")
     if row["diff"] is not None:
-        return f"{row['text']} / {row['paper']:.2f} ({row['diff']:+.2f})"
-    return row["text"] + (f" / {row['paper']:.2f}" if row["paper"] is not None else "")
+        return f"{row['text']} / {row['paper']:.2f} ({row['diff']:+.2f}){marks}"
+    return row["text"] + (f" / {row['paper']:.2f}" if row["paper"] is not None else "") + marks
 
 
 def render_markdown(table: str, rows: list[dict]) -> str:
@@ -112,7 +153,9 @@ def render_markdown(table: str, rows: list[dict]) -> str:
              "Weighted F1 (%) at the best epoch: ours / paper (ours - paper). 0% and 100% are one run per dataset, "
              "shown under bottom; the layers corrupted are in brackets (bottom / top). With several seeds: mean ± std "
              "over the seeds that did not diverge, (k div) seeds that diverged, [k/n] seeds finished so far; "
-             "† every seed diverged (weighted F1 at or below the majority-class baseline).", "",
+             "† every seed diverged (weighted F1 at or below the majority-class baseline); (k col) seeds that "
+             "collapsed (predicted one class), kept in the mean; ‡ run on less data than the paper's Table 1 (sizes "
+             "under Data); E1-E4: the paper's value is marked under Paper errata.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for model in model_order({r["model"] for r in rows}):
         for level in sorted({r["level"] for r in rows if r["model"] == model}):
@@ -128,7 +171,9 @@ def render_markdown(table: str, rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-CSV_FIELDS = ("table", "model", "level", "side", "dataset", "seeds", "done", "diverged", "f1", "f1_std", "paper", "diff")
+CSV_FIELDS = ("table", "model", "level", "side", "dataset", "seeds", "done", "diverged", "f1", "f1_std", "paper", "diff",
+              "collapsed", "num_train", "num_test", "paper_train", "paper_test", "small", "recipe", "select_on",
+              "errata", *CLAIM_FIELDS)
 
 
 def write_csv(rows: list[dict], path: Path):
@@ -227,19 +272,66 @@ def healing_section(out: Path, grid: dict[str, Cell], n: int, device: str, plots
     return "\n\n".join(parts)
 
 
+def render_header(rows: list[dict]) -> str:
+    """How the numbers were made: recipe, model selection, diverged and collapsed runs."""
+    recipes = sorted({x for r in rows for x in r["recipe"].split("/") if x})
+    select = sorted({x for r in rows for x in r["select_on"].split("/") if x})
+    lines = [f"Training recipe: {', '.join(f'`{x}`' for x in recipes) or 'none finished yet'} (train.py --recipe; "
+             "runs from before recipes existed count as `bert`). Model selection: "
+             f"{', '.join(f'`{x}`' for x in select) or 'none finished yet'} (--select-on; absent = `test`)."]
+    if "test" in select:
+        tests = [r["num_test"] for r in rows if r["select_on"] != "val" and r["num_test"]]
+        lines.append("Selection on test: the best epoch and learning rate are chosen by test-set score (the paper's "
+                     "way: \"we test every epoch and choose the best indicator\"), so every number is the best of "
+                     "several test scores and optimistic" + (f", the more so on small test sets (here as few as "
+                                                             f"{min(tests):,} examples)." if tests else "."))
+    diverged, collapsed = sum(r["diverged"] for r in rows), sum(r["collapsed"] for r in rows)
+    lines.append(f"Runs flagged: {diverged} diverged (weighted F1 at or below the majority-class baseline), left out of "
+                 f"the table means unless all seeds of a cell diverged; {collapsed} collapsed (predicted one class), "
+                 "kept in the table means and marked (k col); Findings count every finished run.")
+    return "\n\n".join(lines)
+
+
+def render_sizes(rows: list[dict]) -> str:
+    """Train/test examples per table and dataset beside Table 1's; ‡ where a run had less."""
+    seen = {}
+    for r in rows:
+        entry = seen.setdefault((r["table"], r["dataset"]), [set(), r["paper_train"], r["paper_test"]])
+        entry[0].update(r["sizes"])
+    lines = ["## Data", "", "Examples each run trained and was tested on, beside the paper's Table 1 (MRPC and RTE: "
+             "GLUE's official splits, not in Table 1).", "", "| table | dataset | train / test (ours) | Table 1 |",
+             "|---|---|---|---|"]
+    for (table, dataset), (sizes, paper_train, paper_test) in seen.items():
+        ours = ", ".join(f"{a:,} / {b:,}" for a, b in sorted(sizes)) or "not recorded"
+        small = paper_train and any(a < paper_train or b < paper_test for a, b in sizes)
+        paper = f"{paper_train:,} / {paper_test:,}" if paper_train else "-"
+        lines.append(f"| {table} | {DATASET_TITLES.get(dataset, dataset)} | {ours}{' ‡' if small else ''} | {paper} |")
+    return "\n".join(lines)
+
+
+def render_errata() -> str:
+    return "## Paper errata\n\n" + "\n".join(f"- {name}: {e.text}" for name, e in ERRATA.items())
+
+
 def report(out: Path, healing_n: int = 256, device: str = "cpu", healing_on: bool = True) -> tuple[str, list[dict]]:
     """The report of a grid folder as markdown, and its rows (for the CSV)."""
     grid, checkpoints = load_manifest(out)
-    parts, rows = [f"# Grid report: {out}"], []
+    tables, rows = [], []
     for table in TABLES:
         group = [c for c in grid.values() if c.table == table]
         if group:
             table_rows_ = table_rows(out, table, group, checkpoints)
             rows += table_rows_
             counts = {s: sum(status(out / c.name) == s for c in group) for s in ("done", "partial", "pending")}
-            parts.append(render_markdown(table, table_rows_) + "\n\n" +
-                         f"{len(group)} cells: {counts['done']} done, {counts['partial']} partial, {counts['pending']} pending; "
-                         f"{sum(r['diverged'] for r in table_rows_)} diverged runs.")
+            tables.append(render_markdown(table, table_rows_) + "\n\n" +
+                          f"{len(group)} cells: {counts['done']} done, {counts['partial']} partial, {counts['pending']} pending; "
+                          f"{sum(r['diverged'] for r in table_rows_)} diverged runs. "
+                          f"{sum(r['collapsed'] for r in table_rows_)} collapsed runs.")
+    comps = comparisons(rows)
+    claim_columns(rows, comps)
+    parts = [f"# Grid report: {out}", render_header(rows),
+             render_findings(comps, DATASET_TITLES, {t: TABLES[t].title for t in TABLES}), render_sizes(rows),
+             "## Tables", *tables, render_errata()]
     if healing_on:
         section = healing_section(out, grid, healing_n, device)
         parts.append("## Healing (layer-wise CKA)\n\n" + (section or "No finished pairs of a clean and a corrupted "
