@@ -1,9 +1,14 @@
-"""The grid's report: our tables beside the paper's, the healing analysis (layer-wise CKA) and Figure 1.
+"""The grid's report: the paper's claims tested (Findings), our tables beside the paper's, data sizes, figures,
+the healing analysis (layer-wise CKA, report_healing.py) and Figure 1.
 
-    python -m minibert.grid report runs/grid        # writes runs/grid/report.md and report.csv, prints the markdown
+    python -m minibert.grid report runs/grid        # writes runs/grid/report.md, report.csv, figures/; prints the md
     python -m minibert.grid tsne runs/grid          # Figure 1: t-SNE of [CLS] features on AG News
 
     text, rows = report(Path("runs/grid"))           # the same from Python
+
+report.md, top to bottom: how the numbers were made (recipe, model selection, flagged runs), Findings (a line
+per claim, then per table and model), figures, data sizes beside Table 1, the tables, the paper's errata, healing.
+report.csv: one line per table position, with the claim comparisons in which it is the worse cell (findings.py).
 """
 import csv
 import json
@@ -14,15 +19,16 @@ from pathlib import Path
 import torch
 
 from .checkpoint import load_classifier
-from .cka import healing, read_run, saved_model
+from .cka import read_run, saved_model
 from .config import PRESETS, BertConfig
 from .corrupt import parse_spec
 from .data import encode, load_dataset
-from .grid import DATASET_TITLES, Cell, load_manifest, read_result, status
 from .findings import CSV_FIELDS as CLAIM_FIELDS
 from .findings import claim_columns, comparisons, render_findings
+from .grid import DATASET_TITLES, Cell, load_manifest, read_result, status
 from .paper import ERRATA, MODELS, SIDES, TABLE1, TABLES, errata_of, paper_value
-from .viz import cka_figure, tsne_figure
+from .report_healing import healing_section
+from .viz import level_figure, tsne_figure
 
 
 def run_facts(run_dir: Path, result: dict) -> dict:
@@ -185,93 +191,6 @@ def write_csv(rows: list[dict], path: Path):
             writer.writerow({k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()})
 
 
-# ---- healing: layer-wise CKA of corrupted cells against the clean cell --------------------------
-
-def healing_pairs(out: Path, grid: dict[str, Cell]) -> dict[tuple, list[tuple[Cell, Cell]]]:
-    """(clean, corrupted) pairs of finished fine-tuning cells, grouped by (table, model, dataset, seed)."""
-    pairs = {}
-    for cell in grid.values():
-        if cell.level == 0 or TABLES[cell.table].mode != "finetune":
-            continue  # a probe's encoder is frozen: its CKA after training is its CKA before
-        clean = Cell(cell.table, cell.model, cell.dataset, 0, None, cell.seed)
-        if clean.name in grid and read_result(out / cell.name) and read_result(out / clean.name):
-            pairs.setdefault((cell.table, cell.model, cell.dataset, cell.seed), []).append((clean, cell))
-    return pairs
-
-
-def cached_healing(out: Path, clean: Cell, cell: Cell, n: int, device: str, features: dict) -> dict:
-    """cka.healing() of one pair, cached in <out>/healing/<cell>.json (recomputed once both models are saved).
-    `features` is cka.healing's in-memory cache, shared by the pairs of one clean cell."""
-    path = out / "healing" / f"{cell.name}.json"
-    if path.is_file():
-        cached = json.loads(path.read_text())
-        saved = all(saved_model(out / c.name, read_result(out / c.name)) for c in (clean, cell))
-        if cached["n_requested"] == n and (cached["after"] is not None or not saved):
-            return cached
-    result = {**healing(out / clean.name, out / cell.name, n=n, device=device, cache=features), "n_requested": n}
-    path.parent.mkdir(exist_ok=True)
-    path.write_text(json.dumps(result, indent=1) + "\n")
-    return result
-
-
-def _mean(values) -> float:
-    return statistics.fmean(values) if values else float("nan")
-
-
-def render_healing(key: tuple, results: dict[str, dict]) -> str:
-    """A layer x setting table of CKA before -> after, and one line per setting on what healed."""
-    table, model, dataset, seed = key
-    first = next(iter(results.values()))
-    lines = [f"#### Healing: {model} on {DATASET_TITLES.get(dataset, dataset)} ({TABLES[table].title.split(':')[0]}, "
-             f"seed {seed}, n={first['n']})", "",
-             "Linear CKA of each hidden state (mean-pooled over tokens) with the clean model's: before fine-tuning "
-             "(corrupted vs clean pre-trained encoder) -> after (corrupted vs clean fine-tuned). * = a layer the "
-             "corruption re-initialised.", "",
-             "| layer | " + " | ".join(results) + " |", "|---|" + "---|" * len(results)]
-    for i in first["layers"]:
-        entries = []
-        for r in results.values():
-            after = "-" if r["after"] is None else f"{r['after'][i]:.2f}"
-            entries.append(f"{r['before'][i]:.2f} -> {after}{' *' if i in r['corrupted_layers'] else ''}")
-        lines.append(f"| {'emb' if i == 0 else i} | " + " | ".join(entries) + " |")
-    lines.append("")
-    for name, r in results.items():
-        if r["after"] is None:
-            lines.append(f"- {name}: no saved fine-tuned models (run the grid with --save-models) for the after column")
-            continue
-        hit = r["corrupted_layers"]
-        rest = [i for i in r["layers"][1:] if i not in hit]
-        text = (f"- {name}: re-initialised layers {hit[0]}-{hit[-1]}: CKA {_mean([r['before'][i] for i in hit]):.2f} -> "
-                f"{_mean([r['after'][i] for i in hit]):.2f}")
-        if rest:
-            text += (f"; the other layers: {_mean([r['before'][i] for i in rest]):.2f} -> "
-                     f"{_mean([r['after'][i] for i in rest]):.2f}")
-        lines.append(text + f"; last layer {r['before'][-1]:.2f} -> {r['after'][-1]:.2f}")
-    return "\n".join(lines)
-
-
-def healing_section(out: Path, grid: dict[str, Cell], n: int, device: str, plots: bool = True) -> str:
-    """Markdown (and PNGs in <out>/healing/) for the lowest seed of every (table, model, dataset)."""
-    pairs = healing_pairs(out, grid)
-    chosen = {}
-    for key in sorted(pairs):
-        chosen.setdefault(key[:3], key)  # the lowest seed of each (table, model, dataset)
-    parts = []
-    for key in chosen.values():
-        order = sorted(pairs[key], key=lambda p: (p[1].level, p[1].side or ""))
-        features = {}
-        results = {cell.setting: cached_healing(out, clean, cell, n, device, features) for clean, cell in order}
-        parts.append(render_healing(key, results))
-        if plots:
-            title = f"{key[1]} on {key[2]}, seed {key[3]}: CKA with the clean model (dashed before, solid after fine-tuning)"
-            try:
-                png = cka_figure(results, out / "healing" / f"{'-'.join(key[:3])}-s{key[3]}.png", title)
-                parts.append(f"\n![healing]({png.relative_to(out)})")
-            except ImportError as e:
-                parts.append(f"\n(no plot: {e})")
-    return "\n\n".join(parts)
-
-
 def render_header(rows: list[dict]) -> str:
     """How the numbers were made: recipe, model selection, diverged and collapsed runs."""
     recipes = sorted({x for r in rows for x in r["recipe"].split("/") if x})
@@ -309,12 +228,54 @@ def render_sizes(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def level_panels(rows: list[dict], table: str, dataset: str) -> list[tuple]:
+    """viz.level_figure's panels of one table and dataset: per model, every finished seed per level and side, and
+    the paper's values for a paper model."""
+    panels = []
+    for model in model_order({r["model"] for r in rows if (r["table"], r["dataset"]) == (table, dataset)}):
+        at = {(r["level"], r["side"]): r for r in rows
+              if (r["table"], r["model"], r["dataset"]) == (table, model, dataset) and r["by_seed"]}
+        ours, paper = {}, {}
+        for side in SIDES:
+            keys = sorted((lv, s) for lv, s in at if s in ("", side))
+            if len(keys) > 1:
+                ours[side] = [(lv, list(at[lv, s]["by_seed"].values())) for lv, s in keys]
+                marks = [(lv, at[lv, s]["paper"]) for lv, s in keys if at[lv, s]["paper"] is not None]
+                if marks:
+                    paper[side] = marks
+        if ours:
+            panels.append((model, ours, paper))
+    return panels
+
+
+def render_figures(out: Path, rows: list[dict]) -> str:
+    """One PNG per table and dataset in <out>/figures/ (F1 against corruption level), linked; a note without
+    matplotlib."""
+    lines = ["## Figures", "", "Weighted F1 against the share of layers corrupted: bottom (red) and top (blue), the "
+             "line through the mean over seeds, the band from the lowest to the highest seed (every finished seed, "
+             "diverged and collapsed ones included), the paper's values as faint crosses; 0% and 100% are shared."]
+    order = lambda key: (list(TABLES).index(key[0]), TABLES[key[0]].datasets.index(key[1])  # noqa: E731
+                         if key[1] in TABLES[key[0]].datasets else len(TABLES[key[0]].datasets), key[1])
+    for table, dataset in sorted({(r["table"], r["dataset"]) for r in rows}, key=order):
+        panels = level_panels(rows, table, dataset)
+        if not panels:
+            continue
+        title = f"{TABLES[table].title.split(':')[0]}, {DATASET_TITLES.get(dataset, dataset)}"
+        try:
+            png = level_figure(panels, out / "figures" / f"{table}-{dataset}.png", title)
+        except ImportError as e:
+            return "\n".join(lines + ["", f"(no figures: {e})"])
+        lines += ["", f"![{title}]({png.relative_to(out)})"]
+    return "\n".join(lines)
+
+
 def render_errata() -> str:
     return "## Paper errata\n\n" + "\n".join(f"- {name}: {e.text}" for name, e in ERRATA.items())
 
 
-def report(out: Path, healing_n: int = 256, device: str = "cpu", healing_on: bool = True) -> tuple[str, list[dict]]:
-    """The report of a grid folder as markdown, and its rows (for the CSV)."""
+def report(out: Path, healing_n: int = 256, device: str = "cpu", healing_on: bool = True,
+           figures_on: bool = True) -> tuple[str, list[dict]]:
+    """The report of a grid folder as markdown, and its rows (for the CSV); figures go to <out>/figures/."""
     grid, checkpoints = load_manifest(out)
     tables, rows = [], []
     for table in TABLES:
@@ -330,7 +291,8 @@ def report(out: Path, healing_n: int = 256, device: str = "cpu", healing_on: boo
     comps = comparisons(rows)
     claim_columns(rows, comps)
     parts = [f"# Grid report: {out}", render_header(rows),
-             render_findings(comps, DATASET_TITLES, {t: TABLES[t].title for t in TABLES}), render_sizes(rows),
+             render_findings(comps, DATASET_TITLES, {t: TABLES[t].title for t in TABLES}),
+             *([render_figures(out, rows)] if figures_on else []), render_sizes(rows),
              "## Tables", *tables, render_errata()]
     if healing_on:
         section = healing_section(out, grid, healing_n, device)

@@ -10,7 +10,8 @@ import pytest
 from minibert.findings import paired_interval, t975
 from minibert.grid import GridConfig, cells, write_manifest
 from minibert.paper import ERRATA, TABLE1, TABLES, errata_of, paper_value
-from minibert.report import Summary, report, write_csv
+from minibert.report import Summary, level_panels, render_figures, report, write_csv
+from minibert.report_healing import render_healing
 
 SEEDS = (0, 1, 2)
 
@@ -51,7 +52,7 @@ def synthetic(tmp_path_factory):
         write_run(out / cell.name, f1_of(cell), sizes, **result_sizes, **flags)
     text, rows = report(out, healing_on=False)
     write_csv(rows, out / "report.csv")
-    return text, rows, list(csv.DictReader(open(out / "report.csv")))
+    return text, rows, list(csv.DictReader(open(out / "report.csv"))), out
 
 
 def test_the_three_line_answer_gives_each_claims_verdict(synthetic):
@@ -85,7 +86,7 @@ def test_claims_in_the_csv(synthetic):
 
 
 def test_sizes_recipe_selection_and_flags(synthetic):
-    text, rows, _ = synthetic
+    text, rows, _, out = synthetic
     assert "| table2 | IMDB | 100 / 50 ‡ | 25,000 / 5,000 |" in text
     assert "| table2 | SST-2 | 56,000 / 12,000 | 56,000 / 12,000 |" in text
     small = {r["dataset"]: r["small"] for r in rows}
@@ -129,3 +130,47 @@ def test_table1_and_errata_match_the_paper(data_root):
     assert paper_value("table5", "base", 0, None, "mrpc") == 76.38
     assert "marked by convergence failures and low metrics" in paper
     assert [paper_value(*c) for c in ERRATA["E4"].cells] == [33.97, 16.98, 16.98]
+
+
+def test_a_figure_per_dataset_is_written_and_linked(synthetic):
+    text, rows, _, out = synthetic
+    section = text.split("\n## Figures\n")[1].split("\n## Data\n")[0]
+    links = re.findall(r"!\[[^\]]*\]\((figures/table2-\w+\.png)\)", section)
+    assert links == ["figures/table2-sst2.png", "figures/table2-imdb.png"]
+    assert all((out / link).read_bytes()[:4] == b"\x89PNG" for link in links)
+    panels = level_panels(rows, "table2", "sst2")
+    (model, ours, paper), = panels
+    assert model == "base" and [lv for lv, _ in ours["bottom"]] == [0, 25, 50, 75, 100]
+    assert len(ours["top"][2][1]) == len(SEEDS)  # every seed's F1 at top 50%, for the band
+    assert paper["top"][1] == (25, 91.72)
+
+
+def test_without_matplotlib_the_figures_are_a_one_line_note(synthetic, tmp_path, monkeypatch):
+    import minibert.viz
+
+    def no_matplotlib():
+        raise ImportError("figures need matplotlib: pip install 'minibert[plot]' (or pip install matplotlib)")
+    monkeypatch.setattr(minibert.viz, "_pyplot", no_matplotlib)
+    text = render_figures(tmp_path, synthetic[1])
+    assert text.splitlines()[-1] == "(no figures: figures need matplotlib: pip install 'minibert[plot]' (or pip " \
+                                    "install matplotlib))"
+    assert not (tmp_path / "figures").exists()
+
+
+def healing_result(floor: bool) -> dict:
+    result = {"layers": [0, 1, 2], "before": [1.0, 0.1, 0.5], "after": [1.0, 0.6, 0.9], "n": 40,
+              "corrupt": "bottom:0.5", "corrupted_layers": [1]}
+    if floor:
+        result.update(floor=[0.01, -0.02, 0.03], floor_after=None, estimator="debiased")
+    return result
+
+
+def test_healing_table_shows_the_floor_beside_each_layer():
+    text = render_healing(("table2", "minilm", "sst2", 0), {"bottom50": healing_result(True), "top50": healing_result(False)})
+    assert "Debiased linear CKA" in text and "floor = " in text
+    assert "| layer | bottom50 | top50 | floor bottom50 |" in text
+    assert "| 1 | 0.10 -> 0.60 * | 0.10 -> 0.60 * | -0.02 |" in text
+    old = render_healing(("table2", "minilm", "sst2", 0), {"bottom50": healing_result(False)})
+    assert "No floor" in old and "| 1 | 0.10 -> 0.60 * |" in old and "Linear CKA" in old
+    with_after = {**healing_result(True), "floor_after": [0.0, 0.05, 0.1]}
+    assert "| 2 | 0.50 -> 0.90 | 0.03 -> 0.10 |" in render_healing(("table2", "m", "sst2", 0), {"b": with_after})
