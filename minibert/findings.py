@@ -88,6 +88,11 @@ def setting(key: tuple) -> str:
     return f"{side}{level}" if side else f"{level}%"
 
 
+def paper_marks(c: Comparison, model: str) -> list[str]:
+    """The paper.ERRATA ids that mark either of the paper's cells behind a comparison, for one paper model."""
+    return [e for k in (c.better, c.worse) for e in errata_of(c.table, model, k[0], k[1] or None, c.dataset)]
+
+
 def _steps(levels: list[int], have) -> list[tuple]:
     """Claims 1-3 as (claim, better, worse, chains) over the settings `have` holds."""
     steps = [(1, (0, ""), (lv, s), ()) for lv in levels if lv
@@ -133,13 +138,13 @@ def comparisons(rows: list[dict]) -> list[Comparison]:
 
 def tally(comps) -> dict:
     """Counts over comparisons: cells, held, tested (>= 2 pairs), supported, contradicted; and per paper model
-    (paper_cells, paper_held) over the same comparisons."""
+    (cells, held, how many involve a cell marked in paper.ERRATA) over the same comparisons."""
     comps = list(comps)
     paper = {}
     for c in comps:
         for m, d in c.paper.items():
-            n, k = paper.get(m, (0, 0))
-            paper[m] = (n + 1, k + (d > 0))
+            n, k, marked = paper.get(m, (0, 0, 0))
+            paper[m] = (n + 1, k + (d > 0), marked + bool(paper_marks(c, m)))
     return {"cells": len(comps), "held": sum(c.holds for c in comps), "tested": sum(c.pairs >= 2 for c in comps),
             "supported": sum(c.supported for c in comps), "contradicted": sum(c.contradicted for c in comps),
             "paper": paper}
@@ -159,7 +164,8 @@ def _counts(t: dict) -> str:
                  f"contradicted (95% paired t-interval)")
     else:
         text += " (one seed per cell: no interval)"
-    paper = "; ".join(f"paper ({m}): {k} of {n}" for m, (n, k) in t["paper"].items())
+    paper = "; ".join(f"paper ({m}): {k} of {n}" + (f" ({marked} with a cell marked under Paper errata)" if marked else "")
+                      for m, (n, k, marked) in t["paper"].items())
     return f"{text}; {paper or 'paper: no such cells'}"
 
 
@@ -168,8 +174,7 @@ def _diff(c: Comparison) -> str:
     if c.lo is not None:
         text += f" [{c.lo:+.2f}, {c.hi:+.2f}] ({c.pairs} seeds)"
     paper = ", ".join(f"paper ({m}) {d:+.2f}" for m, d in c.paper.items())
-    marks = sorted({e for m in c.paper for k in (c.better, c.worse)
-                    for e in errata_of(c.table, m, k[0], k[1] or None, c.dataset)})
+    marks = sorted({e for m in c.paper for e in paper_marks(c, m)})
     return text + (f"; {paper}" if paper else "") + (f" ({', '.join(marks)})" if marks else "")
 
 

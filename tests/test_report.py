@@ -174,3 +174,12 @@ def test_healing_table_shows_the_floor_beside_each_layer():
     assert "No floor" in old and "| 1 | 0.10 -> 0.60 * |" in old and "Linear CKA" in old
     with_after = {**healing_result(True), "floor_after": [0.0, 0.05, 0.1]}
     assert "| 2 | 0.50 -> 0.90 | 0.03 -> 0.10 |" in render_healing(("table2", "m", "sst2", 0), {"b": with_after})
+
+
+def test_paper_counts_name_the_comparisons_that_rest_on_errata():
+    from minibert.findings import comparisons, tally
+    rows = [{"table": "table5", "model": "large", "dataset": "rte", "level": lv, "side": side, "by_seed": {0: 50.0 - lv / 10}}
+            for lv, side in ((0, ""), (50, "bottom"), (50, "top"), (100, ""))]
+    t = tally(c for c in comparisons(rows) if c.claim == 1)
+    assert t["cells"] == 3 and t["held"] == 3
+    assert t["paper"]["large"] == (3, 3, 2)  # bottom50 and 100% are E2's 30.05
