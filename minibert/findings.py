@@ -21,7 +21,7 @@ import math
 import statistics
 from dataclasses import dataclass
 
-from .paper import SIDES, errata_of, paper_value
+from .paper import MODELS, SIDES, errata_of, paper_value
 
 CLAIMS = {1: "corrupted models do not fully recover (clean > corrupted)",
           2: "more corruption is worse (each level > the next, per side)",
@@ -112,7 +112,7 @@ def _steps(levels: list[int], have) -> list[tuple]:
 def _paper_diffs(table: str, model: str, dataset: str, better: tuple, worse: tuple) -> dict:
     """better - worse in the paper's numbers: for a paper model its own, for any other every paper model's."""
     out = {}
-    for m in ((model,) if model in ("base", "large", "distil") else ("base", "large", "distil")):
+    for m in ((model,) if model in MODELS else MODELS):
         a = paper_value(table, m, better[0], better[1] or None, dataset)
         b = paper_value(table, m, worse[0], worse[1] or None, dataset)
         if a is not None and b is not None:
