@@ -149,10 +149,14 @@ def _entry(row: dict | None) -> str:
     return row["text"] + (f" / {row['paper']:.2f}" if row["paper"] is not None else "") + marks
 
 
+def table_datasets(table: str, present: set) -> list[str]:
+    """The datasets of `present` in the paper's column order of `table`, then any others by name."""
+    return [d for d in TABLES[table].datasets if d in present] + sorted(present - set(TABLES[table].datasets))
+
+
 def render_markdown(table: str, rows: list[dict]) -> str:
     """The paper's layout: rows model x corruption, columns dataset x bottom/top; ours / paper (difference)."""
-    present = {r["dataset"] for r in rows}
-    datasets = [d for d in TABLES[table].datasets if d in present] + sorted(present - set(TABLES[table].datasets))
+    datasets = table_datasets(table, {r["dataset"] for r in rows})
     at = {(r["model"], r["level"], r["side"], r["dataset"]): r for r in rows}
     head = ["model", "corruption"] + [f"{DATASET_TITLES.get(d, d)} {s}" for d in datasets for s in SIDES]
     lines = [f"### {TABLES[table].title}", "",
@@ -254,9 +258,8 @@ def render_figures(out: Path, rows: list[dict]) -> str:
     lines = ["## Figures", "", "Weighted F1 against the share of layers corrupted: bottom (red) and top (blue), the "
              "line through the mean over seeds, the band from the lowest to the highest seed (every finished seed, "
              "diverged and collapsed ones included), the paper's values as faint crosses; 0% and 100% are shared."]
-    order = lambda key: (list(TABLES).index(key[0]), TABLES[key[0]].datasets.index(key[1])  # noqa: E731
-                         if key[1] in TABLES[key[0]].datasets else len(TABLES[key[0]].datasets), key[1])
-    for table, dataset in sorted({(r["table"], r["dataset"]) for r in rows}, key=order):
+    pairs = [(t, d) for t in TABLES for d in table_datasets(t, {r["dataset"] for r in rows if r["table"] == t})]
+    for table, dataset in pairs:
         panels = level_panels(rows, table, dataset)
         if not panels:
             continue
