@@ -23,30 +23,21 @@ Corruption levels are the paper's: base and large 0/25/50/75/100%, DistilBERT 0/
 come in a bottom and a top variant and 0% and 100% are one run each.
 """
 import argparse
-import csv
 import json
 import os
 import shlex
-import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import torch
 
-from .checkpoint import load_classifier
 from .cli import Parser, fail, main_wrapper
-from .cka import healing, read_run, saved_model
-from .config import PRESETS, BertConfig
-from .corrupt import parse_spec
-from .data import encode
-from .datasets import DATASETS, default_data_root, load_dataset
+from .datasets import DATASETS, default_data_root
 from .jobs import Lock, claim, holder, locked, run_child
-from .paper import LEVELS, MODELS, SIDES, TABLES, paper_value
+from .paper import LEVELS, MODELS, SIDES, TABLES
 from .optim import RECIPES
 from .trainer import SELECT_ON, TrainConfig, train_flags
-from .viz import cka_figure, tsne_figure
 
 REPO = Path(__file__).resolve().parent.parent
 TRAIN = REPO / "train.py"
@@ -337,271 +328,6 @@ def load_manifest(out: Path) -> tuple[dict[str, Cell], dict[str, str]]:
     return grid, {c["model"]: c["checkpoint"] for c in raw.values()}
 
 
-@dataclass
-class Summary:
-    """One table position (model, level, side, dataset) over its seeds: weighted F1 in %."""
-    seeds: int  # cells expected
-    done: list  # F1 of finished, non-diverged seeds
-    diverged: list  # F1 of finished, diverged seeds
-    partial: int
-
-    def mean(self) -> float | None:
-        values = self.done or self.diverged  # all seeds diverged: show what they reached, marked
-        return statistics.fmean(values) if values else None
-
-    def text(self) -> str:
-        mean = self.mean()
-        if mean is None:
-            return "partial" if self.partial else "pending"
-        text = f"{mean:.2f}"
-        if len(self.done) > 1:
-            text += f"±{statistics.stdev(self.done):.2f}"
-        if not self.done:
-            text += "†"
-        elif self.diverged:
-            text += f" ({len(self.diverged)} div)"
-        if len(self.done) + len(self.diverged) < self.seeds:
-            text += f" [{len(self.done) + len(self.diverged)}/{self.seeds}]"
-        return text
-
-
-def summarise(out: Path, group: list[Cell]) -> Summary:
-    s = Summary(len(group), [], [], 0)
-    for cell in group:
-        result = read_result(out / cell.name)
-        if result is None:
-            s.partial += (out / cell.name).exists()
-        else:
-            (s.diverged if result["diverged"] else s.done).append(100 * result["best"]["weighted_f1"])
-    return s
-
-
-def layer_range(checkpoint: str, level: int, side: str) -> str:
-    """'1-3' for base bottom 25%: the paper's notation, by the rounding train.py uses ('' if unknown)."""
-    try:
-        config = PRESETS[checkpoint][1] if checkpoint in PRESETS else BertConfig.from_json(Path(checkpoint) / "config.json")
-    except (OSError, ValueError):
-        return ""
-    layers = parse_spec(f"{side}:{level / 100:g}", config.num_hidden_layers).layers
-    return f"{layers[0]}-{layers[-1]}" if len(layers) > 1 else str(layers[0])
-
-
-def table_rows(out: Path, table: str, group: list[Cell], checkpoints: dict) -> list[dict]:
-    """One dict per (model, level, side, dataset) of `table`: ours over the seeds, the paper's, the difference."""
-    positions = {}
-    for cell in group:
-        positions.setdefault((cell.model, cell.level, cell.side or "", cell.dataset), []).append(cell)
-    rows = []
-    for (model, level, side, dataset), members in positions.items():
-        s = summarise(out, members)
-        ours, paper = s.mean(), paper_value(table, model, level, side or None, dataset)
-        rows.append({"table": table, "model": model, "level": level, "side": side, "dataset": dataset,
-                     "seeds": s.seeds, "done": len(s.done) + len(s.diverged), "diverged": len(s.diverged),
-                     "f1": ours, "f1_std": statistics.stdev(s.done) if len(s.done) > 1 else None, "paper": paper,
-                     "diff": None if ours is None or paper is None else ours - paper, "text": s.text(),
-                     "layers": layer_range(checkpoints[model], level, side) if side else ""})
-    return rows
-
-
-def model_order(models) -> list[str]:
-    """The paper's models in its order, then any others by name."""
-    return sorted(models, key=lambda m: (MODELS.index(m) if m in MODELS else len(MODELS), m))
-
-
-def _entry(row: dict | None) -> str:
-    if row is None:
-        return ""
-    if row["diff"] is not None:
-        return f"{row['text']} / {row['paper']:.2f} ({row['diff']:+.2f})"
-    return row["text"] + (f" / {row['paper']:.2f}" if row["paper"] is not None else "")
-
-
-def render_markdown(table: str, rows: list[dict]) -> str:
-    """The paper's layout: rows model x corruption, columns dataset x bottom/top; ours / paper (difference)."""
-    present = {r["dataset"] for r in rows}
-    datasets = [d for d in TABLES[table].datasets if d in present] + sorted(present - set(TABLES[table].datasets))
-    at = {(r["model"], r["level"], r["side"], r["dataset"]): r for r in rows}
-    head = ["model", "corruption"] + [f"{DATASET_TITLES.get(d, d)} {s}" for d in datasets for s in SIDES]
-    lines = [f"### {TABLES[table].title}", "",
-             "Weighted F1 (%) at the best epoch: ours / paper (ours - paper). 0% and 100% are one run per dataset, "
-             "shown under bottom; the layers corrupted are in brackets (bottom / top). With several seeds: mean ± std "
-             "over the seeds that did not diverge, (k div) seeds that diverged, [k/n] seeds finished so far; "
-             "† every seed diverged (weighted F1 at or below the majority-class baseline).", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for model in model_order({r["model"] for r in rows}):
-        for level in sorted({r["level"] for r in rows if r["model"] == model}):
-            whole = level in (0, 100)
-            ranges = [next((r["layers"] for r in rows if (r["model"], r["level"], r["side"]) == (model, level, s)), "")
-                      for s in SIDES]
-            label = f"{level}%" if whole or not all(ranges) else f"{level}% ({' / '.join(ranges)})"
-            entries = []
-            for d in datasets:
-                entries += [_entry(at.get((model, level, "", d))), ""] if whole else \
-                           [_entry(at.get((model, level, s, d))) for s in SIDES]
-            lines.append(f"| {model} | {label} | " + " | ".join(entries) + " |")
-    return "\n".join(lines)
-
-
-CSV_FIELDS = ("table", "model", "level", "side", "dataset", "seeds", "done", "diverged", "f1", "f1_std", "paper", "diff")
-
-
-def write_csv(rows: list[dict], path: Path):
-    """Long format, one line per table position; F1 in %, empty where there is no value yet."""
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, CSV_FIELDS, extrasaction="ignore")
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()})
-
-
-# ---- healing: layer-wise CKA of corrupted cells against the clean cell --------------------------
-
-def healing_pairs(out: Path, grid: dict[str, Cell]) -> dict[tuple, list[tuple[Cell, Cell]]]:
-    """(clean, corrupted) pairs of finished fine-tuning cells, grouped by (table, model, dataset, seed)."""
-    pairs = {}
-    for cell in grid.values():
-        if cell.level == 0 or TABLES[cell.table].mode != "finetune":
-            continue  # a probe's encoder is frozen: its CKA after training is its CKA before
-        clean = Cell(cell.table, cell.model, cell.dataset, 0, None, cell.seed)
-        if clean.name in grid and read_result(out / cell.name) and read_result(out / clean.name):
-            pairs.setdefault((cell.table, cell.model, cell.dataset, cell.seed), []).append((clean, cell))
-    return pairs
-
-
-def cached_healing(out: Path, clean: Cell, cell: Cell, n: int, device: str, features: dict) -> dict:
-    """cka.healing() of one pair, cached in <out>/healing/<cell>.json (recomputed once both models are saved).
-    `features` is cka.healing's in-memory cache, shared by the pairs of one clean cell."""
-    path = out / "healing" / f"{cell.name}.json"
-    if path.is_file():
-        cached = json.loads(path.read_text())
-        saved = all(saved_model(out / c.name, read_result(out / c.name)) for c in (clean, cell))
-        if cached["n_requested"] == n and (cached["after"] is not None or not saved):
-            return cached
-    result = {**healing(out / clean.name, out / cell.name, n=n, device=device, cache=features), "n_requested": n}
-    path.parent.mkdir(exist_ok=True)
-    path.write_text(json.dumps(result, indent=1) + "\n")
-    return result
-
-
-def _mean(values) -> float:
-    return statistics.fmean(values) if values else float("nan")
-
-
-def render_healing(key: tuple, results: dict[str, dict]) -> str:
-    """A layer x setting table of CKA before -> after, and one line per setting on what healed."""
-    table, model, dataset, seed = key
-    first = next(iter(results.values()))
-    lines = [f"#### Healing: {model} on {DATASET_TITLES.get(dataset, dataset)} ({TABLES[table].title.split(':')[0]}, "
-             f"seed {seed}, n={first['n']})", "",
-             "Linear CKA of each hidden state (mean-pooled over tokens) with the clean model's: before fine-tuning "
-             "(corrupted vs clean pre-trained encoder) -> after (corrupted vs clean fine-tuned). * = a layer the "
-             "corruption re-initialised.", "",
-             "| layer | " + " | ".join(results) + " |", "|---|" + "---|" * len(results)]
-    for i in first["layers"]:
-        entries = []
-        for r in results.values():
-            after = "-" if r["after"] is None else f"{r['after'][i]:.2f}"
-            entries.append(f"{r['before'][i]:.2f} -> {after}{' *' if i in r['corrupted_layers'] else ''}")
-        lines.append(f"| {'emb' if i == 0 else i} | " + " | ".join(entries) + " |")
-    lines.append("")
-    for name, r in results.items():
-        if r["after"] is None:
-            lines.append(f"- {name}: no saved fine-tuned models (run the grid with --save-models) for the after column")
-            continue
-        hit = r["corrupted_layers"]
-        rest = [i for i in r["layers"][1:] if i not in hit]
-        text = (f"- {name}: re-initialised layers {hit[0]}-{hit[-1]}: CKA {_mean([r['before'][i] for i in hit]):.2f} -> "
-                f"{_mean([r['after'][i] for i in hit]):.2f}")
-        if rest:
-            text += (f"; the other layers: {_mean([r['before'][i] for i in rest]):.2f} -> "
-                     f"{_mean([r['after'][i] for i in rest]):.2f}")
-        lines.append(text + f"; last layer {r['before'][-1]:.2f} -> {r['after'][-1]:.2f}")
-    return "\n".join(lines)
-
-
-def healing_section(out: Path, grid: dict[str, Cell], n: int, device: str, plots: bool = True) -> str:
-    """Markdown (and PNGs in <out>/healing/) for the lowest seed of every (table, model, dataset)."""
-    pairs = healing_pairs(out, grid)
-    chosen = {}
-    for key in sorted(pairs):
-        chosen.setdefault(key[:3], key)  # the lowest seed of each (table, model, dataset)
-    parts = []
-    for key in chosen.values():
-        order = sorted(pairs[key], key=lambda p: (p[1].level, p[1].side or ""))
-        features = {}
-        results = {cell.setting: cached_healing(out, clean, cell, n, device, features) for clean, cell in order}
-        parts.append(render_healing(key, results))
-        if plots:
-            title = f"{key[1]} on {key[2]}, seed {key[3]}: CKA with the clean model (dashed before, solid after fine-tuning)"
-            try:
-                png = cka_figure(results, out / "healing" / f"{'-'.join(key[:3])}-s{key[3]}.png", title)
-                parts.append(f"\n![healing]({png.relative_to(out)})")
-            except ImportError as e:
-                parts.append(f"\n(no plot: {e})")
-    return "\n\n".join(parts)
-
-
-def report(out: Path, healing_n: int = 256, device: str = "cpu", healing_on: bool = True) -> tuple[str, list[dict]]:
-    """The report of a grid folder as markdown, and its rows (for the CSV)."""
-    grid, checkpoints = load_manifest(out)
-    parts, rows = [f"# Grid report: {out}"], []
-    for table in TABLES:
-        group = [c for c in grid.values() if c.table == table]
-        if group:
-            table_rows_ = table_rows(out, table, group, checkpoints)
-            rows += table_rows_
-            counts = {s: sum(status(out / c.name) == s for c in group) for s in ("done", "partial", "pending")}
-            parts.append(render_markdown(table, table_rows_) + "\n\n" +
-                         f"{len(group)} cells: {counts['done']} done, {counts['partial']} partial, {counts['pending']} pending; "
-                         f"{sum(r['diverged'] for r in table_rows_)} diverged runs.")
-    if healing_on:
-        section = healing_section(out, grid, healing_n, device)
-        parts.append("## Healing (layer-wise CKA)\n\n" + (section or "No finished pairs of a clean and a corrupted "
-                                                              "fine-tuning cell yet."))
-    return "\n\n".join(parts) + "\n", rows
-
-
-# ---- Figure 1 ---------------------------------------------------------------------------------
-
-def figure1(out: Path, table: str = "table2", model: str | None = None, dataset: str = "ag_news",
-            level: int | None = None, seed: int = 0, n: int = 1000, device: str = "cpu", png: Path | None = None) -> Path:
-    """The paper's Figure 1: t-SNE of the pooled [CLS] features (what the classifier sees) of the fine-tuned
-    0%, top, bottom and 100% cells on the test set, as one 4-panel PNG. Needs cells run with --save-models."""
-    from .tokenizer import load_tokenizer
-    from .trainer import extract
-
-    grid, _ = load_manifest(out)
-    mine = [c for c in grid.values() if (c.table, c.dataset, c.seed) == (table, dataset, seed)]
-    model = model or next(iter(model_order({c.model for c in mine})), None)
-    mine = [c for c in mine if c.model == model]
-    partial = sorted({c.level for c in mine if c.level not in (0, 100)})
-    level = level if level is not None else (partial[0] if partial else None)
-    wanted = [(0, None, "0% corruption"), (level, "top", f"{level}% top corruption"),
-              (level, "bottom", f"{level}% bottom corruption"), (100, None, "100% corruption")]
-    panels, label_names = [], None
-    for letter, (lv, side, title) in zip("abcd", wanted):
-        cell = Cell(table, model, dataset, lv, side, seed) if lv is not None else None
-        if cell is None or cell.name not in grid:
-            raise ValueError(f"{out} has no {table} cell for {model} {dataset} {title} seed {seed} "
-                             f"(partial levels there: {partial or 'none'})")
-        result = read_result(out / cell.name)
-        model_dir = saved_model(out / cell.name, result) if result else None
-        if model_dir is None:
-            raise FileNotFoundError(f"{out / cell.name}: not finished or no saved model; run the grid with --save-models")
-        args, _ = read_run(out / cell.name)
-        data = load_dataset(args["dataset"], args["data_dir"], args["split"], args["seed"], args["limit"])
-        test = data.test.take(range(min(n, len(data.test))))
-        clf = load_classifier(model_dir, device)
-        tokenizer = load_tokenizer(model_dir if (model_dir / "tokenizer.json").is_file() else args["checkpoint"])
-        feats, labels = extract(clf, encode(test, tokenizer, args["max_length"]), 64, torch.device(device),
-                                "fp32", tokenizer.pad_id)
-        panels.append((f"({letter}) {title}: F1 {100 * result['best']['weighted_f1']:.1f}", feats.numpy(), labels.numpy()))
-        label_names = data.label_names
-    png = png or out / f"figure1-{table}-{model}-{dataset}-s{seed}.png"
-    return tsne_figure(panels, label_names, png, seed=seed,
-                       title=f"t-SNE of fine-tuned {model} features on {DATASET_TITLES.get(dataset, dataset)} (n={len(test)})")
-
-
 # ---- the command line -------------------------------------------------------------------------
 
 def _csv_list(text: str | None, cast=str) -> tuple | None:
@@ -719,18 +445,9 @@ def main(argv=None) -> int:
     t.add_argument("--device", default="cpu", help="device for the forward passes")
     t.add_argument("--png", help="output file (default <dir>/figure1-<table>-<model>-<dataset>-s<seed>.png)")
     args = p.parse_args(argv)
-    if args.command == "report":
-        out = Path(args.dir)
-        text, rows = report(out, args.healing_n, args.device, not args.no_healing)
-        (out / "report.md").write_text(text)
-        write_csv(rows, out / "report.csv")
-        print(text if args.format == "md" else (out / "report.csv").read_text(), end="")
-        return 0
-    if args.command == "tsne":
-        png = figure1(Path(args.dir), args.table, args.model, args.dataset, args.level, args.seed, args.n,
-                      args.device, Path(args.png) if args.png else None)
-        print(f"wrote {png}")
-        return 0
+    if args.command in ("report", "tsne"):
+        from . import report  # imported here: report.py builds on this module
+        return report.run_command(args)
     return run_grid(args)
 
 

@@ -2,11 +2,15 @@
 
     from minibert.paper import TABLES, paper_value
     paper_value("table2", "large", 50, "bottom", "imdb")   # -> 33.97 (an outlier the paper marks red)
+    TABLE1["imdb"]                                         # -> (25000, 5000): train / test examples
+    errata_of("table3", "large", 25, "top", "imdb")        # -> ["E1"]: see ERRATA["E1"]
 
 Each table is transcribed row by row from the paper's text (PAPER.txt), in its printed order: a 0% or
 100% row has one value per dataset (the whole model is either clean or corrupted, so bottom and top are
 the same run); a 25/50/75% row has a bottom and a top value per dataset, bottom first. The strings below
 are the paper's rows with the "(1-3)"-style layer ranges left out; `_parse` checks every row's width.
+ERRATA marks the cells where the paper contradicts itself or reports a value below a trivial baseline,
+so that a report footnotes every comparison against them.
 """
 from dataclasses import dataclass
 
@@ -119,3 +123,49 @@ def paper_value(table: str, model: str, level: int, side: str | None, dataset: s
     """
     side = None if level in (0, 100) else side
     return TABLES[table].values.get((model, level, side, dataset)) if table in TABLES else None
+
+
+# Table 1: train / test examples per dataset ("56k 12k": thousands as printed). MRPC and RTE are not in
+# Table 1: they use GLUE's official splits.
+TABLE1 = {"sst2": (56000, 12000), "imdb": (25000, 5000), "ag_news": (48000, 6000), "emotion": (14000, 4000),
+          "dbpedia": (50000, 12000), "tfnt": (17000, 4000)}
+
+
+@dataclass(frozen=True)
+class Erratum:
+    """A known inconsistency of the paper: what it is, and the cells (table, model, level, side, dataset) it marks."""
+    text: str
+    cells: tuple
+
+
+def _repeats(table: str, model: str, like: str, dataset: str) -> tuple:
+    """Cells of `model` whose value is exactly `like`'s value at the same position."""
+    values = TABLES[table].values
+    return tuple((table, *k) for k, v in values.items()
+                 if k[0] == model and k[3] == dataset and values.get((like, *k[1:])) == v)
+
+
+_rte_3005 = tuple(("table5", *k) for k, v in TABLES["table5"].values.items() if k[0] == "large" and v == 30.05)
+ERRATA = {
+    "E1": Erratum(f"Table 3's BERT-large IMDB column repeats BERT-base's IMDB column in "
+                  f"{len(_repeats('table3', 'large', 'base', 'imdb'))} of 8 cells (all but bottom 25%: 81.73 vs "
+                  "81.38).", _repeats("table3", "large", "base", "imdb")),
+    "E2": Erratum("Table 5's BERT-large RTE is 30.05 at bottom 50%, bottom 75% and 100%: one value three times, below "
+                  "the majority-class baseline of RTE's labelled evaluation set (GLUE validation: 146 of 277 examples "
+                  "are entailment, so predicting it scores weighted F1 36.38); the paper does not mark them.", _rte_3005),
+    "E3": Erratum("Section 4.3 quotes Table 5's BERT-base RTE numbers (0%, bottom 25/50/75%) as MRPC (\"on the MRPC dataset ... 25% bottom "
+                  "corruption (54.22%) outperforming the undamaged model (55.84%), and 75% bottom corruption (53.34%) "
+                  "scoring higher than 50% (53.71%)\"); neither comparison holds as stated.",
+                  tuple(("table5", "base", lv, side, "rte") for lv, side in ((0, None), (25, "bottom"), (50, "bottom"),
+                                                                              (75, "bottom")))),
+    "E4": Erratum("Table 2's BERT-large outliers that the paper names itself, IMDB bottom 50% (33.97) and Emotion "
+                  "bottom 25% and 50% (16.98) (appendix A: \"marked by convergence failures and low metrics\").",
+                  (("table2", "large", 50, "bottom", "imdb"), ("table2", "large", 25, "bottom", "emotion"),
+                   ("table2", "large", 50, "bottom", "emotion"))),
+}
+
+
+def errata_of(table: str, model: str, level: int, side: str | None, dataset: str) -> list[str]:
+    """The ids of the ERRATA that mark one cell (empty for a clean cell); side is ignored at 0% and 100%."""
+    side = None if level in (0, 100) else side
+    return [name for name, e in ERRATA.items() if (table, model, level, side, dataset) in e.cells]

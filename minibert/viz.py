@@ -1,7 +1,9 @@
-"""Figures: t-SNE panels of pooled features (the paper's Figure 1) and layer-wise CKA curves (healing).
+"""Figures: t-SNE panels of pooled features (the paper's Figure 1), layer-wise CKA curves (healing) and
+weighted F1 against corruption level (bottom vs top).
 
     tsne_figure([("0%", feats, labels), ...], label_names, "fig1.png")   # one panel per model, one PNG
     cka_figure({"bottom50": result, ...}, "healing.png", title)           # CKA with the clean model per layer
+    level_figure([("base", {"bottom": [(0, [f1, ...]), ...]}, {})], "f1.png")  # F1 against corruption level
 
 matplotlib is imported only here, inside the functions (the `plot` extra): the rest of minibert runs
 without it. Figures are written with the Agg backend, so no display is needed.
@@ -59,7 +61,7 @@ def tsne_figure(panels, label_names, out, seed: int = 0, title: str | None = Non
 
 def cka_figure(results: dict, out, title: str = "") -> Path:
     """Per-layer CKA with the clean model, one colour per corruption setting: dashed before fine-tuning,
-    solid after. `results` maps a setting name to a minibert.cka.healing() result. Returns the PNG path."""
+    solid after, dotted the shuffled-rows floor when the result has one. `results` maps a setting name to a minibert.cka.healing() result. Returns the PNG path."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     cmap = plt.get_cmap("tab10")
@@ -68,14 +70,48 @@ def cka_figure(results: dict, out, title: str = "") -> Path:
         ax.plot(r["layers"], r["before"], "--o", color=color, markersize=3, label=f"{name} before")
         if r["after"] is not None:
             ax.plot(r["layers"], r["after"], "-o", color=color, markersize=3, label=f"{name} after")
+        if r.get("floor") is not None:  # CKA against row-shuffled features: the value of "no similarity"
+            ax.plot(r["layers"], r["floor"], ":", color=color, linewidth=1, label=f"{name} floor")
     layers = next(iter(results.values()))["layers"]
     ax.set_xticks(layers, ["emb" if i == 0 else str(i) for i in layers])
     ax.set_xlabel("hidden state (embeddings, then layer)")
-    ax.set_ylabel("linear CKA with the clean model")
-    ax.set_ylim(-0.02, 1.02)
+    ax.set_ylabel("CKA with the clean model")
+    ax.set_ylim(min(-0.02, ax.get_ylim()[0]), 1.02)  # debiased CKA can dip below 0
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, plt, out)
+
+
+def level_figure(panels, out, title: str = "") -> Path:
+    """Weighted F1 against corruption level, one panel per model: a line per side (bottom, top) through the mean
+    over seeds, a band from the lowest to the highest seed, and the paper's values as faint crosses.
+
+    panels: (panel title, ours {side: [(level, [F1 of each seed]), ...]}, paper {side: [(level, F1), ...]}).
+    The clean (0%) and fully corrupted (100%) points belong to both sides' lines. Returns the PNG path.
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), squeeze=False, sharey=True)
+    colors = {"bottom": "tab:red", "top": "tab:blue"}
+    for ax, (name, ours, paper) in zip(axes.flat, panels):
+        for side, points in ours.items():
+            levels = [lv for lv, _ in points]
+            ax.plot(levels, [float(np.mean(v)) for _, v in points], "-o", color=colors[side], markersize=4,
+                    label=f"{side} (mean)")
+            ax.fill_between(levels, [min(v) for _, v in points], [max(v) for _, v in points], color=colors[side],
+                            alpha=0.18, linewidth=0, label=f"{side} (seed min-max)")
+        for side, points in paper.items():
+            ax.plot([lv for lv, _ in points], [v for _, v in points], "x", color=colors[side], alpha=0.45,
+                    markersize=6, label=f"{side} (paper)")
+        ax.set_xticks([0, 25, 50, 75, 100])
+        ax.set_xlabel("layers corrupted (%)")
+        ax.set_title(name, fontsize=9)
+        ax.grid(alpha=0.3)
+    axes.flat[0].set_ylabel("weighted F1 (%)")
+    axes.flat[0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return _save(fig, plt, out)
 

@@ -15,7 +15,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from minibert.grid import GridConfig, Summary, cells, layer_range, main, read_result, shard, status
+from minibert.grid import GridConfig, cells, main, read_result, shard, status
+from minibert.report import Summary, layer_range
 from minibert.paper import TABLES, paper_value
 
 REPO = Path(__file__).resolve().parent.parent

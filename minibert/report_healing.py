@@ -1,0 +1,113 @@
+"""The report's healing section: layer-wise CKA of each corrupted fine-tuning cell against the clean cell.
+
+    section = healing_section(Path("runs/grid"), grid, n=256, device="cpu")   # markdown; PNGs in runs/grid/healing/
+
+Results are cached per cell in <out>/healing/<cell>.json; report.py puts the section at the end of the report.
+"""
+import json
+import statistics
+from pathlib import Path
+
+from .cka import healing, saved_model
+from .grid import DATASET_TITLES, Cell, read_result
+from .paper import TABLES
+from .viz import cka_figure
+
+
+def healing_pairs(out: Path, grid: dict[str, Cell]) -> dict[tuple, list[tuple[Cell, Cell]]]:
+    """(clean, corrupted) pairs of finished fine-tuning cells, grouped by (table, model, dataset, seed)."""
+    pairs = {}
+    for cell in grid.values():
+        if cell.level == 0 or TABLES[cell.table].mode != "finetune":
+            continue  # a probe's encoder is frozen: its CKA after training is its CKA before
+        clean = Cell(cell.table, cell.model, cell.dataset, 0, None, cell.seed)
+        if clean.name in grid and read_result(out / cell.name) and read_result(out / clean.name):
+            pairs.setdefault((cell.table, cell.model, cell.dataset, cell.seed), []).append((clean, cell))
+    return pairs
+
+
+def cached_healing(out: Path, clean: Cell, cell: Cell, n: int, device: str, features: dict) -> dict:
+    """cka.healing() of one pair, cached in <out>/healing/<cell>.json (recomputed once both models are saved).
+    `features` is cka.healing's in-memory cache, shared by the pairs of one clean cell."""
+    path = out / "healing" / f"{cell.name}.json"
+    if path.is_file():
+        cached = json.loads(path.read_text())
+        saved = all(saved_model(out / c.name, read_result(out / c.name)) for c in (clean, cell))
+        if cached["n_requested"] == n and (cached["after"] is not None or not saved):
+            return cached
+    result = {**healing(out / clean.name, out / cell.name, n=n, device=device, cache=features), "n_requested": n}
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def _mean(values) -> float:
+    return statistics.fmean(values) if values else float("nan")
+
+
+def _floor(r: dict, i: int) -> str:
+    """The shuffled-rows floor of one layer: before -> after fine-tuning when both exist."""
+    after = r.get("floor_after")
+    return f"{r['floor'][i]:.2f}" + (f" -> {after[i]:.2f}" if after is not None else "")
+
+
+def render_healing(key: tuple, results: dict[str, dict]) -> str:
+    """A layer x setting table of CKA before -> after (and, when cka.healing gave one, each setting's shuffled-rows
+    floor), and one line per setting on what healed."""
+    table, model, dataset, seed = key
+    first = next(iter(results.values()))
+    floors = [name for name, r in results.items() if r.get("floor") is not None]
+    estimator = "Debiased linear CKA" if first.get("estimator") == "debiased" else "Linear CKA"
+    floor_note = (" floor = the same CKA against the corrupted features with their rows shuffled (unrelated "
+                  "examples): what CKA gives with no shared structure at this n; a value near it means no similarity."
+                  if floors else " No floor: these results predate floors (delete the healing folder to recompute).")
+    lines = [f"#### Healing: {model} on {DATASET_TITLES.get(dataset, dataset)} ({TABLES[table].title.split(':')[0]}, "
+             f"seed {seed}, n={first['n']})", "",
+             f"{estimator} of each hidden state (mean-pooled over tokens) with the clean model's: before fine-tuning "
+             "(corrupted vs clean pre-trained encoder) -> after (corrupted vs clean fine-tuned). * = a layer the "
+             "corruption re-initialised." + floor_note, "",
+             "| layer | " + " | ".join([*results, *(f"floor {name}" for name in floors)]) + " |",
+             "|---|" + "---|" * (len(results) + len(floors))]
+    for i in first["layers"]:
+        entries = []
+        for r in results.values():
+            after = "-" if r["after"] is None else f"{r['after'][i]:.2f}"
+            entries.append(f"{r['before'][i]:.2f} -> {after}{' *' if i in r['corrupted_layers'] else ''}")
+        entries += [_floor(results[name], i) for name in floors]
+        lines.append(f"| {'emb' if i == 0 else i} | " + " | ".join(entries) + " |")
+    lines.append("")
+    for name, r in results.items():
+        if r["after"] is None:
+            lines.append(f"- {name}: no saved fine-tuned models (run the grid with --save-models) for the after column")
+            continue
+        hit = r["corrupted_layers"]
+        rest = [i for i in r["layers"][1:] if i not in hit]
+        text = (f"- {name}: re-initialised layers {hit[0]}-{hit[-1]}: CKA {_mean([r['before'][i] for i in hit]):.2f} -> "
+                f"{_mean([r['after'][i] for i in hit]):.2f}")
+        if rest:
+            text += (f"; the other layers: {_mean([r['before'][i] for i in rest]):.2f} -> "
+                     f"{_mean([r['after'][i] for i in rest]):.2f}")
+        lines.append(text + f"; last layer {r['before'][-1]:.2f} -> {r['after'][-1]:.2f}")
+    return "\n".join(lines)
+
+
+def healing_section(out: Path, grid: dict[str, Cell], n: int, device: str, plots: bool = True) -> str:
+    """Markdown (and PNGs in <out>/healing/) for the lowest seed of every (table, model, dataset)."""
+    pairs = healing_pairs(out, grid)
+    chosen = {}
+    for key in sorted(pairs):
+        chosen.setdefault(key[:3], key)  # the lowest seed of each (table, model, dataset)
+    parts = []
+    for key in chosen.values():
+        order = sorted(pairs[key], key=lambda p: (p[1].level, p[1].side or ""))
+        features = {}
+        results = {cell.setting: cached_healing(out, clean, cell, n, device, features) for clean, cell in order}
+        parts.append(render_healing(key, results))
+        if plots:
+            title = f"{key[1]} on {key[2]}, seed {key[3]}: CKA with the clean model (dashed before, solid after fine-tuning)"
+            try:
+                png = cka_figure(results, out / "healing" / f"{'-'.join(key[:3])}-s{key[3]}.png", title)
+                parts.append(f"\n![healing]({png.relative_to(out)})")
+            except ImportError as e:
+                parts.append(f"\n(no plot: {e})")
+    return "\n\n".join(parts)
