@@ -148,16 +148,17 @@ def format_trace(tokens, ids, clean: dict, corrupted: dict | None = None, corrup
 
 
 def figure_data(tokens, type_ids, attention_mask, clean: dict, corrupted: dict | None = None,
-                corrupted_layers=()) -> dict:
+                corrupted_layers=(), name: str = "corrupted") -> dict:
     """The arrays the figures plot, from one or two trace() results of a one-example batch.
 
     attention: {run: (L, nh, T, T)}, row = query, column = key; a real query's row sums to 1 over the real
     tokens, and padding is 0 both as key (the mask) and as query (nobody reads a padding position's row).
     norm: {run: (L+1, T)} L2 norm of each token's hidden state, embeddings first; cos: (L+1, T) cosine
-    similarity of the clean and corrupted hidden states, or None without a corrupted run.
+    similarity of the clean and corrupted hidden states, or None without a corrupted run. `name` labels
+    the second run (the tour shows a corrupted model after fine-tuning this way).
     """
     real = np.asarray(attention_mask, dtype=bool)  # (T,)
-    runs = {"clean": clean} if corrupted is None else {"clean": clean, "corrupted": corrupted}
+    runs = {"clean": clean} if corrupted is None else {"clean": clean, name: corrupted}
     hidden = {name: torch.stack([r["embeddings"]["normed"]] + [layer["hidden"] for layer in r["layers"]])
               for name, r in runs.items()}  # (L+1, T, H)
     attention = {}
@@ -165,7 +166,7 @@ def figure_data(tokens, type_ids, attention_mask, clean: dict, corrupted: dict |
         a = torch.stack([layer["attention"] for layer in r["layers"]]).numpy().copy()  # (L, nh, T, T)
         a[:, :, ~real, :] = 0.0  # a padding query's row is computed but never read
         attention[name] = a
-    cos = None if corrupted is None else F.cosine_similarity(hidden["clean"], hidden["corrupted"], dim=-1).numpy()
+    cos = None if corrupted is None else F.cosine_similarity(*hidden.values(), dim=-1).numpy()
     return {"tokens": list(tokens), "types": list(type_ids), "real": real, "attention": attention,
             "norm": {name: h.norm(dim=-1).numpy() for name, h in hidden.items()}, "cos": cos,
             "corrupted_layers": list(corrupted_layers)}

@@ -34,7 +34,7 @@ def _ticks(ax, data, x: bool, y: bool):
 
 
 def _run_label(name: str, layer: int, data) -> str:
-    return f"{name}\n(corrupted layer)" if name == "corrupted" and layer + 1 in data["corrupted_layers"] else name
+    return f"{name}\n(corrupted layer)" if name != "clean" and layer + 1 in data["corrupted_layers"] else name
 
 
 def draw_attention(fig, data, layer: int, title: str = ""):
@@ -51,7 +51,7 @@ def draw_attention(fig, data, layer: int, title: str = ""):
                 ax.set_title(f"head {h + 1}", fontsize=7)
         axes[r, 0].set_ylabel(_run_label(name, layer, data), fontsize=8)
     fig.colorbar(image, ax=axes, shrink=0.6, label="attention weight")
-    what = ("clean above, corrupted below: a corrupted layer's heads lose their pattern and spread evenly"
+    what = (f"clean above, {runs[1]} below: a head that spreads its weight evenly has lost its pattern"
             if len(runs) > 1 else "sharp spots = a head reading one token; the diagonal = each token reading itself")
     fig.suptitle(f"Layer {layer + 1}: which token does each head read? (row = query token, column = key token)\n"
                  f"{what}" + (f"\n{title}" if title else ""), fontsize=9)
@@ -71,15 +71,15 @@ def draw_hidden(fig, data, title: str = ""):
     """Hidden-state norm per token and layer (each run) and, with a corrupted run, cos(clean, corrupted)."""
     panels = [(f"|h| {name}", data["norm"][name], "viridis", None, None) for name in data["norm"]]
     if data["cos"] is not None:
-        panels.append(("cos(clean, corrupted)", data["cos"], "RdYlGn", -1.0, 1.0))
+        panels.append((f"cos({', '.join(data['norm'])})", data["cos"], "RdYlGn", -1.0, 1.0))
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     hi = max(float(v.max()) for v in data["norm"].values())  # one colour scale for both norm panels
     for ax, (label, values, cmap, vmin, vmax) in zip(axes, panels):
         if vmin is None:
             vmin, vmax = 0.0, hi
         fig.colorbar(_layer_map(ax, values, data, label, cmap, vmin, vmax), ax=ax, shrink=0.8)
-    question = ("where does corruption break the representation, and does it carry to the layers above? "
-                "(cosine 1 = same direction as clean)" if data["cos"] is not None
+    question = (f"where does the {list(data['norm'])[1]} model's representation differ from the clean one's, "
+                "and does it carry to the layers above? (cosine 1 = same direction as clean)" if data["cos"] is not None
                 else "how large is each token's vector after each layer?")
     fig.suptitle(f"Hidden states per token and layer: {question}" + (f"\n{title}" if title else ""), fontsize=9)
 
@@ -94,13 +94,14 @@ def _hidden_size(data) -> tuple[float, float]:
     return 3.2 + 0.28 * len(data["tokens"]) * (len(data["norm"]) + (data["cos"] is not None)), 3.6
 
 
-def write_figures(data, directory, title: str = "", dpi: int = 90) -> list[Path]:
-    """attention_layer<i>.png for every layer and hidden.png into `directory`; returns their paths."""
+def write_figures(data, directory, title: str = "", dpi: int = 90, layers=None) -> list[Path]:
+    """attention_layer<i>.png for every layer (or the 1-based `layers`) and hidden.png into `directory`;
+    returns their paths."""
     plt = pyplot()
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     paths = []
-    for layer in range(len(data["attention"]["clean"])):
+    for layer in (range(len(data["attention"]["clean"])) if layers is None else [i - 1 for i in layers]):
         fig = plt.figure(figsize=_attention_size(data), layout="constrained")
         draw_attention(fig, data, layer, title)
         paths.append(_save(plt, fig, directory / f"attention_layer{layer + 1}.png", dpi))
