@@ -1,39 +1,47 @@
-"""A guided trace: watch one sentence flow through BERT, stage by stage.
+"""A guided trace: watch one sentence (or a sentence pair) flow through BERT, stage by stage.
 
-    python -m minibert.trace MODEL --text "The cat sat on the mat." [--corrupt bottom:2 --seed 0]
+    python -m minibert.trace MODEL --text "The cat sat on the mat." [--pair "..."] [--corrupt bottom:2 --seed 0]
+    python -m minibert.trace MODEL --corrupt bottom:2 --figures DIR     # pictures (needs the `plot` extra)
 
 Prints the tokens and their ids, how the three embeddings sum, and for every layer the tensor shapes
 at each step of attention and feed-forward, the hidden-state norms, the attention entropy of each head
 and the tokens [CLS] attends to most. With --corrupt the corrupted model runs beside the clean one and
 each layer reports how similar the two representations still are, so one sees where it breaks.
 
+With --figures DIR (or --png FILE, all of them stacked in one image) the same trace is drawn: every
+head's attention as a token x token heatmap per layer, clean and corrupted, and the hidden-state norms
+and cos(clean, corrupted) per token and layer (trace_figures.py draws them).
+
 Everything is observed with forward hooks; model.py is not touched. The attention weights are
-recomputed from the attention module's input and its qkv weights, exactly as the explicit path does.
+recomputed from the attention module's input with model.py's own attention_probs().
 """
-import argparse
 import copy
 import math
-import sys
+from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .checkpoint import load_pretrained, resolve
-from .tokenizer import tokenizer_from_dir
+from .cli import Parser, main_wrapper
+from .model import attention_probs
+from .tokenizer import pad_batch, tokenizer_from_dir
 
 DEFAULT_TEXT = "The cat sat on the mat because it was warm."
 
 
+def split_heads(attn, x):
+    """Query, key and value of a SelfAttention module for x (B, T, H), each (B, nh, T, hs)."""
+    B, T, H = x.shape
+    q, k, v = attn.qkv(x).split(H, dim=-1)  # 3 x (B, T, H)
+    return tuple(t.view(B, T, attn.n_head, attn.head_dim).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+
+
 def attention_weights(attn, x, mask=None) -> torch.Tensor:
     """softmax(QK^T / sqrt(d)) of a SelfAttention module for its input x (B, T, H) -> (B, nh, T, T)."""
-    B, T, H = x.shape
-    q, k, _ = attn.qkv(x).split(H, dim=-1)
-    q = q.view(B, T, attn.n_head, attn.head_dim).transpose(1, 2)  # (B, nh, T, hs)
-    k = k.view(B, T, attn.n_head, attn.head_dim).transpose(1, 2)  # (B, nh, T, hs)
-    scores = (q @ k.transpose(-2, -1)) / math.sqrt(attn.head_dim)  # (B, nh, T, T)
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
-    return scores.softmax(dim=-1)
+    q, k, _ = split_heads(attn, x)
+    return attention_probs(q, k, mask)
 
 
 @torch.no_grad()
@@ -139,36 +147,91 @@ def format_trace(tokens, ids, clean: dict, corrupted: dict | None = None, corrup
     return "\n".join(lines)
 
 
+def figure_data(tokens, type_ids, attention_mask, clean: dict, corrupted: dict | None = None,
+                corrupted_layers=(), name: str = "corrupted") -> dict:
+    """The arrays the figures plot, from one or two trace() results of a one-example batch.
+
+    attention: {run: (L, nh, T, T)}, row = query, column = key; a real query's row sums to 1 over the real
+    tokens, and padding is 0 both as key (the mask) and as query (nobody reads a padding position's row).
+    norm: {run: (L+1, T)} L2 norm of each token's hidden state, embeddings first; cos: (L+1, T) cosine
+    similarity of the clean and corrupted hidden states, or None without a corrupted run. `name` labels
+    the second run (the tour shows a corrupted model after fine-tuning this way).
+    """
+    real = np.asarray(attention_mask, dtype=bool)  # (T,)
+    runs = {"clean": clean} if corrupted is None else {"clean": clean, name: corrupted}
+    hidden = {name: torch.stack([r["embeddings"]["normed"]] + [layer["hidden"] for layer in r["layers"]])
+              for name, r in runs.items()}  # (L+1, T, H)
+    attention = {}
+    for name, r in runs.items():
+        a = torch.stack([layer["attention"] for layer in r["layers"]]).numpy().copy()  # (L, nh, T, T)
+        a[:, :, ~real, :] = 0.0  # a padding query's row is computed but never read
+        attention[name] = a
+    cos = None if corrupted is None else F.cosine_similarity(*hidden.values(), dim=-1).numpy()
+    return {"tokens": list(tokens), "types": list(type_ids), "real": real, "attention": attention,
+            "norm": {name: h.norm(dim=-1).numpy() for name, h in hidden.items()}, "cos": cos,
+            "corrupted_layers": list(corrupted_layers)}
+
+
+def run_trace(directory, text: str, pair: str | None = None, spec: str | None = None, seed: int = 0,
+              pad_to: int | None = None):
+    """Load the model in `directory`, trace one example (clean, and corrupted by `spec`) and return
+    (tokens, ids, clean, corrupted, report, data) where data is figure_data()'s dict."""
+    model, tok = load_pretrained(directory), tokenizer_from_dir(directory)
+    ids, type_ids = tok.encode([text], None if pair is None else [pair])
+    if pad_to is not None and pad_to < len(ids[0]):
+        raise ValueError(f"--pad-to {pad_to} is shorter than the input ({len(ids[0])} tokens); "
+                         f"use at least {len(ids[0])}")
+    batch = pad_batch(ids, type_ids, tok.pad_id, length=pad_to)
+    if model.config.flavour == "distilbert":
+        batch.pop("token_type_ids")  # DistilBERT has no token types; the tokenizer's are still plotted
+    ids = batch["input_ids"][0].tolist()
+    tokens = tok.convert_ids_to_tokens(ids)
+    corrupted, report = None, None
+    if spec:
+        from .corrupt import corrupt
+        broken = copy.deepcopy(model)
+        report = corrupt(broken, spec, seed=seed)
+        corrupted = trace(broken, batch)
+    clean = trace(model, batch)
+    types = type_ids[0] + [0] * (len(ids) - len(type_ids[0]))  # padding counts as segment A
+    data = figure_data(tokens, types, batch["attention_mask"][0], clean, corrupted, report.layers if report else ())
+    return tokens, ids, clean, corrupted, report, data
+
+
+@main_wrapper
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m minibert.trace", exit_on_error=False,
-                                     description="Walk one sentence through BERT and print every stage.")
+    parser = Parser(prog="python -m minibert.trace",
+                    description="Walk one sentence (or pair) through BERT; print every stage, or draw it.")
     parser.add_argument("model", help="preset (base|large|distil), checkpoint directory or hub id")
     parser.add_argument("--text", default=DEFAULT_TEXT, help="the sentence to trace")
+    parser.add_argument("--pair", default=None, help="a second sentence: trace the pair (token type 1)")
     parser.add_argument("--corrupt", default=None, metavar="SPEC",
                         help="also run a corrupted copy (e.g. bottom:2, top:0.5) and compare layer by layer")
     parser.add_argument("--seed", type=int, default=0, help="seed of the corruption")
-    try:
-        args = parser.parse_args(argv)
-        directory = resolve(args.model)
-        model, tok = load_pretrained(directory), tokenizer_from_dir(directory)
-        batch = tok([args.text])
-        ids = batch["input_ids"][0].tolist()
-        tokens = tok.convert_ids_to_tokens(ids)
-        corrupted, report = None, None
-        if args.corrupt:
-            from .corrupt import corrupt
-            broken = copy.deepcopy(model)
-            report = corrupt(broken, args.corrupt, seed=args.seed)
-            corrupted = trace(broken, batch)
-        clean = trace(model, batch)
-    except (ValueError, FileNotFoundError, argparse.ArgumentError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    parser.add_argument("--pad-to", type=int, default=None, metavar="N",
+                        help="right-pad the input to N tokens, to see that padding gets no attention")
+    parser.add_argument("--figures", type=Path, default=None, metavar="DIR",
+                        help="write one PNG per question into DIR: attention_layer<i>.png for every layer, "
+                             "hidden.png (needs matplotlib: pip install 'minibert[plot]')")
+    parser.add_argument("--png", type=Path, default=None, metavar="FILE",
+                        help="write all those figures stacked into one PNG (needs matplotlib)")
+    args = parser.parse_args(argv)
+    if args.figures or args.png:
+        from . import trace_figures  # fails here, in one line, when matplotlib is missing
+        trace_figures.pyplot()
+    tokens, ids, clean, corrupted, report, data = run_trace(resolve(args.model), args.text, args.pair,
+                                                            args.corrupt, args.seed, args.pad_to)
     if report is not None:
         print(f"{report}\n")
     print(format_trace(tokens, ids, clean, corrupted, report.layers if report else ()))
+    title = f"{args.model}" + (f", corrupted {args.corrupt} (seed {args.seed})" if args.corrupt else "")
+    if args.figures:
+        for path in trace_figures.write_figures(data, args.figures, title):
+            print(f"wrote {path}")
+    if args.png:
+        print(f"wrote {trace_figures.write_png(data, args.png, title)}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())
