@@ -27,7 +27,7 @@ from . import trace as tr
 from .checkpoint import load_pretrained, resolve
 from .cli import Parser, main_wrapper
 from .corrupt import corrupt
-from .data import default_data_root, load_dataset
+from .datasets import default_data_root, load_dataset
 from .heads import SequenceClassifier
 from .tokenizer import tokenizer_from_dir
 
@@ -37,7 +37,8 @@ FIGURES = "tour"  # sub-folder of the page's folder that holds its PNGs
 # The excerpts, in reading order: (section key, "module:qualified name").
 EXCERPTS = {
     "embeddings": ["minibert.model:Embeddings.forward"],
-    "attention": ["minibert.model:attention_probs", "minibert.model:SelfAttention.forward"],
+    "attention": ["minibert.model:SelfAttention.split_heads", "minibert.model:attention_probs",
+                  "minibert.model:SelfAttention.attend", "minibert.model:SelfAttention.forward"],
     "ffn": ["minibert.model:activation", "minibert.model:FeedForward.forward"],
     "layer": ["minibert.model:Layer.forward", "minibert.model:Bert.forward"],
     "pooler": ["minibert.model:Pooler.forward"],

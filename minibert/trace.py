@@ -31,16 +31,9 @@ from .tokenizer import pad_batch, tokenizer_from_dir
 DEFAULT_TEXT = "The cat sat on the mat because it was warm."
 
 
-def split_heads(attn, x):
-    """Query, key and value of a SelfAttention module for x (B, T, H), each (B, nh, T, hs)."""
-    B, T, H = x.shape
-    q, k, v = attn.qkv(x).split(H, dim=-1)  # 3 x (B, T, H)
-    return tuple(t.view(B, T, attn.n_head, attn.head_dim).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
-
-
 def attention_weights(attn, x, mask=None) -> torch.Tensor:
     """softmax(QK^T / sqrt(d)) of a SelfAttention module for its input x (B, T, H) -> (B, nh, T, T)."""
-    q, k, _ = split_heads(attn, x)
+    q, k, _ = attn.split_heads(x)  # (B, nh, T, hs) each
     return attention_probs(q, k, mask)
 
 
