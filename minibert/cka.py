@@ -31,12 +31,13 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .checkpoint import load_classifier, load_pretrained
 from .cli import Parser, main_wrapper
 from .corrupt import corrupt, parse_spec
-from .data import batches, encode, load_dataset
+from .data import batch_indices, batches, encode, load_dataset
 from .heads import mean_pool
 from .tokenizer import load_tokenizer
 
@@ -87,16 +88,27 @@ def shuffled_floor(x, y, seed: int = 0, debiased: bool = True) -> float:
 
 
 @torch.no_grad()
-def layer_features(encoder, enc, pad_id: int, batch_size: int = 32, device="cpu") -> list[torch.Tensor]:
-    """Mean-pooled hidden states of every example of `enc` (an Encoded), one (n, H) float64 tensor per
-    hidden state (L+1: embeddings, then each layer), rows in a fixed order shared by every encoder."""
+def layer_features(encoder, enc, pad_id: int, batch_size: int = 32, device="cpu", pooling: str = "mean") -> list[torch.Tensor]:
+    """Pooled hidden states of every example of `enc` (an Encoded), one (n, H) float64 tensor per hidden
+    state (L+1: embeddings, then each layer), row i for example i. pooling="mean": the mean over real tokens,
+    [CLS] excluded (heads.mean_pool); "cls": the hidden state at [CLS] (no pooler: that exists for the last layer only)."""
+    if pooling not in ("mean", "cls"):
+        raise ValueError(f"pooling must be 'mean' or 'cls', got {pooling!r}")
     encoder.eval().to(device)
     per_layer = []
     for batch in batches(enc, batch_size, shuffle=False, pad_id=pad_id):
         b = {k: v.to(device) for k, v in batch.items() if k != "labels"}
         out = encoder(b["input_ids"], b["attention_mask"], b["token_type_ids"], output_hidden_states=True)
-        per_layer.append([mean_pool(h.float(), b["attention_mask"]).double().cpu() for h in out.hidden_states])
-    return [torch.cat(layer) for layer in zip(*per_layer)]
+        pool = (lambda h: mean_pool(h.float(), b["attention_mask"])) if pooling == "mean" else (lambda h: h[:, 0].float())
+        per_layer.append([pool(h).double().cpu() for h in out.hidden_states])
+    # batches() runs longest first; put the rows back in the examples' order
+    order = torch.from_numpy(np.concatenate(batch_indices(enc.lengths, batch_size, shuffle=False)))
+    unsorted = []
+    for rows in map(torch.cat, zip(*per_layer)):
+        layer = torch.empty_like(rows)
+        layer[order] = rows
+        unsorted.append(layer)
+    return unsorted
 
 
 def read_run(run_dir) -> tuple[dict, dict]:
