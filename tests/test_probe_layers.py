@@ -77,7 +77,6 @@ def test_probe_layers_cli_on_a_real_run(run, tmp_path, capsys):
 
 
 def test_probe_layers_cli_errors_are_one_line(run, tmp_path):
-    (tmp_path / "unsaved").mkdir()
     for argv in ([str(tmp_path / "missing")], [str(run), "--max-train", "1"], [str(run), "--bogus"]):
         proc = subprocess.run([sys.executable, "-m", "minibert.probe_layers", *argv], capture_output=True, text=True,
                               env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO)
