@@ -199,7 +199,7 @@ def format_healing(result: dict) -> str:
         floors = [(result.get(key) or none)[i] for key in ("floor", "floor_after")]
         name = "emb" if i == 0 else str(i)
         mark = "yes" if i in result["corrupted_layers"] else ""
-        tail = "| - | - |" if after is None else f"| {after:.3f} | {after - before:+.3f} |"
+        tail = "| - | - |" if after is None else f"| {after:.3f} | {round(after - before, 3) + 0.0:+.3f} |"  # + 0.0: no "-0.000"
         tail += "".join(" - |" if f is None else f" {f:.3f} |" for f in floors)
         lines.append(f"| {name} | {mark} | {before:.3f} {tail}")
     return "\n".join(lines)
