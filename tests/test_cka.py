@@ -1,11 +1,22 @@
 """Linear CKA: its invariances on synthetic data, and layer-wise CKA of real MiniLM under corruption."""
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
 from minibert import corrupt, load_pretrained, load_tokenizer
-from minibert.cka import format_healing, layer_features, linear_cka
+from minibert.cka import format_healing, healing, layer_features, linear_cka, main, shuffled_floor
 from minibert.data import encode
 from minibert.datasets import load_dataset
+
+from tiny_runs import tiny_run
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def features(n=400, d=32, seed=0):
@@ -69,3 +80,90 @@ def test_layerwise_cka_of_corrupted_minilm_on_real_data(minilm_dir, data_root):
     table = format_healing({"layers": list(range(7)), "before": cka_top, "after": None, "n": 96,
                             "corrupt": "top:2", "corrupted_layers": [5, 6]})
     assert "| 5 | yes |" in table and "| emb |  | 1.000 | - | - |" in table
+
+
+# ---- the debiased estimator and the shuffled-rows floor (issue 12) ----------------------------------
+
+def test_debiased_cka_of_independent_wide_features_is_near_zero_where_the_biased_one_is_not():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(256, 768, generator=g), torch.randn(256, 768, generator=g)
+    biased, debiased = linear_cka(x, y, debiased=False), linear_cka(x, y)
+    print(f"n=256, d=768 independent: biased {biased:.3f}, debiased {debiased:+.4f}")
+    assert abs(debiased) < 0.05
+    assert biased > 0.5
+
+
+def test_debiased_cka_with_itself_is_one_and_keeps_the_invariances():
+    x = features(n=300, d=32)
+    assert linear_cka(x, x) == pytest.approx(1.0, abs=1e-12)
+    q, _ = torch.linalg.qr(torch.randn(32, 32, generator=torch.Generator().manual_seed(1), dtype=torch.float64))
+    assert linear_cka(x, x.double() @ q) == pytest.approx(1.0, abs=1e-10)  # orthogonal transform
+    assert linear_cka(x, 0.01 * x) == pytest.approx(1.0, abs=1e-10)  # isotropic scale
+    assert linear_cka(x, 3.0 * x.double() @ q + 7.0) == pytest.approx(1.0, abs=1e-10)  # all three with a shift
+    y = features(n=300, d=32, seed=5)
+    assert linear_cka(x, y) == pytest.approx(linear_cka(x.double() @ q * 2.5, y), abs=1e-10)
+    assert linear_cka(x, y) == pytest.approx(linear_cka(y, x), abs=1e-12)
+
+
+def test_the_debiased_estimator_matches_its_formula_on_a_small_case():
+    """Song et al. (2012), eq. 5, written out with explicit loops over the examples for n=6."""
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randn(6, 3, generator=g, dtype=torch.float64), torch.randn(6, 2, generator=g, dtype=torch.float64)
+
+    def hsic(a, b):
+        n = len(a)
+        k, l = a @ a.T, b @ b.T
+        k.fill_diagonal_(0)
+        l.fill_diagonal_(0)
+        ones = torch.ones(n, dtype=torch.float64)
+        return (torch.trace(k @ l) + (ones @ k @ ones) * (ones @ l @ ones) / ((n - 1) * (n - 2))
+                - 2 / (n - 2) * ones @ k @ l @ ones) / (n * (n - 3))
+
+    xc, yc = x - x.mean(0), y - y.mean(0)
+    want = hsic(xc, yc) / (hsic(xc, xc) * hsic(yc, yc)).sqrt()
+    assert linear_cka(x, y) == pytest.approx(want.item(), abs=1e-12)
+
+
+def test_shuffled_floor_of_real_features_is_near_zero_debiased(minilm_dir, data_root):
+    ds = load_dataset("ag_news", data_root / "ag_news", seed=0, limit=96)
+    tok = load_tokenizer(minilm_dir)
+    clean = layer_features(load_pretrained(minilm_dir), encode(ds.test, tok, 64), tok.pad_id)
+    floors = [shuffled_floor(f, f, seed=0) for f in clean]
+    biased = [shuffled_floor(f, f, seed=0, debiased=False) for f in clean]
+    print("shuffled floor per layer, debiased:", [round(f, 3) for f in floors], "biased:", [round(f, 3) for f in biased])
+    assert max(abs(f) for f in floors) < 0.1
+    assert shuffled_floor(clean[3], clean[3], seed=0) == shuffled_floor(clean[3], clean[3], seed=0)  # seeded
+    assert shuffled_floor(clean[3], clean[3], seed=0) != shuffled_floor(clean[3], clean[3], seed=1)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, minilm_dir, data_root):
+    """A clean and a top:2 corrupted real run of the same cell, both with their fine-tuned models saved."""
+    root = tmp_path_factory.mktemp("healing")
+    return (tiny_run(root / "clean", minilm_dir, data_root),
+            tiny_run(root / "top2", minilm_dir, data_root, corrupt="top:2"))
+
+
+def test_healing_reports_the_floor_and_the_estimator(runs, capsys):
+    clean, bad = runs
+    result = healing(clean, bad, n=40)
+    assert result["estimator"] == "debiased" and result["n"] == 40 and result["corrupted_layers"] == [5, 6]
+    assert len(result["floor"]) == len(result["floor_after"]) == len(result["before"]) == 7
+    assert result["before"][:5] == pytest.approx([1.0] * 5, abs=1e-9)  # below the corruption: the same model
+    assert max(abs(f) for f in result["floor"] + result["floor_after"]) < 0.2
+    assert all(b > f for b, f in zip(result["before"][:5], result["floor"][:5]))
+    assert healing(clean, bad, n=10_000)["n"] == 48  # the whole test set when it is smaller than n
+    assert main([str(clean), str(bad), "--n", "40"]) == 0
+    table = capsys.readouterr().out
+    assert table.startswith("debiased linear CKA") and "| floor before | floor after |" in table
+    assert re.search(r"\| 6 \| yes \| -?\d\.\d{3} \| -?\d\.\d{3} \| [+-]\d\.\d{3} \| -?\d\.\d{3} \| -?\d\.\d{3} \|", table)
+    assert main([str(clean), str(bad), "--n", "40", "--biased", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["estimator"] == "biased"
+
+
+def test_cka_cli_errors_are_one_line(runs, tmp_path):
+    clean, _ = runs
+    for argv in ([str(clean), str(tmp_path / "missing")], [str(clean), str(clean), "--n", "2"], [str(clean)]):
+        proc = subprocess.run([sys.executable, "-m", "minibert.cka", *argv], capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: "), proc.stderr
