@@ -13,7 +13,6 @@ matplotlib comes from the `plot` extra and is imported only when a figure is dra
 """
 from pathlib import Path
 
-import numpy as np
 
 from .viz import _pyplot as pyplot
 

@@ -106,6 +106,11 @@ class FakeHub:
         root = self.repos[repo_id]
         return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
 
+    def get_hf_file_metadata(self, url, **kwargs):
+        """The one quick request download() makes first: fails at once for a repo the hub does not hold."""
+        if not any(f"/{repo_id}/" in url for repo_id in self.repos):
+            raise ConnectionError("[Errno 111] Connection refused")
+
     def hf_hub_download(self, repo_id, filename, local_dir, force_download=False, **kwargs):
         self.requested.append((filename, force_download))
         dest = Path(local_dir) / filename
@@ -131,6 +136,7 @@ def hub(minilm_dir, tmp_path, monkeypatch):
     import huggingface_hub
     monkeypatch.setattr(huggingface_hub, "list_repo_files", fake.list_repo_files)
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake.hf_hub_download)
+    monkeypatch.setattr(huggingface_hub, "get_hf_file_metadata", fake.get_hf_file_metadata)
     monkeypatch.setenv("MINIBERT_WEIGHTS", str(tmp_path / "weights"))
     return fake
 

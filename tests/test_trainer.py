@@ -88,16 +88,19 @@ def test_eval_reproduces_the_runs_best_epoch(cli_run):
 
 
 def test_saved_model_loads_in_transformers(cli_run, data_root):
+    """This run pools by mean: transformers' AutoModel loads its encoder exactly, and
+    AutoModelForSequenceClassification (which pools [CLS]) reports the head missing instead of using it (issue 14)."""
     transformers = pytest.importorskip("transformers")
     _, out, _ = cli_run
-    hf = transformers.AutoModelForSequenceClassification.from_pretrained(out / "model").eval()
+    hf, info = transformers.AutoModelForSequenceClassification.from_pretrained(out / "model", output_loading_info=True)
+    assert {"classifier.weight", "classifier.bias"} <= set(info["missing_keys"])
     ours = load_classifier(out / "model")
     assert ours.label_names == ["negative", "positive"] == [hf.config.id2label[i] for i in range(2)]
-    assert torch.equal(hf.classifier.weight, ours.classifier.weight)
+    encoder = transformers.AutoModel.from_pretrained(out / "model").eval()
     from minibert import load_tokenizer
     batch = load_tokenizer(out / "model")(["a gorgeous , witty , seductive movie .", "it 's a mess"])
     with torch.no_grad():
-        theirs = hf.bert(**batch).last_hidden_state
+        theirs = encoder(**batch).last_hidden_state
         mine = ours.encoder(**batch).last_hidden_state
     assert (theirs - mine).abs().max() < 1e-5
 
