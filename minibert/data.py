@@ -25,6 +25,7 @@ from .cli import Parser, main_wrapper
 # bench, eval) reads data through this module: `data.load_dataset`, `data.default_data_root()`
 from .datasets import DATASETS, Split, default_data_root, load_dataset  # noqa: F401
 from .readers import progress
+from .rundir import atomic
 from .tokenizer import load_tokenizer, pad_batch
 
 # ----------------------------------------------------------------------------------------------------
@@ -102,17 +103,11 @@ def _write_cache(path: Path, ids, type_ids, lengths: np.ndarray):
     """Write to a temporary file in the same folder, then rename it into place: readers (other ranks, a
     rerun after a kill) see the whole file or none of it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # one writer per process; the umask decides the mode
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, ids=np.fromiter((t for x in ids for t in x), np.int32),
-                     type_ids=np.fromiter((t for x in type_ids for t in x), np.int8), lengths=lengths)
-            f.flush()
-            os.fsync(f.fileno())  # the bytes are on disk before the name points at them
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, ids=np.fromiter((t for x in ids for t in x), np.int32),
+                 type_ids=np.fromiter((t for x in type_ids for t in x), np.int8), lengths=lengths)
+        f.flush()
+        os.fsync(f.fileno())  # the bytes are on disk before the name points at them
 
 
 def encode(split: Split, tokenizer, max_length: int, cache_dir=None) -> Encoded:

@@ -36,6 +36,7 @@ from .cli import Parser, fail, main_wrapper
 from .datasets import DATASETS, default_data_root
 from .jobs import Lock, claim, holder, locked, run_child
 from .paper import LEVELS, MODELS, SIDES, TABLES
+from .rundir import read_result, result_problem, status, write_text
 from .optim import RECIPES
 from .trainer import SELECT_ON, TrainConfig, train_flags
 
@@ -135,34 +136,10 @@ def lock_path(cfg: GridConfig, cell: Cell) -> Path:
     return cfg.out / "logs" / f"{cell.name}.lock"
 
 
-# what describe() and the report read from a finished result.json
-RESULT_KEYS = ("best", "best_epoch", "diverged", "lr", "seconds")
-
-
-def _load_result(path: Path) -> tuple[dict | None, str | None]:
-    """(result, None) for a readable result file, (None, why) for a corrupt one, (None, None) if absent."""
-    try:
-        result = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None, None
-    except (OSError, ValueError) as e:  # ValueError: bad JSON, and bytes that are not UTF-8
-        return None, str(e)
-    finished = isinstance(result, dict) and result.get("status") == "done"
-    if not isinstance(result, dict) or (finished and not all(k in result for k in RESULT_KEYS)):
-        return None, f"not a run result (need a JSON object with {', '.join(RESULT_KEYS)})"
-    return result, None
-
-
-def read_result(run_dir: Path) -> dict | None:
-    """result.json of a finished run, else None (also when it is corrupt: see corrupt_results)."""
-    result, _ = _load_result(run_dir / "result.json")
-    return result if result is not None and result.get("status") == "done" else None
-
-
 def corrupt_results(run_dir: Path) -> list[tuple[Path, str]]:
     """The result.json files of a cell (and of its lr sweep's sub-runs) that exist but cannot be read, and why."""
     paths = [run_dir / "result.json", *sorted(run_dir.glob("lr_*/result.json"))]
-    return [(path, why) for path in paths for _, why in [_load_result(path)] if why is not None]
+    return [(path, why) for path in paths if (why := result_problem(path)) is not None]
 
 
 def set_aside_corrupt(run_dir: Path) -> list[str]:
@@ -175,13 +152,6 @@ def set_aside_corrupt(run_dir: Path) -> list[str]:
         os.replace(path, path.with_name(path.name + ".corrupt"))
         notes.append(f"{path} is corrupt ({why}); moved to {path.name}.corrupt, rerunning the cell")
     return notes
-
-
-def status(run_dir: Path) -> str:
-    """done | partial | pending."""
-    if read_result(run_dir) is not None:
-        return "done"
-    return "partial" if run_dir.exists() else "pending"
 
 
 def status_line(cfg: GridConfig, cell: Cell) -> str:
@@ -246,9 +216,7 @@ def write_manifest(cfg: GridConfig, grid: list[Cell]) -> str | None:
                     raise ValueError(f"{path}: {cell.name} was run with --{key.replace('_', '-')} {old[key]}, this "
                                      f"command asks for {entry[key]}; use a new --out, or the folder's setting")
             manifest[cell.name] = entry
-        tmp = path.with_name(f"grid.json.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"cells": manifest}, indent=1, sort_keys=True) + "\n")
-        os.replace(tmp, path)
+        write_text(path, json.dumps({"cells": manifest}, indent=1, sort_keys=True) + "\n")
     return note
 
 
