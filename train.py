@@ -20,10 +20,10 @@ import torch.distributed as dist
 
 from minibert.cli import Parser, main_wrapper
 from minibert.corrupt import GRAMMAR
-from minibert.datasets import DATASETS
+from minibert.datasets import DATASETS, SPLITS
 from minibert.evaluation import PRECISIONS
 from minibert.optim import RECIPES
-from minibert.trainer import METRICS, MODES, PAPER_LRS, POOLINGS, SELECT_ON, SPLITS, TrainConfig, train
+from minibert.trainer import METRICS, MODES, PAPER_LRS, POOLINGS, SELECT_ON, TrainConfig, train
 
 D = TrainConfig()  # the defaults, shown in --help
 

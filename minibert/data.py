@@ -21,9 +21,7 @@ import numpy as np
 import torch
 
 from .cli import Parser, main_wrapper
-# the dataset names live in datasets.py; they are re-exported here because every caller (trainer, grid,
-# bench, eval) reads data through this module: `data.load_dataset`, `data.default_data_root()`
-from .datasets import DATASETS, Split, default_data_root, load_dataset  # noqa: F401
+from .datasets import DATASETS, SPLITS, Split, load_dataset
 from .readers import progress
 from .rundir import atomic
 from .tokenizer import load_tokenizer, pad_batch
@@ -195,7 +193,7 @@ def main(argv=None) -> int:
                description="A dataset's splits, class balance, token lengths and padding fractions.")
     p.add_argument("name", help=f"dataset: {', '.join(DATASETS)}")
     p.add_argument("--data-dir", default=None, help="local folder with the dataset's files (default: the hub)")
-    p.add_argument("--split", default="paper", choices=["paper", "official"], help="Table 1 split or official")
+    p.add_argument("--split", default="paper", choices=SPLITS, help="Table 1 split or official")
     p.add_argument("--seed", type=int, default=0, help="seed of the paper split")
     p.add_argument("--limit", type=int, default=None, help="cap train and test at this many examples")
     p.add_argument("--model", default="base", help="tokenizer: preset, checkpoint folder or hub id")

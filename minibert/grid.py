@@ -33,7 +33,7 @@ from pathlib import Path
 
 
 from .cli import Parser, fail, main_wrapper
-from .datasets import DATASETS, default_data_root
+from .datasets import DATASETS, SPLITS, default_data_root
 from .jobs import Lock, claim, holder, locked, run_child
 from .paper import LEVELS, MODELS, SIDES, TABLES
 from .rundir import read_result, result_problem, status, write_text
@@ -370,7 +370,7 @@ def add_grid_args(p: argparse.ArgumentParser):
     p.add_argument("--seeds", default="0", help="comma-separated seeds; each cell runs once per seed (default 0)")
     p.add_argument("--data-root", help="folder with one sub-folder per dataset (default: $MINIBERT_DATA when set, else "
                                        "the Hugging Face Hub); 'hub' downloads from the Hub")
-    p.add_argument("--split", default="paper", choices=["paper", "official"], help="train.py --split")
+    p.add_argument("--split", default="paper", choices=SPLITS, help="train.py --split")
     p.add_argument("--lr", help="a learning rate, or 'sweep' over 1e-5, 2e-5, 5e-5 (default: sweep, the paper's)")
     p.add_argument("--epochs", type=int, help="epochs per run (default 10, the paper's)")
     p.add_argument("--batch-size", type=int, help="examples per optimiser step (default 32)")
@@ -400,7 +400,8 @@ def main(argv=None) -> int:
     r.add_argument("dir", help="grid folder")
     r.add_argument("--format", default="md", choices=["md", "csv"], help="what to print (both are written to the folder)")
     r.add_argument("--no-healing", action="store_true", help="skip the layer-wise CKA analysis")
-    r.add_argument("--healing-n", type=int, default=256, help="test examples for CKA (default 256)")
+    r.add_argument("--healing-n", type=int, default=2000,
+                   help="test examples for CKA: the whole test set up to this many (default 2000)")
     r.add_argument("--device", default="cpu", help="device for the CKA forward passes")
     t = sub.add_parser("tsne", help="Figure 1: t-SNE of fine-tuned features, 0%% / top / bottom / 100%%")
     t.add_argument("dir", help="grid folder (cells run with --save-models)")

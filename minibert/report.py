@@ -22,7 +22,8 @@ from .checkpoint import load_classifier
 from .cka import read_run, saved_model
 from .config import PRESETS, BertConfig
 from .corrupt import parse_spec
-from .data import encode, load_dataset
+from .data import encode
+from .datasets import load_dataset
 from .findings import CSV_FIELDS as CLAIM_FIELDS
 from .findings import claim_columns, comparisons, render_findings
 from .grid import DATASET_TITLES, Cell, load_manifest, read_result, status
@@ -276,7 +277,7 @@ def render_errata() -> str:
     return "## Paper errata\n\n" + "\n".join(f"- {name}: {e.text}" for name, e in ERRATA.items())
 
 
-def report(out: Path, healing_n: int = 256, device: str = "cpu", healing_on: bool = True,
+def report(out: Path, healing_n: int = 2000, device: str = "cpu", healing_on: bool = True,
            figures_on: bool = True) -> tuple[str, list[dict]]:
     """The report of a grid folder as markdown, and its rows (for the CSV); figures go to <out>/figures/."""
     grid, checkpoints = load_manifest(out)

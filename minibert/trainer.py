@@ -51,7 +51,7 @@ from .checkpoint import load_pretrained
 from .config import PRESETS
 from .corrupt import corrupt, parse_spec
 from .data import batches
-from .datasets import DATASETS
+from .datasets import DATASETS, SPLITS
 from .evaluation import PRECISIONS, autocast, evaluate, extract, to_device, world_size
 from .heads import SequenceClassifier
 from .inputs import Prepared, prepare, run_info, save_model
@@ -60,7 +60,7 @@ from .optim import RECIPES, load_state, make_optimizer, save_state, settings
 
 PAPER_LRS = (1e-5, 2e-5, 5e-5)
 METRICS = ("weighted_f1", "macro_f1", "accuracy")
-SPLITS, MODES, POOLINGS, SELECT_ON = ("paper", "official"), ("finetune", "probe"), ("cls", "mean"), ("test", "val")
+MODES, POOLINGS, SELECT_ON = ("finetune", "probe"), ("cls", "mean"), ("test", "val")
 COLLAPSE_FRACTION = 0.95  # a best epoch predicting one class for this share of the test set has collapsed
 LOG_EVERY = 20  # optimiser steps between the loss syncs that feed the progress bar and the NaN check
 
@@ -146,7 +146,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if not 0 <= r.warmup < 1 or r.weight_decay < 0 or (r.grad_clip is not None and r.grad_clip < 0):
         raise ValueError("need 0 <= --warmup < 1, --weight-decay >= 0 and --grad-clip >= 0")
     if cfg.model in PRESETS:  # a bad spec is caught before any download; other models once config.json is read
-        parse_spec(cfg.corrupt, PRESETS[cfg.model][1].num_hidden_layers)
+        preset = PRESETS[cfg.model][1]
+        parse_spec(cfg.corrupt, preset.num_hidden_layers, has_pooler=preset.flavour == "bert")
     paths = {k: str(getattr(cfg, k)) for k in ("model", "data_dir", "out", "cache_dir") if getattr(cfg, k) is not None}
     return replace(cfg, lr=lr, **paths)  # Path arguments become strings, as the command line gives them
 
