@@ -100,7 +100,8 @@ def parse_args(argv=None) -> TrainConfig:
     g.add_argument("--out", default=D.out, metavar="DIR",
                    help="run directory; default runs/<dataset>-<model>-<corrupt>-<mode>-<pooling>-lr<lr>-s<seed>")
     g.add_argument("--save-model", action="store_true",
-                   help="save the best epoch's classifier to <out>/model (safetensors that transformers loads)")
+                   help="save the best epoch's classifier to <out>/model: a [CLS] head loads in transformers with the same "
+                        "logits; a mean-pooled one loads there as its encoder only (the head is minibert's own file)")
     g.add_argument("--resume", action="store_true",
                    help="continue an interrupted run in --out from its last completed epoch")
     g.add_argument("--keep-checkpoint", action="store_true",
