@@ -451,8 +451,10 @@ def main(argv=None) -> int:
     r.add_argument("dir", help="grid folder")
     r.add_argument("--format", default="md", choices=["md", "csv"], help="what to print (both are written to the folder)")
     r.add_argument("--no-healing", action="store_true", help="skip the layer-wise CKA analysis")
+    r.add_argument("--no-probes", action="store_true",
+                   help="skip the components table's layer-wise probes on the saved fine-tuned encoders")
     r.add_argument("--healing-n", type=int, default=256, help="test examples for CKA (default 256)")
-    r.add_argument("--device", default="cpu", help="device for the CKA forward passes")
+    r.add_argument("--device", default="cpu", help="device for the CKA and probe forward passes")
     t = sub.add_parser("tsne", help="Figure 1: t-SNE of fine-tuned features, 0%% / top / bottom / 100%%")
     t.add_argument("dir", help="grid folder (cells run with --save-models)")
     t.add_argument("--table", default="table2", choices=list(TABLES), help="which table's cells")

@@ -277,8 +277,11 @@ def render_errata() -> str:
 
 
 def report(out: Path, healing_n: int = 256, device: str = "cpu", healing_on: bool = True,
-           figures_on: bool = True) -> tuple[str, list[dict]]:
-    """The report of a grid folder as markdown, and its rows (for the CSV); figures go to <out>/figures/."""
+           figures_on: bool = True, probes_on: bool = True) -> tuple[str, list[dict]]:
+    """The report of a grid folder as markdown, and its rows (for the CSV); figures go to <out>/figures/.
+    A components grid's section (report_components.py) is also written alone to <out>/components.md."""
+    from .report_components import components_section  # imported here: it builds on this module
+
     grid, checkpoints = load_manifest(out)
     tables, rows = [], []
     for table in TABLES:
@@ -297,6 +300,9 @@ def report(out: Path, healing_n: int = 256, device: str = "cpu", healing_on: boo
              render_findings(comps, DATASET_TITLES, {t: TABLES[t].title for t in TABLES}),
              *([render_figures(out, rows)] if figures_on else []), render_sizes(rows),
              "## Tables", *tables, render_errata()]
+    if section := components_section(out, grid, checkpoints, device, probes_on, figures_on):
+        parts.append(section.rstrip())
+        (out / "components.md").write_text(section)
     if healing_on:
         section = healing_section(out, grid, healing_n, device)
         parts.append("## Healing (layer-wise CKA)\n\n" + (section or "No finished pairs of a clean and a corrupted "
@@ -349,7 +355,7 @@ def run_command(args) -> int:
     """`python -m minibert.grid report|tsne` (grid.py parses the command line and calls this)."""
     if args.command == "report":
         out = Path(args.dir)
-        text, rows = report(out, args.healing_n, args.device, not args.no_healing)
+        text, rows = report(out, args.healing_n, args.device, not args.no_healing, probes_on=not args.no_probes)
         (out / "report.md").write_text(text)
         write_csv(rows, out / "report.csv")
         print(text if args.format == "md" else (out / "report.csv").read_text(), end="")
