@@ -51,7 +51,7 @@ def component_comparisons(rows: list[dict]) -> list[Comparison]:
     """The cheaper and recover comparisons (see the module doc) of every finished component cell."""
     at = {(r["model"], r["dataset"], r["level"], r["side"], r["component"]): r["by_seed"] for r in rows if r["by_seed"]}
     comps = []
-    for (model, dataset, level, side, component), seeds in at.items():
+    for model, dataset, level, side, component in at:
         if component == "all" or level == 0:
             continue
         for question, other in (("cheaper", (level, side, "all")), ("recover", (0, "", "all"))):
@@ -166,7 +166,7 @@ def probe_results(out: Path, cells: list[Cell], checkpoint: str, device: str = "
     results = {"pre-trained": probes(f"{first.model}-{first.dataset}-pretrained-s{first.seed}",
                                      lambda: load_pretrained(checkpoint))}
     for cell, model_dir in saved.items():
-        results[cell.setting if cell.level else "clean"] = probes(cell.name, lambda: load_classifier(model_dir).encoder)
+        results[cell.setting if cell.level else "clean"] = probes(cell.name, lambda m=model_dir: load_classifier(m).encoder)
     counts = np.bincount(train.labels)
     results["majority"] = float(np.mean(np.asarray(test.labels) == counts.argmax()))
     return results
@@ -218,11 +218,11 @@ def components_section(out: Path, grid: dict[str, Cell], checkpoints: dict, devi
     if not rows:
         return ""
     parts = ["## Components: which parts of a layer heal", "",
-             "Weighted F1 (%) at the best epoch, fine-tuned with mean pooling, by what in the corrupted layers was "
+             ("Weighted F1 (%) at the best epoch, fine-tuned with mean pooling, by what in the corrupted layers was "
              "re-initialised: all (the whole layers, as the paper does), attn (qkv and output projection), ffn (both "
              "feed-forward matrices), norm (the two LayerNorms), qk (the query and key rows of qkv only); columns: "
              "which layers (in brackets). Marks as in the tables: mean ± std over the seeds that did not diverge, "
-             "(k div), (k col), [k/n] seeds finished."]
+             "(k div), (k col), [k/n] seeds finished.")]
     for model, dataset in sorted({(r["model"], r["dataset"]) for r in rows}):
         parts += ["", render_table(model, dataset, rows,
                                    lambda lv, s, m=model: layer_range(checkpoints[m], lv, s) if s else "")]
@@ -233,10 +233,10 @@ def components_section(out: Path, grid: dict[str, Cell], checkpoints: dict, devi
                                                                     "\n\nNo finished pair of cells to compare yet.")]
     if plots:
         parts += ["", "### Components: figures", "",
-                  "Weight change per layer over the epochs: ||W_t - W_0|| / ||W_0|| of the group the cell corrupted "
+                  ("Weight change per layer over the epochs: ||W_t - W_0|| / ||W_0|| of the group the cell corrupted "
                   "(whole layer, attention, feed-forward or LayerNorms), from the start of fine-tuning (after "
                   "corruption); corrupted layers solid and thick. Probes: test accuracy of a logistic regression on "
                   "each hidden state (mean-pooled) of the fine-tuned encoders, fitted on the run's train examples; "
-                  "dashed grey: the clean pre-trained encoder; shaded: the corrupted layers.", "",
+                  "dashed grey: the clean pre-trained encoder; shaded: the corrupted layers."), "",
                   *render_figures(out, rows, checkpoints, device, probes)]
     return "\n".join(parts).rstrip() + "\n"

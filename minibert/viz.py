@@ -161,7 +161,7 @@ def layer_probe_figure(panels, out, title: str = "", majority: float | None = No
         for i in corrupted:
             ax.axvspan(i - 0.5, i + 0.5, color="0.92")
         for k, (label, values) in enumerate(lines.items()):
-            style = dict(color="0.5", linestyle="--") if k == 0 else dict(color=cmap((k - 1) % cmap.N))
+            style = {"color": "0.5", "linestyle": "--"} if k == 0 else {"color": cmap((k - 1) % cmap.N)}
             ax.plot(range(len(values)), values, marker="o", markersize=3, label=label, **style)
         if majority is not None:
             ax.axhline(majority, color="0.5", lw=0.8, ls=":", label="majority class")

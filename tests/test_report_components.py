@@ -75,7 +75,7 @@ def test_an_older_grid_json_without_components_still_loads(tmp_path):
 
 
 def test_the_table_and_the_answers(synthetic):
-    out, grid = synthetic
+    out = synthetic[0]
     text, _ = report(out, healing_on=False, figures_on=False)
     section = text.split("## Components: which parts of a layer heal")[1]
     assert (out / "components.md").read_text().rstrip() in text
@@ -113,7 +113,7 @@ def test_drift_panels_show_the_corrupted_group_and_layers(synthetic):
 
 def test_the_drift_figure_is_written_and_linked(synthetic):
     pytest.importorskip("matplotlib")
-    out, _ = synthetic
+    out = synthetic[0]
     text, _ = report(out, healing_on=False, probes_on=False)
     png = out / "figures" / "components-drift-base-sst2-s0.png"
     assert png.is_file() and png.stat().st_size > 10_000
