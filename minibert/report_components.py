@@ -7,8 +7,8 @@ attn, ffn, norm, qk) and corrupted layers (columns: bottom50, top50, ...), besid
 questions, each a set of comparisons paired over seeds with findings.paired_interval (the Findings machinery):
 
     cheaper: does corrupting only the component cost less than corrupting the whole layers (component > all)?
-    recover: does the model fully recover from the component's corruption (clean > component: the paper's
-             claim 1, per component)?
+    recover: does a loss remain after fine-tuning, i.e. is the clean cell better (clean > component: the
+             paper's claim 1, "unable to fully recover", per component)?
 
 Figures (lowest seed of each model and dataset): the weight change per layer over the epochs (metrics.jsonl's
 drift: the corrupted group, i.e. attention for attn/qk, feed-forward for ffn, LayerNorms for norm, the whole
@@ -27,8 +27,8 @@ from .paper import SIDES
 TABLE = "components"
 GROUP = {"all": "layer", "attn": "attn", "qk": "attn", "ffn": "ffn", "norm": "norm"}  # drift group each corrupts
 QUESTIONS = {"cheaper": "corrupting only the component costs less than corrupting the whole layers (component > all)",
-             "recover": "the model fully recovers from the component's corruption (clean > component: fails = "
-                        "the paper's claim 1 holds)"}
+             "recover": "fine-tuning does not fully recover from corrupting the component (clean > component: the "
+                        "paper's claim 1, per component)"}
 
 
 def component_rows(out: Path, grid: dict[str, Cell]) -> list[dict]:
@@ -229,8 +229,8 @@ def components_section(out: Path, grid: dict[str, Cell], checkpoints: dict, devi
     comps = component_comparisons(rows)
     parts += ["", "### Components: answers", "", "Each comparison is two cells of one model, dataset and setting "
               "(better - worse, F1 points, mean over seeds); with two or more seeds, a 95% paired t-interval, "
-              "supported when it lies above 0 (as in Findings)." + (render_answers(comps) if comps else
-                                                                    "\n\nNo finished pair of cells to compare yet.")]
+              "supported when it lies above 0 (as in Findings).\n" + (render_answers(comps) if comps else
+                                                                    "\nNo finished pair of cells to compare yet.")]
     if plots:
         parts += ["", "### Components: figures", "",
                   ("Weight change per layer over the epochs: ||W_t - W_0|| / ||W_0|| of the group the cell corrupted "

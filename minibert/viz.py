@@ -171,10 +171,11 @@ def layer_probe_figure(panels, out, title: str = "", majority: float | None = No
         ax.set_title(name, fontsize=9)
         ax.grid(alpha=0.3)
     axes.flat[0].set_ylabel("probe test accuracy")
-    axes.flat[0].legend(fontsize=7)
+    handles, names = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=min(len(names), 5), fontsize=7, frameon=False)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.13, 1, 1))
     return _save(fig, plt, out)
 
 

@@ -83,12 +83,12 @@ def test_the_table_and_the_answers(synthetic):
     assert "| whole layers (all) | 80.10±0.10 | 85.10±0.10 |" in section
     assert "| nothing (clean) | 90.10±0.10 | |" in section
     answers = section.split("### Components: answers")[1]
-    cheaper, recover = answers.split("**the model fully recovers")
+    cheaper, recover = answers.split("**fine-tuning does not fully recover")
     assert "- attn: holds (2 of 2 hold; 2 of 2 supported" in cheaper
     assert "- ffn: fails (0 of 2 hold; 0 of 2 supported, 2 contradicted" in cheaper
     assert "- qk: holds (2 of 2 hold" in cheaper
     assert "- attn: holds (2 of 2 hold" in recover  # clean > attn: no full recovery
-    assert "- qk: fails (0 of 2 hold" in recover  # qk ends above clean
+    assert "- qk: fails (0 of 2 hold" in recover  # qk ends above clean: recovered fully
     assert "base SST-2 bottom50: +4." in cheaper  # attn 84 vs all 80
 
 
