@@ -197,7 +197,7 @@ def render_figures(out: Path, rows: list[dict], checkpoints: dict, device: str, 
                 panels = []
                 for level, side in settings:
                     label = _label(level, side)
-                    lines_ = {"pre-trained (clean, not fine-tuned)": pre, "clean": result.get("clean")}
+                    lines_ = {"pre-trained (clean, not fine-tuned)": pre, "clean, fine-tuned": result.get("clean")}
                     lines_ |= {p: result.get(label if p == "all" else f"{label}-{p}") for p in COMPONENTS}
                     panels.append((label, {k: v for k, v in lines_.items() if v is not None},
                                    parse_spec(f"{side}:{level / 100:g}", n).layers))
