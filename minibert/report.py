@@ -7,7 +7,8 @@ the healing analysis (layer-wise CKA, report_healing.py) and Figure 1.
     text, rows = report(Path("runs/grid"))           # the same from Python
 
 report.md, top to bottom: how the numbers were made (recipe, model selection, flagged runs), Findings (a line
-per claim, then per table and model), figures, data sizes beside Table 1, the tables, the paper's errata, healing.
+per claim, then per table and model), figures, data sizes beside Table 1, the tables, the paper's errata, the
+components table when the grid has one (report_components.py; also written alone to components.md), healing.
 report.csv: one line per table position, with the claim comparisons in which it is the worse cell (findings.py).
 """
 import csv
