@@ -106,6 +106,9 @@ def parse_args(argv=None) -> TrainConfig:
                    help="continue an interrupted run in --out from its last completed epoch")
     g.add_argument("--keep-checkpoint", action="store_true",
                    help="keep <out>/checkpoint.pt (model + optimiser, large) after the run finishes")
+    g.add_argument("--track-cka", action="store_true",
+                   help="also log per epoch in metrics.jsonl each layer's debiased CKA with the clean pre-trained "
+                        "encoder, on a seeded sample of 256 test examples (one more forward pass over them per epoch)")
     g.add_argument("--cache-dir", default=D.cache_dir, metavar="DIR",
                    help="cache tokenised splits here, reused by later runs")
     args = p.parse_args(argv)

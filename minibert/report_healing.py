@@ -18,8 +18,8 @@ def healing_pairs(out: Path, grid: dict[str, Cell]) -> dict[tuple, list[tuple[Ce
     """(clean, corrupted) pairs of finished fine-tuning cells, grouped by (table, model, dataset, seed)."""
     pairs = {}
     for cell in grid.values():
-        if cell.level == 0 or TABLES[cell.table].mode != "finetune":
-            continue  # a probe's encoder is frozen: its CKA after training is its CKA before
+        if cell.table not in TABLES or cell.level == 0 or TABLES[cell.table].mode != "finetune":
+            continue  # a probe's encoder is frozen: its CKA after training is its CKA before; components: own section
         clean = Cell(cell.table, cell.model, cell.dataset, 0, None, cell.seed)
         if clean.name in grid and read_result(out / cell.name) and read_result(out / clean.name):
             pairs.setdefault((cell.table, cell.model, cell.dataset, cell.seed), []).append((clean, cell))
