@@ -111,7 +111,8 @@ def result_problem(path) -> str | None:
 def read_result(run_dir) -> dict | None:
     """result.json of a finished run, else None (missing, damaged or unfinished)."""
     path = Path(run_dir) / RESULT
-    if result_problem(path) is not None:
+    if (why := result_problem(path)) is not None:
+        print(f"warning: {path} is damaged ({why}); treating it as missing", file=sys.stderr)
         return None
     result, _ = load_json(path)
     return result if result is not None and result.get("status") == "done" else None
