@@ -16,11 +16,11 @@ from minibert import rundir
 from minibert.checkpoint import load_classifier
 from minibert.cli import Parser, main_wrapper
 from minibert.data import encode
-from minibert.datasets import DATASETS, load_dataset
+from minibert.datasets import DATASETS, SPLITS, load_dataset
 from minibert.evaluation import PRECISIONS, evaluate, extract, resolve_precision, setup_device
 from minibert.metrics import confusion, format_confusion, majority_baseline
 from minibert.tokenizer import load_tokenizer
-from minibert.trainer import SPLITS, TrainConfig
+from minibert.trainer import TrainConfig
 
 
 def find_model(path: Path) -> tuple[Path, dict]:

@@ -20,10 +20,10 @@ import torch.distributed as dist
 
 from minibert.cli import Parser, main_wrapper
 from minibert.corrupt import GRAMMAR
-from minibert.datasets import DATASETS
+from minibert.datasets import DATASETS, SPLITS
 from minibert.evaluation import PRECISIONS
 from minibert.optim import RECIPES
-from minibert.trainer import METRICS, MODES, PAPER_LRS, POOLINGS, SELECT_ON, SPLITS, TrainConfig, train
+from minibert.trainer import METRICS, MODES, PAPER_LRS, POOLINGS, SELECT_ON, TrainConfig, train
 
 D = TrainConfig()  # the defaults, shown in --help
 
@@ -100,11 +100,15 @@ def parse_args(argv=None) -> TrainConfig:
     g.add_argument("--out", default=D.out, metavar="DIR",
                    help="run directory; default runs/<dataset>-<model>-<corrupt>-<mode>-<pooling>-lr<lr>-s<seed>")
     g.add_argument("--save-model", action="store_true",
-                   help="save the best epoch's classifier to <out>/model (safetensors that transformers loads)")
+                   help="save the best epoch's classifier to <out>/model: a [CLS] head loads in transformers with the same "
+                        "logits; a mean-pooled one loads there as its encoder only (the head is minibert's own file)")
     g.add_argument("--resume", action="store_true",
                    help="continue an interrupted run in --out from its last completed epoch")
     g.add_argument("--keep-checkpoint", action="store_true",
                    help="keep <out>/checkpoint.pt (model + optimiser, large) after the run finishes")
+    g.add_argument("--track-cka", action="store_true",
+                   help="also log per epoch in metrics.jsonl each layer's debiased CKA with the clean pre-trained "
+                        "encoder, on a seeded sample of 256 test examples (one more forward pass over them per epoch)")
     g.add_argument("--cache-dir", default=D.cache_dir, metavar="DIR",
                    help="cache tokenised splits here, reused by later runs")
     args = p.parse_args(argv)

@@ -421,7 +421,10 @@ def main(argv=None) -> int:
     p.add_argument("--tokenizer", default=None, help="tokenizer dir or preset (default: bert-base-uncased's vocab)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--json", default="bench.json", help="where to write the results")
-    args = p.parse_args(argv)
+    try:
+        args = p.parse_args(argv)
+    except SystemExit as e:  # a bad flag (Parser printed its one line) or --help: main() returns the status
+        return e.code
     if args.threads:
         torch.set_num_threads(args.threads)
     s = defaults(args.device)

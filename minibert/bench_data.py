@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from . import data
+from .datasets import default_data_root, load_dataset
 from .parity import import_transformers
 from .tokenizer import load_tokenizer, pad_batch
 
@@ -26,13 +27,13 @@ def load_tokenizer_for_bench(tokenizer: str | None = None):
 
 def data_root(data_dir: str | None = None) -> Path | None:
     """The real data folder (data_dir, else $MINIBERT_DATA), or None when there is none."""
-    root = Path(data_dir) if data_dir else data.default_data_root()
+    root = Path(data_dir) if data_dir else default_data_root()
     return root if root is not None and root.is_dir() else None
 
 
 def real_split(name: str, root: Path, n: int, seed: int):
     """`n` examples of a dataset's train split (a seeded sample), read from the local data folder."""
-    ds = data.load_dataset(name, root / name, split="official" if name == "sst2" else "paper", seed=seed)
+    ds = load_dataset(name, root / name, split="official" if name == "sst2" else "paper", seed=seed)
     rng = np.random.default_rng(seed)
     return ds.train.take(rng.permutation(len(ds.train))[:n]), ds.spec.max_length
 

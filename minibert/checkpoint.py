@@ -5,7 +5,6 @@ pytorch_model.bin) + tokenizer.json / vocab.txt. `resolve()` turns a preset ("ba
 "distil"), a local directory or a hub repo id into such a directory, downloading with huggingface_hub
 into weights/ when needed. The key map below is the single place where HF's names are translated.
 """
-import json
 import os
 import sys
 from pathlib import Path
@@ -16,6 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from .config import PRESETS, BertConfig, read_json_object
 from .model import Bert
+from .rundir import atomic, write_json
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
@@ -278,27 +278,13 @@ def head_state_dict(clf) -> dict:
             if name.startswith(("classifier.", "pre_classifier."))}
 
 
-def _umask() -> int:
-    mask = os.umask(0)  # the only portable way to read it is to set it, so put it straight back
-    os.umask(mask)
-    return mask
-
-
-def write_atomic(path: Path, write) -> None:
-    """write(tmp) then rename onto path: a crash never leaves half a file. The file gets the mode a plain
-    open() gives (0644 under the usual umask), not the 0600 that safetensors gives its files."""
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.chmod(tmp, 0o666 & ~_umask())
-    tmp.replace(path)
-
-
 def _write_json(path: Path, obj: dict) -> None:
-    write_atomic(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2) + "\n"))
+    write_json(path, obj)
 
 
 def _write_safetensors(path: Path, state: dict) -> None:
-    write_atomic(path, lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
+    with atomic(path) as tmp:  # also gives the file the usual 0644, where safetensors makes it 0600
+        save_file(state, str(tmp), metadata={"format": "pt"})
 
 
 # A mean-pooled classifier's head: transformers has no class that pools this way, so the head lives in a

@@ -32,14 +32,12 @@ class Parser(argparse.ArgumentParser):
 
 
 def main_wrapper(main):
-    """Decorate a CLI's main(argv) -> int so that USER_ERRORS become one line and exit status 2, and a
-    Parser error or --help returns its status instead of exiting (tests call main(argv) directly)."""
+    """Decorate a CLI's main(argv) -> int so that USER_ERRORS become one line and exit status 2."""
     @functools.wraps(main)
     def wrapped(*args, **kwargs) -> int:
         try:
             return main(*args, **kwargs)
         except USER_ERRORS as e:
             return fail(str(e) or type(e).__name__)
-        except SystemExit as e:  # Parser.error or --help: main(argv) returns the status, as `python -m` exits with it
-            return e.code
+
     return wrapped

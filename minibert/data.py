@@ -21,10 +21,9 @@ import numpy as np
 import torch
 
 from .cli import Parser, main_wrapper
-# the dataset names live in datasets.py; they are re-exported here because every caller (trainer, grid,
-# bench, eval) reads data through this module: `data.load_dataset`, `data.default_data_root()`
-from .datasets import DATASETS, Split, default_data_root, load_dataset  # noqa: F401
+from .datasets import DATASETS, SPLITS, Split, load_dataset
 from .readers import progress
+from .rundir import atomic
 from .tokenizer import load_tokenizer, pad_batch
 
 # ----------------------------------------------------------------------------------------------------
@@ -102,17 +101,11 @@ def _write_cache(path: Path, ids, type_ids, lengths: np.ndarray):
     """Write to a temporary file in the same folder, then rename it into place: readers (other ranks, a
     rerun after a kill) see the whole file or none of it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # one writer per process; the umask decides the mode
-    try:
-        with open(tmp, "wb") as f:
-            np.savez(f, ids=np.fromiter((t for x in ids for t in x), np.int32),
-                     type_ids=np.fromiter((t for x in type_ids for t in x), np.int8), lengths=lengths)
-            f.flush()
-            os.fsync(f.fileno())  # the bytes are on disk before the name points at them
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, ids=np.fromiter((t for x in ids for t in x), np.int32),
+                 type_ids=np.fromiter((t for x in type_ids for t in x), np.int8), lengths=lengths)
+        f.flush()
+        os.fsync(f.fileno())  # the bytes are on disk before the name points at them
 
 
 def encode(split: Split, tokenizer, max_length: int, cache_dir=None) -> Encoded:
@@ -200,7 +193,7 @@ def main(argv=None) -> int:
                description="A dataset's splits, class balance, token lengths and padding fractions.")
     p.add_argument("name", help=f"dataset: {', '.join(DATASETS)}")
     p.add_argument("--data-dir", default=None, help="local folder with the dataset's files (default: the hub)")
-    p.add_argument("--split", default="paper", choices=["paper", "official"], help="Table 1 split or official")
+    p.add_argument("--split", default="paper", choices=SPLITS, help="Table 1 split or official")
     p.add_argument("--seed", type=int, default=0, help="seed of the paper split")
     p.add_argument("--limit", type=int, default=None, help="cap train and test at this many examples")
     p.add_argument("--model", default="base", help="tokenizer: preset, checkpoint folder or hub id")

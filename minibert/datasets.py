@@ -41,6 +41,8 @@ def default_data_root() -> Path | None:
 # The registry
 
 
+SPLITS = ("paper", "official")  # the paper's Table 1 sizes from the pooled labelled data, or the official splits
+
 @dataclass(frozen=True)
 class DatasetSpec:
     """One dataset: where it lives on the hub, how its files are laid out, and the paper's split sizes."""
@@ -289,7 +291,7 @@ def load_dataset(name: str, data_dir=None, split: str = "paper", seed: int = 0, 
     a seeded random subset, for quick runs.
     """
     spec = get_spec(name)
-    if split not in ("paper", "official"):
+    if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; use 'paper' or 'official'")
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be a positive number of examples, got {limit}")

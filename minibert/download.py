@@ -69,7 +69,10 @@ def main(argv=None) -> int:
                         help="where to put them (default weights/, or $MINIBERT_WEIGHTS; loading by preset "
                              "name looks there)")
     parser.add_argument("--list", action="store_true", help="show what is already downloaded, with sizes")
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # a bad flag (Parser printed its one line) or --help: main() returns the status
+        return e.code
     if args.list or not args.models:
         print(format_listing(args.dir))
         return 0

@@ -6,6 +6,7 @@
     python -m minibert.grid report runs/grid                     # our tables beside the paper's, + healing (CKA)
     python -m minibert.grid tsne runs/grid --model base          # Figure 1: t-SNE of [CLS] features on AG News
     python -m minibert.grid table2 --quick DIR --out /tmp/q      # a small checkpoint (MiniLM) on small data: a CPU
+    python -m minibert.grid components --out runs/c --checkpoint minilm=DIR   # which parts of a layer heal
 
 A cell is one `train.py` run (one model, dataset, corruption and seed) in its own directory
 <out>/<table>-<model>-<dataset>-<level>-s<seed>. A cell is done when its result.json says so, partial
@@ -21,6 +22,10 @@ A corrupt result.json is moved aside and its cell rerun; a corrupt grid.json is 
 
 Corruption levels are the paper's: base and large 0/25/50/75/100%, DistilBERT 0/50/100%, where 25-75%
 come in a bottom and a top variant and 0% and 100% are one run each.
+
+`components` is not a table of the paper (issue 15): fine-tuned with mean pooling like Table 3, it corrupts
+only a part of the chosen layers (corrupt.py's /attn, /ffn, /norm, /qk) beside the whole layers (all):
+by default clean + bottom/top 50% x {all, attn, ffn, norm, qk}, 11 cells per model, dataset and seed.
 """
 import argparse
 import json
@@ -28,21 +33,27 @@ import os
 import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass
 from pathlib import Path
 
 
 from .cli import Parser, fail, main_wrapper
-from .datasets import DATASETS, default_data_root
+from .datasets import DATASETS, SPLITS, default_data_root
 from .jobs import Lock, claim, holder, locked, run_child
-from .paper import LEVELS, MODELS, SIDES, TABLES
+from .paper import LEVELS, MODELS, SIDES, SIX, TABLES, PaperTable
+from .rundir import read_result, result_problem, status, write_text
 from .optim import RECIPES
 from .trainer import SELECT_ON, TrainConfig, train_flags
 
 REPO = Path(__file__).resolve().parent.parent
 TRAIN = REPO / "train.py"
 QUICK_DATASETS = {"table2": ("ag_news", "emotion"), "table3": ("ag_news", "emotion"),
-                  "table4": ("ag_news", "dbpedia"), "table5": ("mrpc", "rte")}
+                  "table4": ("ag_news", "dbpedia"), "table5": ("mrpc", "rte"), "components": ("ag_news", "emotion")}
+# Not a paper table: what in the chosen layers is corrupted, at the levels given (default 0 and 50%).
+COMPONENTS = ("all", "attn", "ffn", "norm", "qk")
+COMPONENTS_TABLE = PaperTable("components", "Components: fine-tuned, mean pooling, a part of each corrupted layer",
+                              "mean", "finetune", SIX, {})
+GRID_TABLES = {**TABLES, "components": COMPONENTS_TABLE}
 # --quick: small enough that a grid of a few cells runs on a laptop CPU in minutes
 QUICK = {"levels": (0, 50, 100), "limit": 64, "epochs": 1, "max_length": 32, "lr": "1e-4", "batch_size": 8,
          "device": "cpu"}
@@ -59,18 +70,22 @@ class Cell:
     level: int
     side: str | None
     seed: int
+    component: str = "all"  # what in the corrupted layers: all, or a corrupt.py component (the components table)
 
     @property
     def corrupt(self) -> str:
-        """The train.py --corrupt spec: none, all, or e.g. bottom:0.25 (rounded half up to whole layers)."""
+        """The train.py --corrupt spec: none, all, or e.g. bottom:0.25 (rounded half up to whole layers), with
+        /attn etc. for a component."""
         if self.level == 0:
             return "none"
-        return "all" if self.level == 100 else f"{self.side}:{self.level / 100:g}"
+        spec = "all" if self.level == 100 else f"{self.side}:{self.level / 100:g}"
+        return spec if self.component == "all" else f"{spec}/{self.component}"
 
     @property
     def setting(self) -> str:
-        """Short corruption label: 0, bottom25, top25, ..., 100."""
-        return str(self.level) if self.side is None else f"{self.side}{self.level}"
+        """Short corruption label: 0, bottom25, top25, ..., 100; bottom50-attn for a component."""
+        label = str(self.level) if self.side is None else f"{self.side}{self.level}"
+        return label if self.component == "all" or self.level == 0 else f"{label}-{self.component}"
 
     @property
     def name(self) -> str:
@@ -101,15 +116,18 @@ class GridConfig:
 
 
 def cells(cfg: GridConfig) -> list[Cell]:
-    """Every cell of the grid, in a fixed order: model, dataset, seed, then 0%, bottom/top 25-75%, 100%."""
+    """Every cell of the grid, in a fixed order: model, dataset, seed, then 0%, bottom/top 25-75%, 100%
+    (the components table: each corrupted level and side once per component)."""
     out = []
+    parts = COMPONENTS if cfg.table == "components" else ("all",)
     for model in cfg.models:
         levels = [lv for lv in LEVELS.get(model, (0, 25, 50, 75, 100)) if lv in cfg.levels]
         for dataset in cfg.datasets:
             for seed in cfg.seeds:
                 for level in levels:
                     for side in ((None,) if level in (0, 100) else SIDES):
-                        out.append(Cell(cfg.table, model, dataset, level, side, seed))
+                        out += [Cell(cfg.table, model, dataset, level, side, seed, part)
+                                for part in (("all",) if level == 0 else parts)]
     return out
 
 
@@ -135,34 +153,10 @@ def lock_path(cfg: GridConfig, cell: Cell) -> Path:
     return cfg.out / "logs" / f"{cell.name}.lock"
 
 
-# what describe() and the report read from a finished result.json
-RESULT_KEYS = ("best", "best_epoch", "diverged", "lr", "seconds")
-
-
-def _load_result(path: Path) -> tuple[dict | None, str | None]:
-    """(result, None) for a readable result file, (None, why) for a corrupt one, (None, None) if absent."""
-    try:
-        result = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None, None
-    except (OSError, ValueError) as e:  # ValueError: bad JSON, and bytes that are not UTF-8
-        return None, str(e)
-    finished = isinstance(result, dict) and result.get("status") == "done"
-    if not isinstance(result, dict) or (finished and not all(k in result for k in RESULT_KEYS)):
-        return None, f"not a run result (need a JSON object with {', '.join(RESULT_KEYS)})"
-    return result, None
-
-
-def read_result(run_dir: Path) -> dict | None:
-    """result.json of a finished run, else None (also when it is corrupt: see corrupt_results)."""
-    result, _ = _load_result(run_dir / "result.json")
-    return result if result is not None and result.get("status") == "done" else None
-
-
 def corrupt_results(run_dir: Path) -> list[tuple[Path, str]]:
     """The result.json files of a cell (and of its lr sweep's sub-runs) that exist but cannot be read, and why."""
     paths = [run_dir / "result.json", *sorted(run_dir.glob("lr_*/result.json"))]
-    return [(path, why) for path in paths for _, why in [_load_result(path)] if why is not None]
+    return [(path, why) for path in paths if (why := result_problem(path)) is not None]
 
 
 def set_aside_corrupt(run_dir: Path) -> list[str]:
@@ -177,13 +171,6 @@ def set_aside_corrupt(run_dir: Path) -> list[str]:
     return notes
 
 
-def status(run_dir: Path) -> str:
-    """done | partial | pending."""
-    if read_result(run_dir) is not None:
-        return "done"
-    return "partial" if run_dir.exists() else "pending"
-
-
 def status_line(cfg: GridConfig, cell: Cell) -> str:
     """status() and, in brackets, whether another process runs the cell or a result file is corrupt."""
     where, notes = cell_dir(cfg, cell), []
@@ -196,7 +183,7 @@ def status_line(cfg: GridConfig, cell: Cell) -> str:
 
 def command(cfg: GridConfig, cell: Cell) -> list[str]:
     """The train.py command line of one cell. Always --resume: a partial cell continues where it stopped."""
-    table = TABLES[cell.table]
+    table = GRID_TABLES[cell.table]
     run = TrainConfig(model=str(cfg.models[cell.model]), dataset=cell.dataset, split=cfg.split, corrupt=cell.corrupt,
                       seed=cell.seed, pooling=table.pooling, mode=table.mode, lr=cfg.lr, epochs=cfg.epochs,
                       batch_size=cfg.batch_size, device=cfg.device, precision=cfg.precision,
@@ -217,7 +204,7 @@ def read_manifest(path: Path) -> tuple[dict | None, str | None]:
         return {}, None
     except (OSError, ValueError, TypeError, KeyError) as e:
         return None, f"{type(e).__name__}: {e}"
-    fields = set(Cell.__dataclass_fields__)
+    fields = {k for k, f in Cell.__dataclass_fields__.items() if f.default is MISSING}  # older grids lack component
     if not isinstance(cells_, dict) or not all(isinstance(c, dict) and fields | {"checkpoint"} <= set(c)
                                                for c in cells_.values()):
         return None, "not a grid manifest (need {'cells': {name: {table, model, dataset, ...}}})"
@@ -246,9 +233,7 @@ def write_manifest(cfg: GridConfig, grid: list[Cell]) -> str | None:
                     raise ValueError(f"{path}: {cell.name} was run with --{key.replace('_', '-')} {old[key]}, this "
                                      f"command asks for {entry[key]}; use a new --out, or the folder's setting")
             manifest[cell.name] = entry
-        tmp = path.with_name(f"grid.json.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"cells": manifest}, indent=1, sort_keys=True) + "\n")
-        os.replace(tmp, path)
+        write_text(path, json.dumps({"cells": manifest}, indent=1, sort_keys=True) + "\n")
     return note
 
 
@@ -324,7 +309,7 @@ def load_manifest(out: Path) -> tuple[dict[str, Cell], dict[str, str]]:
     if raw is None:
         raise ValueError(f"{path} is corrupt ({why}); rerun the grid command that made {out}: it rebuilds the file "
                          "and reruns nothing that is done")
-    grid = {name: Cell(**{k: c[k] for k in Cell.__dataclass_fields__}) for name, c in raw.items()}
+    grid = {name: Cell(**{k: c[k] for k in Cell.__dataclass_fields__ if k in c}) for name, c in raw.items()}
     return grid, {c["model"]: c["checkpoint"] for c in raw.values()}
 
 
@@ -365,11 +350,11 @@ def grid_config(table: str, args) -> GridConfig:
         if unknown:
             raise ValueError(f"--models {args.models}: unknown {', '.join(sorted(unknown))}; this grid has {', '.join(models)}")
         models = {m: models[m] for m in _csv_list(args.models)}
-    datasets = _csv_list(args.datasets) or (QUICK_DATASETS[table] if args.quick else TABLES[table].datasets)
+    datasets = _csv_list(args.datasets) or (QUICK_DATASETS[table] if args.quick else GRID_TABLES[table].datasets)
     for d in datasets:
         if d not in DATASETS:
             raise ValueError(f"unknown dataset {d!r}; known: {', '.join(DATASETS)}")
-    levels = _csv_list(args.levels, int) or pick("levels", (0, 25, 50, 75, 100))
+    levels = _csv_list(args.levels, int) or pick("levels", (0, 50) if table == "components" else (0, 25, 50, 75, 100))
     if not set(levels) <= {0, 25, 50, 75, 100}:
         raise ValueError(f"--levels must be among 0,25,50,75,100 (percent of layers), got {args.levels}")
     data_root = None if args.data_root == "hub" else (Path(args.data_root).resolve() if args.data_root
@@ -402,7 +387,7 @@ def add_grid_args(p: argparse.ArgumentParser):
     p.add_argument("--seeds", default="0", help="comma-separated seeds; each cell runs once per seed (default 0)")
     p.add_argument("--data-root", help="folder with one sub-folder per dataset (default: $MINIBERT_DATA when set, else "
                                        "the Hugging Face Hub); 'hub' downloads from the Hub")
-    p.add_argument("--split", default="paper", choices=["paper", "official"], help="train.py --split")
+    p.add_argument("--split", default="paper", choices=SPLITS, help="train.py --split")
     p.add_argument("--lr", help="a learning rate, or 'sweep' over 1e-5, 2e-5, 5e-5 (default: sweep, the paper's)")
     p.add_argument("--epochs", type=int, help="epochs per run (default 10, the paper's)")
     p.add_argument("--batch-size", type=int, help="examples per optimiser step (default 32)")
@@ -426,14 +411,19 @@ def main(argv=None) -> int:
     p = Parser(prog="python -m minibert.grid", description=__doc__.split("\n")[0],
                formatter_class=argparse.RawDescriptionHelpFormatter, epilog="\n".join(__doc__.split("\n")[2:9]))
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for name, table in TABLES.items():
-        add_grid_args(sub.add_parser(name, help=f"run the cells of {table.title}"))
+    for name, table in GRID_TABLES.items():
+        add_grid_args(sub.add_parser(name, help=f"run the cells of {table.title}" + (
+            " (clean + bottom/top 50%% x all, attn, ffn, norm, qk by default; not in the paper)"
+            if name == "components" else "")))
     r = sub.add_parser("report", help="render the grid's tables beside the paper's, and the healing analysis")
     r.add_argument("dir", help="grid folder")
     r.add_argument("--format", default="md", choices=["md", "csv"], help="what to print (both are written to the folder)")
     r.add_argument("--no-healing", action="store_true", help="skip the layer-wise CKA analysis")
-    r.add_argument("--healing-n", type=int, default=256, help="test examples for CKA (default 256)")
-    r.add_argument("--device", default="cpu", help="device for the CKA forward passes")
+    r.add_argument("--no-probes", action="store_true",
+                   help="skip the components table's layer-wise probes on the saved fine-tuned encoders")
+    r.add_argument("--healing-n", type=int, default=2000,
+                   help="test examples for CKA: the whole test set up to this many (default 2000)")
+    r.add_argument("--device", default="cpu", help="device for the CKA and probe forward passes")
     t = sub.add_parser("tsne", help="Figure 1: t-SNE of fine-tuned features, 0%% / top / bottom / 100%%")
     t.add_argument("dir", help="grid folder (cells run with --save-models)")
     t.add_argument("--table", default="table2", choices=list(TABLES), help="which table's cells")

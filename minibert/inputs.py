@@ -60,7 +60,7 @@ def prepare(cfg) -> Prepared:
     precision = resolve_precision(cfg.precision, device)
     checkpoint = resolve(cfg.model)
     config = BertConfig.from_json(checkpoint / "config.json")
-    parse_spec(cfg.corrupt, config.num_hidden_layers)
+    parse_spec(cfg.corrupt, config.num_hidden_layers, has_pooler=config.flavour == "bert")
     ds = load_dataset(cfg.dataset, cfg.data_dir, cfg.split, cfg.seed, cfg.limit)
     train_split, val_split = hold_out(ds.train, cfg.seed) if cfg.select_on == "val" else (ds.train, None)
     tokenizer = load_tokenizer(checkpoint)

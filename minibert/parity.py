@@ -176,7 +176,10 @@ def main(argv=None) -> int:
                         help=f"max |diff| allowed (default {DEFAULT_TOL['fp32']:g} for fp32, {DEFAULT_TOL['bf16']:g} for bf16)")
     parser.add_argument("--dtype", default="fp32", choices=list(DTYPES), help="precision of both models")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # a bad flag (Parser printed its one line) or --help: main() returns the status
+        return e.code
     if len(args.pair) > len(args.text):
         raise ValueError(f"got {len(args.pair)} --pair but only {len(args.text)} --text; each pair needs a text")
     pairs = list(zip(args.text, args.pair))

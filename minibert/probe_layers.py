@@ -23,10 +23,12 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoint import load_classifier, load_pretrained
-from .cka import layer_features, read_run, saved_model
+from .cka import layer_features, read_run
+from .rundir import saved_model
 from .cli import Parser, main_wrapper
 from .corrupt import corrupt, parse_spec
-from .data import encode, load_dataset
+from .data import encode
+from .datasets import load_dataset
 from .tokenizer import load_tokenizer
 
 ENCODERS = ("clean", "corrupted", "finetuned")

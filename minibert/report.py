@@ -7,7 +7,8 @@ the healing analysis (layer-wise CKA, report_healing.py) and Figure 1.
     text, rows = report(Path("runs/grid"))           # the same from Python
 
 report.md, top to bottom: how the numbers were made (recipe, model selection, flagged runs), Findings (a line
-per claim, then per table and model), figures, data sizes beside Table 1, the tables, the paper's errata, healing.
+per claim, then per table and model), figures, data sizes beside Table 1, the tables, the paper's errata, the
+components table when the grid has one (report_components.py; also written alone to components.md), healing.
 report.csv: one line per table position, with the claim comparisons in which it is the worse cell (findings.py).
 """
 import csv
@@ -22,7 +23,8 @@ from .checkpoint import load_classifier
 from .cka import read_run, saved_model
 from .config import PRESETS, BertConfig
 from .corrupt import parse_spec
-from .data import encode, load_dataset
+from .data import encode
+from .datasets import load_dataset
 from .findings import CSV_FIELDS as CLAIM_FIELDS
 from .findings import claim_columns, comparisons, render_findings
 from .grid import DATASET_TITLES, Cell, load_manifest, read_result, status
@@ -276,9 +278,12 @@ def render_errata() -> str:
     return "## Paper errata\n\n" + "\n".join(f"- {name}: {e.text}" for name, e in ERRATA.items())
 
 
-def report(out: Path, healing_n: int = 256, device: str = "cpu", healing_on: bool = True,
-           figures_on: bool = True) -> tuple[str, list[dict]]:
-    """The report of a grid folder as markdown, and its rows (for the CSV); figures go to <out>/figures/."""
+def report(out: Path, healing_n: int = 2000, device: str = "cpu", healing_on: bool = True,
+           figures_on: bool = True, probes_on: bool = True) -> tuple[str, list[dict]]:
+    """The report of a grid folder as markdown, and its rows (for the CSV); figures go to <out>/figures/.
+    A components grid's section (report_components.py) is also written alone to <out>/components.md."""
+    from .report_components import components_section  # imported here: it builds on this module
+
     grid, checkpoints = load_manifest(out)
     tables, rows = [], []
     for table in TABLES:
@@ -297,6 +302,9 @@ def report(out: Path, healing_n: int = 256, device: str = "cpu", healing_on: boo
              render_findings(comps, DATASET_TITLES, {t: TABLES[t].title for t in TABLES}),
              *([render_figures(out, rows)] if figures_on else []), render_sizes(rows),
              "## Tables", *tables, render_errata()]
+    if section := components_section(out, grid, checkpoints, device, probes_on, figures_on):
+        parts.append(section.rstrip())
+        (out / "components.md").write_text(section)
     if healing_on:
         section = healing_section(out, grid, healing_n, device)
         parts.append("## Healing (layer-wise CKA)\n\n" + (section or "No finished pairs of a clean and a corrupted "
@@ -349,7 +357,7 @@ def run_command(args) -> int:
     """`python -m minibert.grid report|tsne` (grid.py parses the command line and calls this)."""
     if args.command == "report":
         out = Path(args.dir)
-        text, rows = report(out, args.healing_n, args.device, not args.no_healing)
+        text, rows = report(out, args.healing_n, args.device, not args.no_healing, probes_on=not args.no_probes)
         (out / "report.md").write_text(text)
         write_csv(rows, out / "report.csv")
         print(text if args.format == "md" else (out / "report.csv").read_text(), end="")

@@ -4,13 +4,13 @@
 
 Results are cached per cell in <out>/healing/<cell>.json; report.py puts the section at the end of the report.
 """
-import json
 import statistics
 from pathlib import Path
 
-from .cka import healing, saved_model
-from .grid import DATASET_TITLES, Cell, read_result
+from .cka import healing
+from .grid import DATASET_TITLES, Cell
 from .paper import TABLES
+from .rundir import read_json, read_result, saved_model, write_json
 from .viz import cka_figure
 
 
@@ -18,8 +18,8 @@ def healing_pairs(out: Path, grid: dict[str, Cell]) -> dict[tuple, list[tuple[Ce
     """(clean, corrupted) pairs of finished fine-tuning cells, grouped by (table, model, dataset, seed)."""
     pairs = {}
     for cell in grid.values():
-        if cell.level == 0 or TABLES[cell.table].mode != "finetune":
-            continue  # a probe's encoder is frozen: its CKA after training is its CKA before
+        if cell.table not in TABLES or cell.level == 0 or TABLES[cell.table].mode != "finetune":
+            continue  # a probe's encoder is frozen: its CKA after training is its CKA before; components: own section
         clean = Cell(cell.table, cell.model, cell.dataset, 0, None, cell.seed)
         if clean.name in grid and read_result(out / cell.name) and read_result(out / clean.name):
             pairs.setdefault((cell.table, cell.model, cell.dataset, cell.seed), []).append((clean, cell))
@@ -30,14 +30,15 @@ def cached_healing(out: Path, clean: Cell, cell: Cell, n: int, device: str, feat
     """cka.healing() of one pair, cached in <out>/healing/<cell>.json (recomputed once both models are saved).
     `features` is cka.healing's in-memory cache, shared by the pairs of one clean cell."""
     path = out / "healing" / f"{cell.name}.json"
-    if path.is_file():
-        cached = json.loads(path.read_text())
+    cached = read_json(path)  # None when missing or damaged (then recomputed)
+    if isinstance(cached, dict):
         saved = all(saved_model(out / c.name, read_result(out / c.name)) for c in (clean, cell))
-        if cached["n_requested"] == n and (cached["after"] is not None or not saved):
+        fresh = cached.get("n_requested") == n and "floor" in cached and (cached.get("after") is not None or not saved)
+        if fresh or not saved:  # without both saved models a recomputation would lose the after column
             return cached
     result = {**healing(out / clean.name, out / cell.name, n=n, device=device, cache=features), "n_requested": n}
     path.parent.mkdir(exist_ok=True)
-    path.write_text(json.dumps(result, indent=1) + "\n")
+    write_json(path, result, indent=1)
     return result
 
 

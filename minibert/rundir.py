@@ -25,17 +25,26 @@ CONFIG, RESULT, METRICS, CORRUPTION, CHECKPOINT, MODEL = (
 
 # ---- writing ------------------------------------------------------------------------------------
 
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic(path):
     """Yield a temporary path beside `path` to write to; on success it is renamed over `path`.
 
     The name carries the process id, so processes writing the same file at once (grid shards) never
-    share a temporary file; on an error the temporary file is removed.
+    share a temporary file; on an error the temporary file is removed. The file gets the mode a plain
+    open() gives (0644 under the usual umask), also when the writer made it 0600 (safetensors does), so
+    that a shared filesystem's other users can read it.
     """
     path = Path(path)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -59,16 +68,22 @@ def write_jsonl(path, rows: list) -> None:
 
 # ---- reading ------------------------------------------------------------------------------------
 
+def load_json(path) -> tuple[object, str | None]:
+    """(parsed JSON, None); (None, None) when `path` is missing; (None, why) when it is damaged."""
+    try:
+        return json.loads(Path(path).read_text()), None
+    except FileNotFoundError:
+        return None, None
+    except (OSError, ValueError) as e:  # ValueError: bad JSON, and bytes that are not UTF-8
+        return None, str(e)
+
+
 def read_json(path):
     """The parsed JSON of `path`; None when it is missing, or damaged (then a warning names the file)."""
-    path = Path(path)
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (ValueError, UnicodeDecodeError) as e:
-        print(f"warning: {path} is damaged ({e}); treating it as missing", file=sys.stderr)
-        return None
+    obj, why = load_json(path)
+    if why is not None:
+        print(f"warning: {path} is damaged ({why}); treating it as missing", file=sys.stderr)
+    return obj
 
 
 def read_config(run_dir) -> dict | None:
@@ -77,10 +92,30 @@ def read_config(run_dir) -> dict | None:
     return config if isinstance(config, dict) and isinstance(config.get("args"), dict) else None
 
 
+# what every finished result.json holds; one without them was damaged from outside
+RESULT_KEYS = ("best", "best_epoch", "diverged", "lr", "seconds")
+
+
+def result_problem(path) -> str | None:
+    """Why the result file at `path` cannot be read, or None when it is readable or absent."""
+    result, why = load_json(path)
+    if why is not None:
+        return why
+    if result is None:
+        return None
+    if not isinstance(result, dict) or (result.get("status") == "done" and not all(k in result for k in RESULT_KEYS)):
+        return f"not a run result (need a JSON object with {', '.join(RESULT_KEYS)})"
+    return None
+
+
 def read_result(run_dir) -> dict | None:
     """result.json of a finished run, else None (missing, damaged or unfinished)."""
-    result = read_json(Path(run_dir) / RESULT)
-    return result if isinstance(result, dict) and result.get("status") == "done" else None
+    path = Path(run_dir) / RESULT
+    if (why := result_problem(path)) is not None:
+        print(f"warning: {path} is damaged ({why}); treating it as missing", file=sys.stderr)
+        return None
+    result, _ = load_json(path)
+    return result if result is not None and result.get("status") == "done" else None
 
 
 def read_metrics(run_dir) -> list[dict]:

@@ -5,7 +5,8 @@
 
 A run is one directory (`out`, see minibert/rundir.py): config.json, corruption.json, metrics.jsonl (one
 line per epoch: test weighted/macro F1, accuracy, loss, the share of the most predicted class; train
-loss, tokens/s), result.json (the best epoch, the majority baseline, `diverged`, `collapsed`, sizes),
+loss, tokens/s; "drift": each layer's relative weight change since the start of fine-tuning, and with
+track_cka "cka": each layer's CKA with the clean pre-trained encoder, see minibert/dynamics.py), result.json (the best epoch, the majority baseline, `diverged`, `collapsed`, sizes),
 model/ with save_model, checkpoint.pt while unfinished. Scores are fractions in [0, 1]; printed summaries
 show percentages like the paper.
 
@@ -51,7 +52,8 @@ from .checkpoint import load_pretrained
 from .config import PRESETS
 from .corrupt import corrupt, parse_spec
 from .data import batches
-from .datasets import DATASETS
+from .datasets import DATASETS, SPLITS
+from .dynamics import Dynamics
 from .evaluation import PRECISIONS, autocast, evaluate, extract, to_device, world_size
 from .heads import SequenceClassifier
 from .inputs import Prepared, prepare, run_info, save_model
@@ -60,7 +62,7 @@ from .optim import RECIPES, load_state, make_optimizer, save_state, settings
 
 PAPER_LRS = (1e-5, 2e-5, 5e-5)
 METRICS = ("weighted_f1", "macro_f1", "accuracy")
-SPLITS, MODES, POOLINGS, SELECT_ON = ("paper", "official"), ("finetune", "probe"), ("cls", "mean"), ("test", "val")
+MODES, POOLINGS, SELECT_ON = ("finetune", "probe"), ("cls", "mean"), ("test", "val")
 COLLAPSE_FRACTION = 0.95  # a best epoch predicting one class for this share of the test set has collapsed
 LOG_EVERY = 20  # optimiser steps between the loss syncs that feed the progress bar and the NaN check
 
@@ -99,11 +101,12 @@ class TrainConfig:
     keep_checkpoint: bool = False
     cache_dir: str | None = None   # token cache folder (tokenise each split once across runs)
     stop_after_epoch: int | None = None
+    track_cka: bool = False        # log per epoch each layer's CKA with the clean pre-trained encoder (dynamics.py)
 
 
 # Fields that do not change what a run computes: a resume may differ in them.
 NOT_IDENTITY = {"out", "resume", "keep_checkpoint", "stop_after_epoch", "device", "compile", "cache_dir",
-                "save_model"}
+                "save_model", "track_cka"}
 NO_FLAG = {"stop_after_epoch"}  # set by MINIBERT_STOP_AFTER_EPOCH, not by a train.py flag
 
 
@@ -146,7 +149,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if not 0 <= r.warmup < 1 or r.weight_decay < 0 or (r.grad_clip is not None and r.grad_clip < 0):
         raise ValueError("need 0 <= --warmup < 1, --weight-decay >= 0 and --grad-clip >= 0")
     if cfg.model in PRESETS:  # a bad spec is caught before any download; other models once config.json is read
-        parse_spec(cfg.corrupt, PRESETS[cfg.model][1].num_hidden_layers)
+        preset = PRESETS[cfg.model][1]
+        parse_spec(cfg.corrupt, preset.num_hidden_layers, has_pooler=preset.flavour == "bert")
     paths = {k: str(getattr(cfg, k)) for k in ("model", "data_dir", "out", "cache_dir") if getattr(cfg, k) is not None}
     return replace(cfg, lr=lr, **paths)  # Path arguments become strings, as the command line gives them
 
@@ -169,6 +173,7 @@ class Run:
     seconds: float = 0.0  # of earlier sessions of this run (resume)
     train_tokens: int = 0
     train_seconds: float = 0.0
+    dynamics: Dynamics | None = None  # the start of fine-tuning: what the per-epoch drift (and CKA) measure from
 
     @property
     def main(self) -> bool:
@@ -202,6 +207,8 @@ class Run:
             record.update({f"val_{k}": val[k] for k in (*METRICS, "loss")})
         if stats["nonfinite"]:
             record["nonfinite_loss"] = True
+        if self.main and self.dynamics is not None:
+            record.update(self.dynamics.measure(self.clf))
         self.history.append(record)
         self.train_seconds += stats["train_seconds"]
         self.train_tokens += stats["tokens"]
@@ -433,7 +440,9 @@ def run(cfg: TrainConfig, data: Prepared) -> dict:
                 layer.requires_grad_(True)
     if cfg.pooling == "mean" and clf.encoder.pooler is not None:
         clf.encoder.pooler.requires_grad_(False)  # unused by mean pooling; DDP wants a gradient for every trainable
-    r = Run(cfg, data, clf, out, t_start)
+    # W_0 of the drift: the corrupted pre-trained encoder, rebuilt as above on a resume (corruption is seeded)
+    r = Run(cfg, data, clf, out, t_start,
+            dynamics=Dynamics.start(clf, data, cfg.track_cka, cfg.seed, cfg.batch_size) if data.rank == 0 else None)
     if (probe if cfg.mode == "probe" else finetune)(r):
         return {"status": "stopped", "epoch": len(r.history), "out": str(out)}
     result = finish(r, report)

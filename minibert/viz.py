@@ -4,6 +4,8 @@ weighted F1 against corruption level (bottom vs top).
     tsne_figure([("0%", feats, labels), ...], label_names, "fig1.png")   # one panel per model, one PNG
     cka_figure({"bottom50": result, ...}, "healing.png", title)           # CKA with the clean model per layer
     level_figure([("base", {"bottom": [(0, [f1, ...]), ...]}, {})], "f1.png")  # F1 against corruption level
+    drift_figure([[("top50 attn", {1: [0, .003, .004], ...}, [4, 5, 6]), None], ...], "drift.png")  # per layer
+    layer_probe_figure([("bottom50", {"clean": [...], "attn": [...]}, [1, 2, 3])], "probes.png")   # per layer
 
 matplotlib is imported only here, inside the functions (the `plot` extra): the rest of minibert runs
 without it. Figures are written with the Agg backend, so no display is needed.
@@ -113,6 +115,67 @@ def level_figure(panels, out, title: str = "") -> Path:
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
+    return _save(fig, plt, out)
+
+
+def drift_figure(grid, out, title: str = "", ylabel: str = "relative weight change") -> Path:
+    """Weight change per layer over the epochs: a row-major grid of panels (None leaves a slot empty), each
+    (title, {layer: [change after epoch 0 (0), 1, 2, ...]}, corrupted layers). A colour per layer; corrupted
+    layers solid and thick, the others dashed and thin. Returns the PNG path."""
+    plt = _pyplot()
+    rows, cols = len(grid), max(len(row) for row in grid)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.3 * rows), squeeze=False)
+    cmap = plt.get_cmap("viridis")
+    for ax, panel in zip(axes.flat, [p for row in grid for p in (*row, *[None] * (cols - len(row)))]):
+        if panel is None:
+            ax.axis("off")
+            continue
+        name, series, corrupted = panel
+        for k, (layer, values) in enumerate(sorted(series.items())):
+            hit = layer in corrupted
+            ax.plot(range(len(values)), values, "-" if hit else "--", color=cmap(k / max(len(series) - 1, 1)),
+                    linewidth=2.2 if hit else 0.9, marker="o", markersize=2.5, label=f"layer {layer}{' *' if hit else ''}")
+        ax.set_xticks(range(max(len(v) for v in series.values())))  # whole epochs
+        ax.set_title(name, fontsize=8)
+        ax.tick_params(labelsize=6)
+        ax.grid(alpha=0.3)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(ylabel, fontsize=7)
+    for ax in axes[-1]:
+        ax.set_xlabel("epoch", fontsize=7)
+    first = next(ax for ax in axes.flat if ax.lines)
+    first.legend(fontsize=5.5, ncol=2)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, plt, out)
+
+
+def layer_probe_figure(panels, out, title: str = "", majority: float | None = None) -> Path:
+    """Probe accuracy per hidden state, one panel per (title, {name: [accuracy per hidden state]}, corrupted
+    layers); corrupted layers shaded, a line per name (the first dashed grey: the reference). Returns the PNG path."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 3.6), squeeze=False, sharey=True)
+    cmap = plt.get_cmap("tab10")
+    for ax, (name, lines, corrupted) in zip(axes.flat, panels):
+        for i in corrupted:
+            ax.axvspan(i - 0.5, i + 0.5, color="0.92")
+        for k, (label, values) in enumerate(lines.items()):
+            style = {"color": "0.5", "linestyle": "--"} if k == 0 else {"color": cmap((k - 1) % cmap.N)}
+            ax.plot(range(len(values)), values, marker="o", markersize=3, label=label, **style)
+        if majority is not None:
+            ax.axhline(majority, color="0.5", lw=0.8, ls=":", label="majority class")
+        n = len(next(iter(lines.values())))
+        ax.set_xticks(range(n), ["emb" if i == 0 else str(i) for i in range(n)])
+        ax.set_xlabel("hidden state (shaded = corrupted)", fontsize=8)
+        ax.set_title(name, fontsize=9)
+        ax.grid(alpha=0.3)
+    axes.flat[0].set_ylabel("probe test accuracy")
+    handles, names = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=min(len(names), 5), fontsize=7, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.13, 1, 1))
     return _save(fig, plt, out)
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import minibert
-from minibert import Bert, BertConfig, SequenceClassifier, load_pretrained, save_pretrained
+from minibert import Bert, BertConfig, SequenceClassifier, load_pretrained, rundir, save_pretrained
 
 from helpers import max_diff, scramble_
 
@@ -113,12 +113,13 @@ def test_config_json_is_replaced_atomically(tmp_path, monkeypatch):
     directory = save_pretrained(clf, tmp_path / "m")
     before = (directory / "config.json").read_text()
 
-    def crash(tmp):
-        tmp.write_text('{"model_type": "be')  # half a file, then the process dies
-        raise KeyboardInterrupt
+    def crash(path, obj):
+        with rundir.atomic(path) as tmp:
+            tmp.write_text('{"model_type": "be')  # half a file, then the process dies
+            raise KeyboardInterrupt
 
     import minibert.checkpoint as checkpoint
-    monkeypatch.setattr(checkpoint, "_write_json", lambda path, obj: checkpoint.write_atomic(path, crash))
+    monkeypatch.setattr(checkpoint, "_write_json", crash)
     with pytest.raises(KeyboardInterrupt):
         save_pretrained(clf, directory)
     assert (directory / "config.json").read_text() == before

@@ -30,8 +30,10 @@ def f1_of(cell) -> float:
 def write_run(run_dir, f1: float, config: dict, **result):
     run_dir.mkdir(parents=True)
     (run_dir / "config.json").write_text(json.dumps({"args": {"seed": 0}, **config}))
+    # every field a finished result.json has (a result without them reads as damaged)
     (run_dir / "result.json").write_text(json.dumps({"status": "done", "best": {"weighted_f1": f1 / 100},
-                                                     "diverged": False, **result}))
+                                                     "diverged": False, "best_epoch": 1, "lr": 2e-5,
+                                                     "seconds": 1.0, **result}))
 
 
 @pytest.fixture(scope="module")
