@@ -43,7 +43,7 @@ def setup_device(name: str = "auto") -> tuple[torch.device, int, int]:
         if device.index is None:
             device = torch.device("cuda", local)
         torch.cuda.set_device(device)
-        torch.backends.cuda.matmul.fp32_precision = "tf32"  # fp32 matmuls (the fp32 precision mode, the head) on tensor cores
+        torch.set_float32_matmul_precision("high")  # fp32 matmuls (the fp32 precision mode, the head) on TF32 tensor cores
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return device, rank, world

@@ -71,6 +71,19 @@ class SequenceClassifier(nn.Module):
         out = encode(self.encoder, input_ids, attention_mask, token_type_ids, cls_only=self.pooling == "cls")
         return self.pool(out, attention_mask)
 
+    def frozen_features(self, input_ids, attention_mask=None, token_type_ids=None):
+        """What a frozen encoder hands the trainable head (B, H), which a linear probe caches: the pooled
+        vector (through BERT's pre-trained pooler, or the mean), or for DistilBERT's [CLS] head the [CLS]
+        state itself, since HF's head (pre_classifier + classifier) trains whole."""
+        if self.pre_classifier is None:
+            return self.features(input_ids, attention_mask, token_type_ids)
+        out = encode(self.encoder, input_ids, attention_mask, token_type_ids, cls_only=True)
+        return out.last_hidden_state[:, 0]
+
+    def trainable_head(self, x):
+        """Logits (B, num_labels) from frozen_features: DistilBERT's pre_classifier + ReLU, then head()."""
+        return self.head(torch.relu(self.pre_classifier(x)) if self.pre_classifier is not None else x)
+
     def head(self, features):
         """Logits (B, num_labels) from pooled features."""
         return self.classifier(self.dropout(features))

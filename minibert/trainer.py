@@ -314,22 +314,6 @@ def finetune(run: Run) -> bool:
     return False
 
 
-def probe_features(clf, input_ids, attention_mask, token_type_ids):
-    """What a probe caches: the frozen part's output, which enters the trainable head.
-
-    BERT: the pooled vector (through the pre-trained pooler, frozen, as HF's head uses it, or the mean);
-    DistilBERT with [CLS]: the [CLS] state, because HF's head (pre_classifier + classifier) trains whole.
-    """
-    if clf.pre_classifier is None:
-        return clf.features(input_ids, attention_mask, token_type_ids)
-    return clf.encoder(input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).last_hidden_state[:, 0]
-
-
-def probe_head(clf, x):
-    """Logits from probe_features: DistilBERT's pre_classifier + ReLU first, then dropout + classifier."""
-    return clf.head(torch.relu(clf.pre_classifier(x)) if clf.pre_classifier is not None else x)
-
-
 def probe(run: Run) -> bool:
     """Linear probe: the frozen encoder sees every example once; the head trains on the cached features.
 
@@ -338,7 +322,7 @@ def probe(run: Run) -> bool:
     cfg, clf, data = run.cfg, run.clf, run.data
     t0 = time.time()
     cached = [extract(clf, enc, cfg.batch_size, data.device, data.precision, data.tokenizer.pad_id,
-                      features=probe_features, desc=f"{name} features") if enc is not None else None
+                      features=SequenceClassifier.frozen_features, desc=f"{name} features") if enc is not None else None
               for name, enc in (("train", data.train), ("test", data.test), ("val", data.val))]
     (train_x, train_y), test, val = cached
     steps_per_epoch = math.ceil(len(train_y) / cfg.batch_size)  # one step per batch: no memory to save
@@ -352,7 +336,7 @@ def probe(run: Run) -> bool:
         losses = []
         for i in range(0, len(order), cfg.batch_size):
             rows = order[i:i + cfg.batch_size]
-            loss = F.cross_entropy(probe_head(clf, train_x[rows]), train_y[rows])
+            loss = F.cross_entropy(clf.trainable_head(train_x[rows]), train_y[rows])
             loss.backward()
             if clip is not None:
                 torch.nn.utils.clip_grad_norm_(params, clip)
@@ -363,7 +347,7 @@ def probe(run: Run) -> bool:
         train_loss = torch.stack(losses).mean().item()
         stats = {"train_loss": train_loss, "tokens": 0, "train_seconds": time.time() - t0, "lr": scheduler.get_last_lr()[0],
                  "nonfinite": not math.isfinite(train_loss)}
-        test_m, val_m = (evaluate(clf, *xy, head=lambda x: probe_head(clf, x)) if xy is not None else None
+        test_m, val_m = (evaluate(clf, *xy, head=clf.trainable_head) if xy is not None else None
                          for xy in (test, val))
         if run.end_epoch(epoch, t0, stats, test_m, val_m, (optimizer, scheduler, None)):
             return not stats["nonfinite"]
