@@ -20,7 +20,7 @@ from minibert.datasets import DATASETS, SPLITS, load_dataset
 from minibert.evaluation import PRECISIONS, evaluate, extract, resolve_precision, setup_device
 from minibert.metrics import confusion, format_confusion, majority_baseline
 from minibert.tokenizer import load_tokenizer
-from minibert.trainer import TrainConfig
+from minibert.train_config import TrainConfig
 
 
 def find_model(path: Path) -> tuple[Path, dict]:

@@ -23,7 +23,8 @@ from minibert.corrupt import GRAMMAR
 from minibert.datasets import DATASETS, SPLITS
 from minibert.evaluation import PRECISIONS
 from minibert.optim import RECIPES
-from minibert.trainer import METRICS, MODES, PAPER_LRS, POOLINGS, SELECT_ON, TrainConfig, train
+from minibert.train_config import METRICS, MODES, PAPER_LRS, POOLINGS, SELECT_ON, TrainConfig
+from minibert.trainer import train
 
 D = TrainConfig()  # the defaults, shown in --help
 

@@ -41,6 +41,9 @@ def default_data_root() -> Path | None:
 # The registry
 
 
+# How the report names each dataset, as the paper does
+DATASET_TITLES = {"sst2": "SST-2", "imdb": "IMDB", "ag_news": "AG News", "emotion": "Emotion",
+                  "dbpedia": "DBPedia", "tfnt": "TFNT", "mrpc": "MRPC", "rte": "RTE"}
 SPLITS = ("paper", "official")  # the paper's Table 1 sizes from the pooled labelled data, or the official splits
 
 @dataclass(frozen=True)

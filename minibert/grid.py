@@ -41,9 +41,9 @@ from .cli import Parser, fail, main_wrapper
 from .datasets import DATASETS, SPLITS, default_data_root
 from .jobs import Lock, claim, holder, locked, run_child
 from .paper import LEVELS, MODELS, SIDES, SIX, TABLES, PaperTable
-from .rundir import read_result, result_problem, status, write_text
+from .rundir import corrupt_results, read_result, set_aside_corrupt, status, write_text
 from .optim import RECIPES
-from .trainer import SELECT_ON, TrainConfig, train_flags
+from .train_config import SELECT_ON, TrainConfig, train_flags
 
 REPO = Path(__file__).resolve().parent.parent
 TRAIN = REPO / "train.py"
@@ -151,24 +151,6 @@ def cell_dir(cfg: GridConfig, cell: Cell) -> Path:
 def lock_path(cfg: GridConfig, cell: Cell) -> Path:
     """The lock file a process holds while it runs `cell` (see minibert/jobs.py), beside the cell's log."""
     return cfg.out / "logs" / f"{cell.name}.lock"
-
-
-def corrupt_results(run_dir: Path) -> list[tuple[Path, str]]:
-    """The result.json files of a cell (and of its lr sweep's sub-runs) that exist but cannot be read, and why."""
-    paths = [run_dir / "result.json", *sorted(run_dir.glob("lr_*/result.json"))]
-    return [(path, why) for path in paths if (why := result_problem(path)) is not None]
-
-
-def set_aside_corrupt(run_dir: Path) -> list[str]:
-    """Move corrupt result files to <name>.corrupt so that train.py --resume runs the cell again; one note each.
-
-    A result file is written atomically, so a corrupt one was damaged from outside (a full disk, a bad copy):
-    the run it described cannot be trusted, and rerunning costs one cell, never the grid."""
-    notes = []
-    for path, why in corrupt_results(run_dir):
-        os.replace(path, path.with_name(path.name + ".corrupt"))
-        notes.append(f"{path} is corrupt ({why}); moved to {path.name}.corrupt, rerunning the cell")
-    return notes
 
 
 def status_line(cfg: GridConfig, cell: Cell) -> str:
@@ -292,25 +274,6 @@ def run_cells(cfg: GridConfig, todo: list[Cell]) -> tuple[int, list[str]]:
                     continue
         print(f"{head} done, skipped ({describe(result)})", flush=True)
     return failed, elsewhere
-
-
-# ---- the report -------------------------------------------------------------------------------
-
-DATASET_TITLES = {"sst2": "SST-2", "imdb": "IMDB", "ag_news": "AG News", "emotion": "Emotion",
-                  "dbpedia": "DBPedia", "tfnt": "TFNT", "mrpc": "MRPC", "rte": "RTE"}
-
-
-def load_manifest(out: Path) -> tuple[dict[str, Cell], dict[str, str]]:
-    """The cells a grid folder expects (name -> Cell) and each model's checkpoint."""
-    path = out / "grid.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: is {out} a grid folder (made by python -m minibert.grid)?")
-    raw, why = read_manifest(path)
-    if raw is None:
-        raise ValueError(f"{path} is corrupt ({why}); rerun the grid command that made {out}: it rebuilds the file "
-                         "and reruns nothing that is done")
-    grid = {name: Cell(**{k: c[k] for k in Cell.__dataclass_fields__ if k in c}) for name, c in raw.items()}
-    return grid, {c["model"]: c["checkpoint"] for c in raw.values()}
 
 
 # ---- the command line -------------------------------------------------------------------------

@@ -24,13 +24,26 @@ from .cka import read_run, saved_model
 from .config import PRESETS, BertConfig
 from .corrupt import parse_spec
 from .data import encode
-from .datasets import load_dataset
 from .findings import CSV_FIELDS as CLAIM_FIELDS
 from .findings import claim_columns, comparisons, render_findings
-from .grid import DATASET_TITLES, Cell, load_manifest, read_result, status
+from .datasets import DATASET_TITLES, load_dataset
+from .grid import Cell, read_manifest, read_result, status
 from .paper import ERRATA, MODELS, SIDES, TABLE1, TABLES, errata_of, paper_value
 from .report_healing import healing_section
 from .viz import level_figure, tsne_figure
+
+
+def load_manifest(out: Path) -> tuple[dict[str, Cell], dict[str, str]]:
+    """The cells a grid folder expects (name -> Cell) and each model's checkpoint."""
+    path = out / "grid.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: is {out} a grid folder (made by python -m minibert.grid)?")
+    raw, why = read_manifest(path)
+    if raw is None:
+        raise ValueError(f"{path} is corrupt ({why}); rerun the grid command that made {out}: it rebuilds the file "
+                         "and reruns nothing that is done")
+    grid = {name: Cell(**{k: c[k] for k in Cell.__dataclass_fields__ if k in c}) for name, c in raw.items()}
+    return grid, {c["model"]: c["checkpoint"] for c in raw.values()}
 
 
 def run_facts(run_dir: Path, result: dict) -> dict:
@@ -319,7 +332,7 @@ def figure1(out: Path, table: str = "table2", model: str | None = None, dataset:
     """The paper's Figure 1: t-SNE of the pooled [CLS] features (what the classifier sees) of the fine-tuned
     0%, top, bottom and 100% cells on the test set, as one 4-panel PNG. Needs cells run with --save-models."""
     from .tokenizer import load_tokenizer
-    from .trainer import extract
+    from .evaluation import extract
 
     grid, _ = load_manifest(out)
     mine = [c for c in grid.values() if (c.table, c.dataset, c.seed) == (table, dataset, seed)]

@@ -21,7 +21,8 @@ from pathlib import Path
 
 from . import rundir
 from .findings import Comparison, paired_interval, tally, verdict
-from .grid import COMPONENTS, DATASET_TITLES, Cell, read_result
+from .datasets import DATASET_TITLES
+from .grid import COMPONENTS, Cell, read_result
 from .paper import SIDES
 
 TABLE = "components"

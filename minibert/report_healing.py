@@ -8,7 +8,8 @@ import statistics
 from pathlib import Path
 
 from .cka import healing
-from .grid import DATASET_TITLES, Cell
+from .datasets import DATASET_TITLES
+from .grid import Cell
 from .paper import TABLES
 from .rundir import read_json, read_result, saved_model, write_json
 from .viz import cka_figure

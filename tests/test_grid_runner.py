@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from minibert.grid import GridConfig, add_grid_args, cells, corrupt_results, grid_config, main, read_result, status, \
-    write_manifest
+from minibert.grid import GridConfig, add_grid_args, cells, grid_config, main, read_result, status, write_manifest
 from minibert.jobs import claim, holder
+from minibert.rundir import corrupt_results
 
 REPO = Path(__file__).resolve().parent.parent
 CELLS = ("table2-minilm-ag_news-0-s0", "table2-minilm-ag_news-100-s0")

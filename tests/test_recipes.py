@@ -17,7 +17,8 @@ from minibert import load_classifier, load_pretrained, rundir, save_pretrained
 from minibert.evaluation import extract
 from minibert.heads import SequenceClassifier
 from minibert.optim import RECIPES, make_optimizer
-from minibert.trainer import TrainConfig, train, train_flags
+from minibert.train_config import TrainConfig, train_flags
+from minibert.trainer import train
 
 REPO = Path(__file__).resolve().parent.parent
 CPU = torch.device("cpu")

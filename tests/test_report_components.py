@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from minibert.grid import GridConfig, cells, load_manifest, write_manifest
+from minibert.grid import GridConfig, cells, write_manifest
+from minibert.report import load_manifest
 from minibert.report import report
 from minibert.report_components import component_comparisons, component_rows, drift_panels
 

@@ -16,7 +16,8 @@ import torch
 
 from minibert import load_classifier, load_pretrained, save_pretrained
 from minibert.corrupt import corrupt
-from minibert.trainer import TrainConfig, train, train_flags
+from minibert.train_config import TrainConfig, train_flags
+from minibert.trainer import train
 
 REPO = Path(__file__).resolve().parent.parent
 TIMING = ("seconds", "tokens_per_s")  # the only fields of a run that may differ between identical runs
