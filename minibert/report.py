@@ -24,12 +24,13 @@ from .cka import read_run, saved_model
 from .config import PRESETS, BertConfig
 from .corrupt import parse_spec
 from .data import encode
+from .datasets import DATASET_TITLES, load_dataset
 from .findings import CSV_FIELDS as CLAIM_FIELDS
 from .findings import claim_columns, comparisons, render_findings
-from .datasets import DATASET_TITLES, load_dataset
-from .grid import Cell, read_manifest, read_result, status
+from .grid import Cell, read_manifest
 from .paper import ERRATA, MODELS, SIDES, TABLE1, TABLES, errata_of, paper_value
 from .report_healing import healing_section
+from .rundir import read_json, read_result, status
 from .viz import level_figure, tsne_figure
 
 
@@ -112,8 +113,14 @@ def summarise(out: Path, group: list[Cell]) -> Summary:
     return s
 
 
-def layer_range(checkpoint: str, level: int, side: str) -> str:
-    """'1-3' for base bottom 25%: the paper's notation, by the rounding train.py uses ('' if unknown)."""
+def layer_range(checkpoint: str, level: int, side: str, run_dirs=()) -> str:
+    """'1-3' for base bottom 25%: the paper's notation. The layers a finished run's corruption.json records, else
+    those the checkpoint's config gives by the rounding train.py uses ('' if neither can be read)."""
+    for run_dir in run_dirs:  # what was run: the report of a copied folder needs no checkpoint
+        recorded = read_json(Path(run_dir) / "corruption.json")
+        if isinstance(recorded, dict) and recorded.get("layers"):
+            layers = recorded["layers"]
+            return f"{layers[0]}-{layers[-1]}" if len(layers) > 1 else str(layers[0])
     try:
         config = PRESETS[checkpoint][1] if checkpoint in PRESETS else BertConfig.from_json(Path(checkpoint) / "config.json")
     except (OSError, ValueError):
@@ -138,7 +145,7 @@ def table_rows(out: Path, table: str, group: list[Cell], checkpoints: dict) -> l
                      "seeds": s.seeds, "done": len(s.done) + len(s.diverged), "diverged": len(s.diverged),
                      "f1": ours, "f1_std": statistics.stdev(s.done) if len(s.done) > 1 else None, "paper": paper,
                      "diff": None if ours is None or paper is None else ours - paper, "text": s.text(),
-                     "layers": layer_range(checkpoints[model], level, side) if side else "",
+                     "layers": layer_range(checkpoints[model], level, side, [out / c.name for c in members]) if side else "",
                      "collapsed": s.collapsed, "by_seed": s.by_seed, "sizes": sizes,
                      "num_train": min((a for a, _ in sizes), default=None),
                      "num_test": min((b for _, b in sizes), default=None),

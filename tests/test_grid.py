@@ -125,6 +125,14 @@ def test_layer_ranges_are_the_papers():
     assert layer_range("distil", 50, "bottom") == "1-3"
 
 
+def test_layer_ranges_come_from_what_ran_when_the_checkpoint_is_gone(tmp_path):
+    """A copied grid folder (results/ on another machine) names its layers from the cells' corruption.json."""
+    (tmp_path / "cell").mkdir()
+    (tmp_path / "cell" / "corruption.json").write_text(json.dumps({"spec": "top:0.5", "layers": [4, 5, 6]}))
+    assert layer_range(str(tmp_path / "no-such-checkpoint"), 50, "top") == ""
+    assert layer_range(str(tmp_path / "no-such-checkpoint"), 50, "top", [tmp_path / "missing", tmp_path / "cell"]) == "4-6"
+
+
 def test_shards_are_disjoint_and_cover_the_list(tmp_path):
     full = [row[0] for row in listing("table2", "--out", tmp_path)]
     assert len(full) == 120
