@@ -12,8 +12,8 @@
 # (weighted F1 82 and 87). After 2 epochs the clean model had learnt almost nothing of Emotion (6 classes, 42.4) and
 # nothing of TFNT (20 classes: 6.6, the majority baseline); after 5 it reaches 52.8 and 39.9, at about 70 s and 110 s
 # a cell. Every cell of a dataset shares its sizes, so corruption is the only difference. From those times the 168
-# cells take about two and a half hours one after another. Much less is not a study: the grid's --quick sizes (64 examples, 1 epoch) left the clean
-# model at 20.6 weighted F1 on AG News, nothing left for corruption to take away.
+# cells take about two and a half hours one after another. Much less is not a study: the grid's --quick sizes
+# (64 examples, 1 epoch) left the clean model at 20.6 weighted F1 on AG News, nothing left for corruption to take away.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 : "${MINIBERT_DATA:?set MINIBERT_DATA to the folder of real data samples (one sub-folder per dataset)}"
