@@ -54,6 +54,8 @@ def parse_args(argv=None) -> TrainConfig:
                         "official: the dataset's own train and test (GLUE: validation)")
     g.add_argument("--limit", type=int, default=D.limit, metavar="N",
                    help="use at most N train and N test examples, for a quick look")
+    g.add_argument("--test-limit", type=int, default=D.test_limit, metavar="M",
+                   help="use at most M test examples instead of N (the same test set at every --limit)")
     g.add_argument("--max-length", type=int, default=D.max_length, metavar="T",
                    help="truncate to T tokens; default: the dataset's (128 for SST-2, 512 for IMDB)")
     g.add_argument("--corrupt", default=D.corrupt, metavar="SPEC",

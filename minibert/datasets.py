@@ -226,10 +226,13 @@ def read_splits(spec: DatasetSpec, data_dir=None, notes: list[str] | None = None
     if data_dir is None:
         files, where = _hub_files(spec), spec.hub_repo
     else:
-        if not Path(data_dir).is_dir():
-            raise FileNotFoundError(f"--data-dir {data_dir} is not a folder")
-        folder, files = _local_files(spec, Path(data_dir))
-        where = str(folder)
+        # "$MINIBERT_DATA/sst2" names the data portably: expanded to read, kept as written in the notes
+        given, local = str(data_dir), Path(os.path.expandvars(str(data_dir)))
+        if not local.is_dir():
+            unset = "; is the variable set?" if "$" in str(local) else ""
+            raise FileNotFoundError(f"--data-dir {data_dir} is not a folder{unset}")
+        folder, files = _local_files(spec, local)
+        where = given if folder == local else str(Path(given) / folder.relative_to(local))
     if spec.hidden_test and "test" in files:
         notes.append(f"ignoring {', '.join(p.name for p in files.pop('test'))}: GLUE test labels are hidden")
     splits = {}
@@ -285,13 +288,15 @@ def paper_split(pool: Split, n_train: int, n_test: int, seed: int, notes: list[s
             replace(pool.take(rng.permutation(test)), name=f"{name}/test"))
 
 
-def load_dataset(name: str, data_dir=None, split: str = "paper", seed: int = 0, limit: int | None = None) -> Dataset:
+def load_dataset(name: str, data_dir=None, split: str = "paper", seed: int = 0, limit: int | None = None,
+                 test_limit: int | None = None) -> Dataset:
     """Train and test Splits of dataset `name` from the hub (data_dir=None) or a local folder.
 
     split="paper": pool every labelled split, shuffle with `seed`, take Table 1's sizes (MRPC and RTE have
     none and use the official splits). split="official": the dataset's own train, evaluated on its test
     split when labelled, else validation. `limit` caps train and test at that many examples each,
-    a seeded random subset, for quick runs.
+    a seeded random subset, for quick runs; `test_limit` caps the test split instead (the seeded order is the
+    same for every limit, so runs at several training sizes share one test set).
     """
     spec = get_spec(name)
     if split not in SPLITS:
@@ -316,12 +321,15 @@ def load_dataset(name: str, data_dir=None, split: str = "paper", seed: int = 0, 
                              "use split='paper' (--split paper)")
         train, test = splits["train"], splits[held_out]
         notes.append(f"official split: train {len(train)} / {held_out} {len(test)}")
-        if limit is not None:  # official files are often sorted by label: cap with a seeded random subset
+        if limit is not None or test_limit is not None:  # official files are often sorted by label: cap with a seeded random subset
             rng = np.random.default_rng(seed)
             train, test = (s.take(rng.permutation(len(s))) for s in (train, test))
-    if limit is not None:
-        train, test = train.take(range(min(limit, len(train)))), test.take(range(min(limit, len(test))))
-        notes.append(f"limit {limit}: using {len(train)} train / {len(test)} test")
+    test_cap = test_limit if test_limit is not None else limit
+    if limit is not None or test_cap is not None:
+        train = train.take(range(min(limit or len(train), len(train))))
+        test = test.take(range(min(test_cap or len(test), len(test))))
+        notes.append(f"limit {limit}{f', test limit {test_limit}' if test_limit else ''}: using {len(train)} "
+                     f"train / {len(test)} test")
     for s, what in ((train, "train"), (test, "test")):
         if len(s) == 0:
             raise ValueError(f"{name}: the {what} split is empty; add data or use the other --split mode")

@@ -38,6 +38,7 @@ from pathlib import Path
 
 
 from .cli import Parser, fail, main_wrapper
+from .checkpoint import _looks_like_path
 from .datasets import DATASETS, SPLITS, default_data_root
 from .jobs import Lock, claim, holder, locked, run_child
 from .paper import LEVELS, MODELS, SIDES, SIX, TABLES, PaperTable
@@ -71,6 +72,7 @@ class Cell:
     side: str | None
     seed: int
     component: str = "all"  # what in the corrupted layers: all, or a corrupt.py component (the components table)
+    limit: int | None = None  # training examples, on a grid run at several sizes (--limits); else the grid's --limit
 
     @property
     def corrupt(self) -> str:
@@ -89,7 +91,8 @@ class Cell:
 
     @property
     def name(self) -> str:
-        return f"{self.table}-{self.model}-{self.dataset}-{self.setting}-s{self.seed}"
+        size = "" if self.limit is None else f"-n{self.limit}"
+        return f"{self.table}-{self.model}-{self.dataset}{size}-{self.setting}-s{self.seed}"
 
 
 @dataclass
@@ -104,10 +107,12 @@ class GridConfig:
     data_root: Path | None
     split: str = "paper"
     lr: str = "sweep"
-    epochs: int = 10
+    epochs: tuple = (10,)  # one for every run, or one per size of `limits`
     batch_size: int = 32
     max_length: int | None = None
     limit: int | None = None
+    limits: tuple = ()  # the data-budget axis: run every cell at each of these training-set sizes
+    test_limit: int | None = None
     device: str = "auto"
     precision: str = "auto"
     save_models: bool = False
@@ -116,19 +121,37 @@ class GridConfig:
 
 
 def cells(cfg: GridConfig) -> list[Cell]:
-    """Every cell of the grid, in a fixed order: model, dataset, seed, then 0%, bottom/top 25-75%, 100%
-    (the components table: each corrupted level and side once per component)."""
+    """Every cell of the grid, in a fixed order: model, dataset, size (with --limits), seed, then 0%, bottom/top
+    25-75%, 100% (the components table: each corrupted level and side once per component)."""
     out = []
     parts = COMPONENTS if cfg.table == "components" else ("all",)
     for model in cfg.models:
         levels = [lv for lv in LEVELS.get(model, (0, 25, 50, 75, 100)) if lv in cfg.levels]
         for dataset in cfg.datasets:
-            for seed in cfg.seeds:
-                for level in levels:
-                    for side in ((None,) if level in (0, 100) else SIDES):
-                        out += [Cell(cfg.table, model, dataset, level, side, seed, part)
-                                for part in (("all",) if level == 0 else parts)]
+            for limit in cfg.limits or (None,):
+                for seed in cfg.seeds:
+                    for level in levels:
+                        for side in ((None,) if level in (0, 100) else SIDES):
+                            out += [Cell(cfg.table, model, dataset, level, side, seed, part, limit)
+                                    for part in (("all",) if level == 0 else parts)]
     return out
+
+
+def cell_epochs(cfg: GridConfig, cell: Cell) -> int:
+    """The cell's epochs: the grid's, or the one given for the cell's size (--limits 500,2000 --epochs 20,10)."""
+    return cfg.epochs[cfg.limits.index(cell.limit)] if len(cfg.epochs) > 1 else cfg.epochs[0]
+
+
+def portable(path: Path | str) -> str:
+    """A path as a committed cell should name it: relative to the repository (where train.py runs) when inside it,
+    `$MINIBERT_DATA/...` when under the data folder that variable names, else absolute."""
+    path = Path(path).resolve()
+    if path.is_relative_to(REPO):
+        return str(path.relative_to(REPO))
+    data = os.environ.get("MINIBERT_DATA")
+    if data and path.is_relative_to(Path(data).resolve()):
+        return str(Path("$MINIBERT_DATA") / path.relative_to(Path(data).resolve()))
+    return str(path)
 
 
 def shard(items: list, spec: str | None) -> list:
@@ -165,15 +188,22 @@ def status_line(cfg: GridConfig, cell: Cell) -> str:
 
 def command(cfg: GridConfig, cell: Cell) -> list[str]:
     """The train.py command line of one cell. Always --resume: a partial cell continues where it stopped."""
-    table = GRID_TABLES[cell.table]
-    run = TrainConfig(model=str(cfg.models[cell.model]), dataset=cell.dataset, split=cfg.split, corrupt=cell.corrupt,
-                      seed=cell.seed, pooling=table.pooling, mode=table.mode, lr=cfg.lr, epochs=cfg.epochs,
-                      batch_size=cfg.batch_size, device=cfg.device, precision=cfg.precision,
-                      out=str(cell_dir(cfg, cell)), cache_dir=str(cfg.out / "token_cache"), resume=True,
-                      data_dir=str(cfg.data_root / cell.dataset) if cfg.data_root is not None else None,
-                      max_length=cfg.max_length, limit=cfg.limit, save_model=cfg.save_models,
-                      recipe=cfg.recipe, select_on=cfg.select_on)
-    return [sys.executable, str(TRAIN), *train_flags(run)]
+    return [sys.executable, TRAIN.name, *train_flags(cell_config(cfg, cell))]
+
+
+def cell_config(cfg: GridConfig, cell: Cell) -> TrainConfig:
+    """The train.py run of one cell, its paths portable (see portable()): run from the repository, the folder of
+    a committed cell names the same model, data and places on any machine."""
+    table, model = GRID_TABLES[cell.table], cfg.models[cell.model]
+    return TrainConfig(model=portable(model) if Path(model).is_dir() else model, dataset=cell.dataset,
+                       split=cfg.split, corrupt=cell.corrupt, seed=cell.seed, pooling=table.pooling, mode=table.mode,
+                       lr=cfg.lr, epochs=cell_epochs(cfg, cell), batch_size=cfg.batch_size, device=cfg.device,
+                       precision=cfg.precision, out=portable(cell_dir(cfg, cell)),
+                       cache_dir=portable(cfg.out / "token_cache"), resume=True,
+                       data_dir=portable(cfg.data_root / cell.dataset) if cfg.data_root is not None else None,
+                       max_length=cfg.max_length, limit=cell.limit or cfg.limit, test_limit=cfg.test_limit,
+                       save_model=cfg.save_models,
+                       recipe=cfg.recipe, select_on=cfg.select_on)
 
 
 # ---- running ----------------------------------------------------------------------------------
@@ -288,12 +318,15 @@ def _csv_list(text: str | None, cast=str) -> tuple | None:
 
 
 def _checkpoint_arg(text: str) -> tuple[str, str]:
-    """NAME=DIR or DIR (named after the folder)."""
+    """NAME=DIR or DIR (named after the folder), or NAME=HUB_ID (found under weights/ or downloaded by train.py)."""
     name, eq, path = text.partition("=")
     name, path = (name, path) if eq else (Path(text).name, text)
-    if not Path(path).is_dir():
-        raise FileNotFoundError(f"--checkpoint {path}: no such directory")
-    return name, str(Path(path).resolve())
+    if Path(path).is_dir():
+        return name, str(Path(path).resolve())
+    if not eq or _looks_like_path(path):
+        raise FileNotFoundError(f"--checkpoint {path}: no such directory (or give NAME=HUB_ID, e.g. "
+                                "minilm=sentence-transformers/all-MiniLM-L6-v2)")
+    return name, path
 
 
 def grid_config(table: str, args) -> GridConfig:
@@ -317,6 +350,14 @@ def grid_config(table: str, args) -> GridConfig:
     for d in datasets:
         if d not in DATASETS:
             raise ValueError(f"unknown dataset {d!r}; known: {', '.join(DATASETS)}")
+    limits = _csv_list(args.limits, int) or ()
+    epochs = _csv_list(args.epochs, int) or (pick("epochs", 10),)
+    if any(n < 1 for n in limits) or any(e < 1 for e in epochs):
+        raise ValueError(f"--limits and --epochs must be positive, got {args.limits} and {args.epochs}")
+    if len(epochs) > 1 and len(epochs) != len(limits):
+        raise ValueError(f"--epochs {args.epochs}: give one number, or one per size of --limits ({len(limits)})")
+    if limits and args.limit is not None:
+        raise ValueError("--limit and --limits: give one (--limits runs every cell at each size)")
     levels = _csv_list(args.levels, int) or pick("levels", (0, 50) if table == "components" else (0, 25, 50, 75, 100))
     if not set(levels) <= {0, 25, 50, 75, 100}:
         raise ValueError(f"--levels must be among 0,25,50,75,100 (percent of layers), got {args.levels}")
@@ -328,7 +369,8 @@ def grid_config(table: str, args) -> GridConfig:
             raise FileNotFoundError(f"--data-root {data_root} has no folder for {', '.join(missing)}")
     return GridConfig(table, Path(args.out).resolve(), models, tuple(datasets), tuple(levels),
                       _csv_list(args.seeds, int), data_root, args.split, str(pick("lr", "sweep")),
-                      pick("epochs", 10), pick("batch_size", 32), pick("max_length", None), pick("limit", None),
+                      epochs, pick("batch_size", 32), pick("max_length", None), pick("limit", None), limits,
+                      args.test_limit,
                       pick("device", "auto"), args.precision, args.save_models or bool(args.quick), args.recipe,
                       args.select_on)
 
@@ -352,10 +394,14 @@ def add_grid_args(p: argparse.ArgumentParser):
                                        "the Hugging Face Hub); 'hub' downloads from the Hub")
     p.add_argument("--split", default="paper", choices=SPLITS, help="train.py --split")
     p.add_argument("--lr", help="a learning rate, or 'sweep' over 1e-5, 2e-5, 5e-5 (default: sweep, the paper's)")
-    p.add_argument("--epochs", type=int, help="epochs per run (default 10, the paper's)")
+    p.add_argument("--epochs", help="epochs per run (default 10, the paper's), or one per size of --limits")
     p.add_argument("--batch-size", type=int, help="examples per optimiser step (default 32)")
     p.add_argument("--max-length", type=int, help="truncate to this many tokens (default: the dataset's)")
     p.add_argument("--limit", type=int, help="at most this many train and test examples per run")
+    p.add_argument("--limits", metavar="N,N,...",
+                   help="the data-budget axis: run every cell at each of these training-set sizes (cells named "
+                        "...-n<size>-...; test capped at the same size); pair with --epochs E,E,... per size")
+    p.add_argument("--test-limit", type=int, help="at most this many test examples (default: --limit's)")
     p.add_argument("--device", help="train.py --device (default auto: a GPU when there is one)")
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"], help="train.py --precision")
     p.add_argument("--recipe", default="hf-trainer", choices=RECIPES,

@@ -61,7 +61,7 @@ def prepare(cfg) -> Prepared:
     checkpoint = resolve(cfg.model)
     config = BertConfig.from_json(checkpoint / "config.json")
     parse_spec(cfg.corrupt, config.num_hidden_layers, has_pooler=config.flavour == "bert")
-    ds = load_dataset(cfg.dataset, cfg.data_dir, cfg.split, cfg.seed, cfg.limit)
+    ds = load_dataset(cfg.dataset, cfg.data_dir, cfg.split, cfg.seed, cfg.limit, cfg.test_limit)
     train_split, val_split = hold_out(ds.train, cfg.seed) if cfg.select_on == "val" else (ds.train, None)
     tokenizer = load_tokenizer(checkpoint)
     max_length = min(cfg.max_length or ds.spec.max_length, config.max_position_embeddings)
@@ -86,9 +86,15 @@ def run_info(cfg, data: Prepared) -> dict:
             "max_length": data.max_length, "num_train": len(data.train), "num_test": len(data.test),
             "num_val": len(data.val) if data.val is not None else None,
             "label_names": data.dataset.label_names, "dataset_notes": data.dataset.notes,
-            "checkpoint": str(data.checkpoint), "command": sys.argv,
+            "checkpoint": _portable(data.checkpoint), "command": sys.argv,
             "versions": {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
                          **{p: v(p) for p in ("minibert", "numpy", "scikit-learn", "tokenizers")}}}
+
+
+def _portable(path: Path) -> str:
+    """A path under the working directory (the repository, when the grid runs train.py) as a relative one."""
+    path = Path(path).absolute()
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
 
 
 def save_model(clf, directory: Path, data: Prepared):

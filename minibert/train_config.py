@@ -32,6 +32,7 @@ class TrainConfig:
     data_dir: str | None = None    # local folder with the dataset's files; None = the Hugging Face Hub
     split: str = "paper"           # paper (Table 1 sizes) | official
     limit: int | None = None       # cap train and test at this many examples each
+    test_limit: int | None = None  # cap test at this many instead (the same test set for every --limit)
     max_length: int | None = None  # None = the dataset's default (128 for SST-2)
     corrupt: str = "none"          # corruption spec, see minibert/corrupt.py
     pooling: str = "cls"           # cls | mean
@@ -95,7 +96,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             raise ValueError(f"--lr must be a number such as 2e-5, or 'sweep', got {cfg.lr!r}") from None
         if not (lr > 0 and math.isfinite(lr)):
             raise ValueError(f"--lr must be positive, got {cfg.lr!r}")
-    for name, low in (("epochs", 1), ("batch_size", 1), ("grad_accum", 1), ("limit", 1), ("max_length", 2)):
+    for name, low in (("epochs", 1), ("batch_size", 1), ("grad_accum", 1), ("limit", 1), ("test_limit", 1),
+                      ("max_length", 2)):
         value = getattr(cfg, name)
         if value is not None and value < low:
             raise ValueError(f"--{name.replace('_', '-')} must be at least {low}, got {value}")

@@ -6,7 +6,7 @@
 A run is one directory (`out`, see minibert/rundir.py): config.json, corruption.json, metrics.jsonl (one
 line per epoch: test weighted/macro F1, accuracy, loss, the share of the most predicted class; train
 loss, tokens/s; "drift": each layer's relative weight change since the start of fine-tuning, and with
-track_cka "cka": each layer's CKA with the clean pre-trained encoder, see minibert/dynamics.py), result.json (the best epoch, the majority baseline, `diverged`, `collapsed`, sizes),
+track_cka "cka": each layer's CKA with the clean pre-trained encoder, see minibert/dynamics.py), result.json (the best epoch, the majority baseline, `diverged`, `collapsed`, `convergence` (minibert/convergence.py), sizes),
 model/ with save_model, checkpoint.pt while unfinished. Scores are fractions in [0, 1]; printed summaries
 show percentages like the paper.
 
@@ -48,6 +48,7 @@ from tqdm import tqdm
 
 from . import rundir
 from .checkpoint import load_pretrained
+from .convergence import convergence, describe
 from .corrupt import corrupt
 from .data import batches
 from .dynamics import Dynamics
@@ -347,13 +348,14 @@ def finish(r: Run, report) -> dict:
     elif best["weighted_f1"] <= majority["weighted_f1"]:
         reason = "best weighted F1 at or below the majority-class baseline"
     collapsed = best["top_class_fraction"] >= COLLAPSE_FRACTION or best["accuracy"] <= majority["accuracy"]
+    converged = convergence(r.history, cfg.metric, len(data.dataset.label_names))
     result = {"status": "done", "best_epoch": best["epoch"], "best": {k: best[k] for k in (*METRICS, "loss")},
               "selection_score": r.score(best), "select_on": cfg.select_on,
               "majority_f1": majority["weighted_f1"], "majority": majority, "majority_accuracy": majority["accuracy"],
               "diverged": reason is not None, "diverged_reason": reason,
               "collapsed": collapsed, "top_class_fraction": best["top_class_fraction"],
               "lr": cfg.lr, "recipe": cfg.recipe, "recipe_settings": asdict(settings(cfg)),
-              "epochs_run": len(r.history), "metric": cfg.metric,
+              "epochs_run": len(r.history), "metric": cfg.metric, "convergence": converged,
               "num_train": len(data.train), "num_test": len(data.test),
               "num_val": len(data.val) if data.val is not None else None,
               "seconds": round(r.seconds + time.time() - r.t_start, 2),
@@ -367,5 +369,5 @@ def finish(r: Run, report) -> dict:
             (out / rundir.CHECKPOINT).unlink(missing_ok=True)
         flags = (" DIVERGED: " + reason if reason else "") + (" COLLAPSED" if collapsed else "")
         print(f"best epoch {best['epoch']}: weighted F1 {100 * best['weighted_f1']:.2f} (majority baseline "
-              f"{100 * majority['weighted_f1']:.2f}){flags} -> {out / rundir.RESULT}")
+              f"{100 * majority['weighted_f1']:.2f}){flags}; {describe(converged)} -> {out / rundir.RESULT}")
     return result
