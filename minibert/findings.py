@@ -16,6 +16,8 @@ more seeds run in both cells it is also tested, paired by seed: the mean of the 
 a 95% Student-t interval (mean ± t(0.975, n-1) · sd / sqrt(n), t from the table below); "supported"
 when the whole interval is above 0, "contradicted" when it is below. Every finished seed counts, diverged
 and collapsed ones too: a corrupted model that failed to learn is part of what the claim is about.
+A comparison resting on a seed that was still improving when it stopped (convergence.py) is "unsettled":
+more training could flip it, so it is listed apart and counted neither for nor against the claim.
 """
 import math
 import statistics
@@ -69,6 +71,7 @@ class Comparison:
     hi: float | None
     pairs: int
     paper: dict  # paper model -> better - worse in the paper's numbers
+    unsettled: bool = False  # a seed of either cell was still improving when it stopped
 
     @property
     def holds(self) -> bool:
@@ -122,17 +125,21 @@ def _paper_diffs(table: str, model: str, dataset: str, better: tuple, worse: tup
 
 def comparisons(rows: list[dict]) -> list[Comparison]:
     """Every comparison of the three claims over `rows` (table positions with a by_seed dict: seed -> F1)."""
-    groups = {}
+    groups, improving = {}, {}
     for r in rows:
         if r["by_seed"]:
-            groups.setdefault((r["table"], r["model"], r["dataset"]), {})[(r["level"], r["side"])] = r["by_seed"]
+            key = (r["table"], r["model"], r["dataset"])
+            groups.setdefault(key, {})[(r["level"], r["side"])] = r["by_seed"]
+            improving.setdefault(key, {})[(r["level"], r["side"])] = r.get("improving_seeds", set())
     out = []
     for (table, model, dataset), at in groups.items():
         levels = sorted({lv for lv, _ in at})
         for claim, better, worse, chains in _steps(levels, lambda k: k in at):
             ours, lo, hi, pairs = paired_interval(at[better], at[worse])
+            still = improving[table, model, dataset]
             out.append(Comparison(claim, table, model, dataset, better, worse, chains, ours, lo, hi, pairs,
-                                  _paper_diffs(table, model, dataset, better, worse)))
+                                  _paper_diffs(table, model.partition(" n=")[0], dataset, better, worse),
+                                  bool(still[better] or still[worse])))
     return out
 
 
@@ -145,25 +152,31 @@ def tally(comps) -> dict:
         for m, d in c.paper.items():
             n, k, marked = paper.get(m, (0, 0, 0))
             paper[m] = (n + 1, k + (d > 0), marked + bool(paper_marks(c, m)))
-    return {"cells": len(comps), "held": sum(c.holds for c in comps), "tested": sum(c.pairs >= 2 for c in comps),
-            "supported": sum(c.supported for c in comps), "contradicted": sum(c.contradicted for c in comps),
-            "paper": paper}
+    settled = [c for c in comps if not c.unsettled]
+    return {"cells": len(settled), "held": sum(c.holds for c in settled), "tested": sum(c.pairs >= 2 for c in settled),
+            "supported": sum(c.supported for c in settled), "contradicted": sum(c.contradicted for c in settled),
+            "unsettled": len(comps) - len(settled), "paper": paper}
 
 
 def verdict(t: dict) -> str:
     """holds (in every cell) | fails (in none) | mixed."""
     if not t["cells"]:
-        return "untested"
+        return "unsettled" if t["unsettled"] else "untested"
     return "holds" if t["held"] == t["cells"] else "fails" if t["held"] == 0 else "mixed"
 
 
 def _counts(t: dict) -> str:
-    text = f"{t['held']} of {t['cells']} cells hold"
-    if t["tested"]:
-        text += (f"; with seeds, {t['supported']} of {t['tested']} tested cells supported and {t['contradicted']} "
-                 f"contradicted (95% paired t-interval)")
+    if not t["cells"]:
+        text = f"all {t['unsettled']} cells unsettled (a run still improving)"
     else:
-        text += " (one seed per cell: no interval)"
+        text = f"{t['held']} of {t['cells']} cells hold"
+        if t["unsettled"]:
+            text += f", {t['unsettled']} more unsettled (a run still improving)"
+        if t["tested"]:
+            text += (f"; with seeds, {t['supported']} of {t['tested']} tested cells supported and {t['contradicted']} "
+                     f"contradicted (95% paired t-interval)")
+        else:
+            text += " (one seed per cell: no interval)"
     paper = "; ".join(f"paper ({m}): {k} of {n}" + (f" ({marked} with a cell marked under Paper errata)" if marked else "")
                       for m, (n, k, marked) in t["paper"].items())
     return f"{text}; {paper or 'paper: no such cells'}"
@@ -192,18 +205,24 @@ def render_findings(comps: list[Comparison], titles: dict, table_titles: dict) -
               "cells, the per-seed differences (paired by seed) get a 95% Student-t interval: supported when it lies "
               "above 0, contradicted when below. Every finished seed counts, diverged and collapsed ones included. "
               "The paper's counts are over the same comparisons in its own numbers (for a model that is not in the "
-              "paper, each of its models'); E-marks name paper cells listed under Paper errata."]
+              "paper, each of its models'); E-marks name paper cells listed under Paper errata. A comparison that rests "
+              "on a seed still improving when it stopped is unsettled: listed apart, counted neither way."]
     for table, model in sorted({(c.table, c.model) for c in comps}):
         mine = [c for c in comps if (c.table, c.model) == (table, model)]
         lines += ["", f"### Findings: {table_titles[table]}, {model}", "", "| claim | verdict | detail |", "|---|---|---|"]
         for claim in CLAIMS:
             t = tally(c for c in mine if c.claim == claim)
             lines.append(f"| {claim} | {verdict(t)} | {_counts(t)} |")
-        failing = [c for c in mine if c.ours is not None and not c.holds]
+        failing = [c for c in mine if c.ours is not None and not c.holds and not c.unsettled]
         if failing:
             lines += ["", "Where a claim does not hold (better - worse, F1 points):"]
             lines += [f"- claim {c.claim}, {titles.get(c.dataset, c.dataset)}: {setting(c.better)} vs {setting(c.worse)}: "
                       f"{_diff(c)}" for c in sorted(failing, key=lambda c: (c.claim, c.dataset, c.worse))]
+        unsettled = [c for c in mine if c.ours is not None and c.unsettled]
+        if unsettled:
+            lines += ["", "Unsettled (a seed of either cell was still improving when it stopped; not counted):"]
+            lines += [f"- claim {c.claim}, {titles.get(c.dataset, c.dataset)}: {setting(c.better)} vs {setting(c.worse)}: "
+                      f"{_diff(c)}" for c in sorted(unsettled, key=lambda c: (c.claim, c.dataset, c.worse))]
     return "\n".join(lines)
 
 

@@ -13,6 +13,7 @@ report.csv: one line per table position, with the claim comparisons in which it 
 """
 import csv
 import json
+import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,9 +30,11 @@ from .findings import CSV_FIELDS as CLAIM_FIELDS
 from .findings import claim_columns, comparisons, render_findings
 from .grid import Cell, read_manifest
 from .paper import ERRATA, MODELS, SIDES, TABLE1, TABLES, errata_of, paper_value
+from .report_budget import BUDGET_CAPTION, budget_section, render_budget_figure
 from .report_healing import healing_section
-from .rundir import read_json, read_result, status
-from .viz import level_figure, tsne_figure
+from .convergence import FIT_FRACTION, MIN_GAIN, MIN_LOSS_DROP, WINDOW, convergence
+from .rundir import read_json, read_metrics, read_result, status
+from .viz import budget_figure, level_figure, tsne_figure
 
 
 def load_manifest(out: Path) -> tuple[dict[str, Cell], dict[str, str]]:
@@ -49,7 +52,8 @@ def load_manifest(out: Path) -> tuple[dict[str, Cell], dict[str, str]]:
 
 def run_facts(run_dir: Path, result: dict) -> dict:
     """What a finished run was trained on and how: result.json's entries, else config.json's (older runs lack
-    some: no recipe means `bert`, the only recipe then; no select_on means the test set; no collapsed flag, False)."""
+    some: no recipe means `bert`, the only recipe then; no select_on means the test set; no collapsed flag, False;
+    no convergence record, the test of convergence.py on its metrics.jsonl, and without one, None: unknown)."""
     try:
         config = json.loads((run_dir / "config.json").read_text())
     except (OSError, ValueError):
@@ -61,8 +65,15 @@ def run_facts(run_dir: Path, result: dict) -> dict:
             if source.get(key) is not None:
                 return source[key]
         return default
+    converged = result.get("convergence")
+    if converged is None:  # runs from before result.json recorded it: the same test on their metrics.jsonl
+        history = read_metrics(run_dir / result.get("run_dir", ""))
+        converged = convergence(history, pick("metric", "weighted_f1"), len(config.get("label_names") or [0, 1])) \
+            if history else {"still_improving": None}  # no epochs recorded: nothing to judge by
+    majority = result.get("majority_f1")
     return {"num_train": pick("num_train"), "num_test": pick("num_test"), "recipe": pick("recipe", "bert"),
-            "select_on": pick("select_on", "test"), "collapsed": bool(result.get("collapsed"))}
+            "select_on": pick("select_on", "test"), "collapsed": bool(result.get("collapsed")),
+            "still_improving": converged["still_improving"], "majority_f1": None if majority is None else 100 * majority}
 
 
 @dataclass
@@ -74,6 +85,7 @@ class Summary:
     partial: int
     collapsed: int = 0  # finished seeds flagged collapsed (diverged or not)
     by_seed: dict = field(default_factory=dict)  # seed -> F1 of every finished seed
+    improving: set = field(default_factory=set)  # finished seeds still improving when they stopped (convergence.py)
     facts: list = field(default_factory=list)  # run_facts() of every finished seed
 
     def mean(self) -> float | None:
@@ -93,6 +105,8 @@ class Summary:
             text += f" ({len(self.diverged)} div)"
         if self.collapsed:
             text += f" ({self.collapsed} col)"
+        if self.improving:
+            text += f" ({len(self.improving)} imp)"
         if len(self.done) + len(self.diverged) < self.seeds:
             text += f" [{len(self.done) + len(self.diverged)}/{self.seeds}]"
         return text
@@ -110,22 +124,32 @@ def summarise(out: Path, group: list[Cell]) -> Summary:
         s.by_seed[cell.seed] = f1
         s.facts.append(facts)
         s.collapsed += facts["collapsed"]
+        if facts["still_improving"]:
+            s.improving.add(cell.seed)
     return s
 
 
-def layer_range(checkpoint: str, level: int, side: str, run_dirs=()) -> str:
-    """'1-3' for base bottom 25%: the paper's notation. The layers a finished run's corruption.json records, else
-    those the checkpoint's config gives by the rounding train.py uses ('' if neither can be read)."""
+def corrupted_layers(checkpoint: str, level: int, side: str | None, run_dirs=()) -> list[int] | None:
+    """The layers (1-based) a cell corrupts: those a finished run's corruption.json records, else those the
+    checkpoint's config gives by the rounding train.py uses (None if neither can be read)."""
+    if level == 0:
+        return []
     for run_dir in run_dirs:  # what was run: the report of a copied folder needs no checkpoint
         recorded = read_json(Path(run_dir) / "corruption.json")
         if isinstance(recorded, dict) and recorded.get("layers"):
-            layers = recorded["layers"]
-            return f"{layers[0]}-{layers[-1]}" if len(layers) > 1 else str(layers[0])
+            return recorded["layers"]
     try:
         config = PRESETS[checkpoint][1] if checkpoint in PRESETS else BertConfig.from_json(Path(checkpoint) / "config.json")
     except (OSError, ValueError):
+        return None
+    return parse_spec("all" if level == 100 else f"{side}:{level / 100:g}", config.num_hidden_layers).layers
+
+
+def layer_range(checkpoint: str, level: int, side: str, run_dirs=()) -> str:
+    """'1-3' for base bottom 25%: the paper's notation ('' if the layers cannot be read)."""
+    layers = corrupted_layers(checkpoint, level, side, run_dirs)
+    if not layers:
         return ""
-    layers = parse_spec(f"{side}:{level / 100:g}", config.num_hidden_layers).layers
     return f"{layers[0]}-{layers[-1]}" if len(layers) > 1 else str(layers[0])
 
 
@@ -134,32 +158,48 @@ def table_rows(out: Path, table: str, group: list[Cell], checkpoints: dict) -> l
     the data sizes beside Table 1's, the recipe and model selection, and the paper's errata marks."""
     positions = {}
     for cell in group:
-        positions.setdefault((cell.model, cell.level, cell.side or "", cell.dataset), []).append(cell)
+        positions.setdefault((row_model(cell), cell.level, cell.side or "", cell.dataset), []).append(cell)
     rows = []
     for (model, level, side, dataset), members in positions.items():
-        s = summarise(out, members)
-        ours, paper = s.mean(), paper_value(table, model, level, side or None, dataset)
+        s, base = summarise(out, members), members[0].model
+        ours, paper = s.mean(), paper_value(table, base, level, side or None, dataset)
         sizes = sorted({(f["num_train"], f["num_test"]) for f in s.facts if f["num_train"] is not None})
         paper_train, paper_test = TABLE1.get(dataset, (None, None))
         rows.append({"table": table, "model": model, "level": level, "side": side, "dataset": dataset,
                      "seeds": s.seeds, "done": len(s.done) + len(s.diverged), "diverged": len(s.diverged),
                      "f1": ours, "f1_std": statistics.stdev(s.done) if len(s.done) > 1 else None, "paper": paper,
                      "diff": None if ours is None or paper is None else ours - paper, "text": s.text(),
-                     "layers": layer_range(checkpoints[model], level, side, [out / c.name for c in members]) if side else "",
-                     "collapsed": s.collapsed, "by_seed": s.by_seed, "sizes": sizes,
+                     "layers": layer_range(checkpoints[base], level, side, [out / c.name for c in members]) if side else "",
+                     "n_layers": _count(corrupted_layers(checkpoints[base], level, side, [out / c.name for c in members])),
+                     "collapsed": s.collapsed, "by_seed": s.by_seed, "improving": len(s.improving),
+                     "improving_seeds": s.improving, "limit": members[0].limit, "sizes": sizes,
+                     "majority": statistics.fmean(m) if (m := [f["majority_f1"] for f in s.facts
+                                                               if f["majority_f1"] is not None]) else None,
                      "num_train": min((a for a, _ in sizes), default=None),
                      "num_test": min((b for _, b in sizes), default=None),
                      "paper_train": paper_train, "paper_test": paper_test,
                      "small": bool(paper_train and sizes and any(a < paper_train or b < paper_test for a, b in sizes)),
                      "recipe": "/".join(sorted({f["recipe"] for f in s.facts})),
                      "select_on": "/".join(sorted({f["select_on"] for f in s.facts})),
-                     "errata": " ".join(errata_of(table, model, level, side or None, dataset))})
+                     "errata": " ".join(errata_of(table, base, level, side or None, dataset))})
     return rows
 
 
+def _count(layers: list | None) -> int | None:
+    return None if layers is None else len(layers)
+
+
+def row_model(cell: Cell) -> str:
+    """The model column of a cell's row: its label, with the training-set size on a data-budget grid."""
+    return cell.model if cell.limit is None else f"{cell.model} n={cell.limit}"
+
+
 def model_order(models) -> list[str]:
-    """The paper's models in its order, then any others by name."""
-    return sorted(models, key=lambda m: (MODELS.index(m) if m in MODELS else len(MODELS), m))
+    """The paper's models in its order, then any others by name (sizes of one model in increasing order)."""
+    def key(m):
+        name, _, size = m.partition(" n=")
+        return MODELS.index(name) if name in MODELS else len(MODELS), name, int(size or 0)
+    return sorted(models, key=key)
 
 
 def _entry(row: dict | None) -> str:
@@ -204,7 +244,7 @@ def render_markdown(table: str, rows: list[dict]) -> str:
 
 
 CSV_FIELDS = ("table", "model", "level", "side", "dataset", "seeds", "done", "diverged", "f1", "f1_std", "paper", "diff",
-              "collapsed", "num_train", "num_test", "paper_train", "paper_test", "small", "recipe", "select_on",
+              "collapsed", "improving", "majority", "num_train", "num_test", "paper_train", "paper_test", "small", "recipe", "select_on",
               "errata", *CLAIM_FIELDS)
 
 
@@ -230,11 +270,27 @@ def render_header(rows: list[dict]) -> str:
                      "way: \"we test every epoch and choose the best indicator\"), so every number is the best of "
                      "several test scores and optimistic" + (f", the more so on small test sets (here as few as "
                                                              f"{min(tests):,} examples)." if tests else "."))
+    finished, improving = sum(r["done"] for r in rows), sum(r["improving"] for r in rows)
+    lines.append(f"Convergence: {improving} of {finished} finished runs were still improving when they stopped "
+                 f"(over the last {WINDOW} epochs against the {WINDOW} before, the test metric's mean rose more than "
+                 f"{100 * MIN_GAIN:g} points, or the train loss fell more than {MIN_LOSS_DROP:.0%} while above "
+                 f"{FIT_FRACTION:.0%} of chance; minibert/convergence.py), marked (k imp) in the tables; Findings count "
+                 "no comparison that rests on one.")
     diverged, collapsed = sum(r["diverged"] for r in rows), sum(r["collapsed"] for r in rows)
     lines.append(f"Runs flagged: {diverged} diverged (weighted F1 at or below the majority-class baseline), left out of "
                  f"the table means unless all seeds of a cell diverged; {collapsed} collapsed (predicted one class), "
                  "kept in the table means and marked (k col); Findings count every finished run.")
     return "\n\n".join(lines)
+
+
+def convergence_warning(rows: list[dict]) -> str | None:
+    """A loud first line when more than a fifth of the finished runs were still learning when they stopped."""
+    finished, improving = sum(r["done"] for r in rows), sum(r["improving"] for r in rows)
+    if finished and improving > finished / 5:
+        return (f"**Not converged: {improving} of {finished} finished runs ({improving / finished:.0%}) were still "
+                "improving when they stopped. More training would change their numbers: read this report as a "
+                "short-budget run, not as the paper's experiment.**")
+    return None
 
 
 def render_sizes(rows: list[dict]) -> str:
@@ -255,42 +311,55 @@ def render_sizes(rows: list[dict]) -> str:
 
 
 def level_panels(rows: list[dict], table: str, dataset: str) -> list[tuple]:
-    """viz.level_figure's panels of one table and dataset: per model, every finished seed per level and side, and
-    the paper's values for a paper model."""
+    """viz.level_figure's panels of one table and dataset: per model, every finished seed per number of layers
+    corrupted and side, the paper's values for a paper model, and the majority-class baseline."""
     panels = []
     for model in model_order({r["model"] for r in rows if (r["table"], r["dataset"]) == (table, dataset)}):
         at = {(r["level"], r["side"]): r for r in rows
               if (r["table"], r["model"], r["dataset"]) == (table, model, dataset) and r["by_seed"]}
+        x = {k: r["level"] if r["n_layers"] is None else r["n_layers"] for k, r in at.items()}
         ours, paper = {}, {}
         for side in SIDES:
             keys = sorted((lv, s) for lv, s in at if s in ("", side))
             if len(keys) > 1:
-                ours[side] = [(lv, list(at[lv, s]["by_seed"].values())) for lv, s in keys]
-                marks = [(lv, at[lv, s]["paper"]) for lv, s in keys if at[lv, s]["paper"] is not None]
+                ours[side] = [(x[k], list(at[k]["by_seed"].values())) for k in keys]
+                marks = [(x[k], at[k]["paper"]) for k in keys if at[k]["paper"] is not None]
                 if marks:
                     paper[side] = marks
+        majorities = [r["majority"] for r in at.values() if r["majority"] is not None]
         if ours:
-            panels.append((model, ours, paper))
+            panels.append((model, ours, paper, statistics.fmean(majorities) if majorities else None))
     return panels
 
 
+def figure_range(rows: list[dict]) -> tuple[float, float]:
+    """One y-range (F1 %) for every figure of a report: from 5 points under the lowest seed or baseline, down to a
+    multiple of 10, up to 100."""
+    values = [v for r in rows for v in r["by_seed"].values()] + [r["majority"] for r in rows if r["majority"]]
+    return (10 * math.floor((min(values, default=5) - 5) / 10), 100.0)
+
+
 def render_figures(out: Path, rows: list[dict]) -> str:
-    """One PNG per table and dataset in <out>/figures/ (F1 against corruption level), linked; a note without
-    matplotlib."""
-    lines = ["## Figures", "", "Weighted F1 against the share of layers corrupted: bottom (red) and top (blue), the "
-             "line through the mean over seeds, the band from the lowest to the highest seed (every finished seed, "
-             "diverged and collapsed ones included), the paper's values as faint crosses; 0% and 100% are shared."]
+    """One PNG per table and dataset in <out>/figures/ (F1 against layers corrupted), and with a data-budget axis
+    one of F1 against training examples; linked; a note without matplotlib."""
     pairs = [(t, d) for t in TABLES for d in table_datasets(t, {r["dataset"] for r in rows if r["table"] == t})]
-    for table, dataset in pairs:
-        panels = level_panels(rows, table, dataset)
-        if not panels:
-            continue
-        title = f"{TABLES[table].title.split(':')[0]}, {DATASET_TITLES.get(dataset, dataset)}"
-        try:
-            png = level_figure(panels, out / "figures" / f"{table}-{dataset}.png", title)
-        except ImportError as e:
-            return "\n".join(lines + ["", f"(no figures: {e})"])
-        lines += ["", f"![{title}]({png.relative_to(out)})"]
+    drawn = [(t, d, p) for t, d in pairs if (p := level_panels(rows, t, d))]
+    crosses = any(panel[2] for _, _, panels in drawn for panel in panels)
+    lines = ["## Figures", "", "Weighted F1 against the number of layers corrupted: bottom (red) and top (blue), the "
+             "line through the mean over seeds, the band from the lowest to the highest seed (every finished seed, "
+             "diverged and collapsed ones included), the majority-class baseline dashed" +
+             (", the paper's values as faint crosses" if crosses else "") + "; 0 and all layers are shared. One "
+             "y-range for every figure of this report."]
+    ylim = figure_range(rows)
+    try:
+        for table, dataset, panels in drawn:
+            title = f"{TABLES[table].title.split(':')[0]}, {DATASET_TITLES.get(dataset, dataset)}"
+            png = level_figure(panels, out / "figures" / f"{table}-{dataset}.png", title, ylim)
+            lines += ["", f"![{title}]({png.relative_to(out)})"]
+        if any(r["limit"] is not None for r in rows):
+            lines += ["", BUDGET_CAPTION, "", f"![data budget]({render_budget_figure(out, rows, ylim)})"]
+    except ImportError as e:
+        return "\n".join(lines + ["", f"(no figures: {e})"])
     return "\n".join(lines)
 
 
@@ -318,9 +387,10 @@ def report(out: Path, healing_n: int = 2000, device: str = "cpu", healing_on: bo
                           f"{sum(r['collapsed'] for r in table_rows_)} collapsed runs.")
     comps = comparisons(rows)
     claim_columns(rows, comps)
-    parts = [f"# Grid report: {out}", render_header(rows),
+    parts = [f"# Grid report: {out}", *filter(None, [convergence_warning(rows)]), render_header(rows),
              render_findings(comps, DATASET_TITLES, {t: TABLES[t].title for t in TABLES}),
-             *([render_figures(out, rows)] if figures_on else []), render_sizes(rows),
+             *([render_figures(out, rows)] if figures_on else []), *filter(None, [budget_section(rows)]),
+             render_sizes(rows),
              "## Tables", *tables, render_errata()]
     if section := components_section(out, grid, checkpoints, device, probes_on, figures_on):
         parts.append(section.rstrip())

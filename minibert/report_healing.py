@@ -77,6 +77,11 @@ def render_healing(key: tuple, results: dict[str, dict]) -> str:
             entries.append(f"{r['before'][i]:.2f} -> {after}{' *' if i in r['corrupted_layers'] else ''}")
         entries += [_floor(results[name], i) for name in floors]
         lines.append(f"| {'emb' if i == 0 else i} | " + " | ".join(entries) + " |")
+    reference = results.get("100") if results.get("100", {}).get("after") is not None else None
+    if reference is not None:
+        lines += ["", "Reference: `100` is the model with every layer re-initialised, fine-tuned the same way: the CKA "
+                  "that fine-tuning reaches with no pre-trained layer at all. A layer above it kept something of the "
+                  "pre-training; one at it, nothing that fine-tuning from scratch would not give."]
     lines.append("")
     for name, r in results.items():
         if r["after"] is None:
@@ -84,11 +89,13 @@ def render_healing(key: tuple, results: dict[str, dict]) -> str:
             continue
         hit = r["corrupted_layers"]
         rest = [i for i in r["layers"][1:] if i not in hit]
+        ref = (lambda layers: f" (all re-initialised: {_mean([reference['after'][i] for i in layers]):.2f})") \
+            if reference is not None and name != "100" else (lambda layers: "")
         text = (f"- {name}: re-initialised layers {hit[0]}-{hit[-1]}: CKA {_mean([r['before'][i] for i in hit]):.2f} -> "
-                f"{_mean([r['after'][i] for i in hit]):.2f}")
+                f"{_mean([r['after'][i] for i in hit]):.2f}{ref(hit)}")
         if rest:
             text += (f"; the other layers: {_mean([r['before'][i] for i in rest]):.2f} -> "
-                     f"{_mean([r['after'][i] for i in rest]):.2f}")
+                     f"{_mean([r['after'][i] for i in rest]):.2f}{ref(rest)}")
         lines.append(text + f"; last layer {r['before'][-1]:.2f} -> {r['after'][-1]:.2f}")
     return "\n".join(lines)
 

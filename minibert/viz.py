@@ -3,7 +3,8 @@ weighted F1 against corruption level (bottom vs top).
 
     tsne_figure([("0%", feats, labels), ...], label_names, "fig1.png")   # one panel per model, one PNG
     cka_figure({"bottom50": result, ...}, "healing.png", title)           # CKA with the clean model per layer
-    level_figure([("base", {"bottom": [(0, [f1, ...]), ...]}, {})], "f1.png")  # F1 against corruption level
+    level_figure([("base", {"bottom": [(0, [f1, ...]), ...]}, {}, 50.0)], "f1.png")  # F1 against layers corrupted
+    budget_figure([("SST-2", {"clean": [(250, [f1, ...]), ...]}, 40.0)], "budget.png")  # F1 against examples
     drift_figure([[("top50 attn", {1: [0, .003, .004], ...}, [4, 5, 6]), None], ...], "drift.png")  # per layer
     layer_probe_figure([("bottom50", {"clean": [...], "attn": [...]}, [1, 2, 3])], "probes.png")   # per layer
 
@@ -65,7 +66,7 @@ def cka_figure(results: dict, out, title: str = "") -> Path:
     """Per-layer CKA with the clean model, one colour per corruption setting: dashed before fine-tuning,
     solid after, dotted the shuffled-rows floor when the result has one. `results` maps a setting name to a minibert.cka.healing() result. Returns the PNG path."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = plt.subplots(figsize=(7.6, 4.2))
     cmap = plt.get_cmap("tab10")
     for k, (name, r) in enumerate(results.items()):
         color = cmap(k % cmap.N)
@@ -80,42 +81,100 @@ def cka_figure(results: dict, out, title: str = "") -> Path:
     ax.set_ylabel("CKA with the clean model")
     ax.set_ylim(min(-0.02, ax.get_ylim()[0]), 1.02)  # debiased CKA can dip below 0
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    # one entry per setting (its colour) and one per line style, beside the axes: never over a curve
+    from matplotlib.lines import Line2D
+    keys = [Line2D([], [], color=cmap(k % cmap.N), label=name) for k, name in enumerate(results)]
+    keys += [Line2D([], [], color="black", linestyle=style, label=what)
+             for style, what in (("--", "before"), ("-", "after"), (":", "floor"))]
+    ax.legend(handles=keys, fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return _save(fig, plt, out)
 
 
-def level_figure(panels, out, title: str = "") -> Path:
-    """Weighted F1 against corruption level, one panel per model: a line per side (bottom, top) through the mean
-    over seeds, a band from the lowest to the highest seed, and the paper's values as faint crosses.
+def level_figure(panels, out, title: str = "", ylim: tuple | None = None) -> Path:
+    """Weighted F1 against the number of layers corrupted, one panel per model: a line per side (bottom, top)
+    through the mean over seeds, a band from the lowest to the highest seed, the majority-class baseline as a
+    dashed grey line, and the paper's values as faint crosses where it has them.
 
-    panels: (panel title, ours {side: [(level, [F1 of each seed]), ...]}, paper {side: [(level, F1), ...]}).
-    The clean (0%) and fully corrupted (100%) points belong to both sides' lines. Returns the PNG path.
+    panels: (panel title, ours {side: [(layers, [F1 of each seed]), ...]}, paper {side: [(layers, F1), ...]},
+    majority F1 or None). The clean (0 layers) and fully corrupted points belong to both sides' lines. ylim: one
+    range for a family of figures, so that they compare at a glance. The legend sits below the panels, off the
+    data. Returns the PNG path.
     """
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.2), squeeze=False, sharey=True)
     colors = {"bottom": "tab:red", "top": "tab:blue"}
-    for ax, (name, ours, paper) in zip(axes.flat, panels):
+    for ax, (name, ours, paper, majority) in zip(axes.flat, panels):
         for side, points in ours.items():
-            levels = [lv for lv, _ in points]
-            ax.plot(levels, [float(np.mean(v)) for _, v in points], "-o", color=colors[side], markersize=4,
+            xs = [x for x, _ in points]
+            ax.plot(xs, [float(np.mean(v)) for _, v in points], "-o", color=colors[side], markersize=4,
                     label=f"{side} (mean)")
-            ax.fill_between(levels, [min(v) for _, v in points], [max(v) for _, v in points], color=colors[side],
+            ax.fill_between(xs, [min(v) for _, v in points], [max(v) for _, v in points], color=colors[side],
                             alpha=0.18, linewidth=0, label=f"{side} (seed min-max)")
         for side, points in paper.items():
-            ax.plot([lv for lv, _ in points], [v for _, v in points], "x", color=colors[side], alpha=0.45,
+            ax.plot([x for x, _ in points], [v for _, v in points], "x", color=colors[side], alpha=0.45,
                     markersize=6, label=f"{side} (paper)")
-        ax.set_xticks([0, 25, 50, 75, 100])
-        ax.set_xlabel("layers corrupted (%)")
+        if majority is not None:
+            ax.axhline(majority, color="grey", linestyle="--", linewidth=1, label="majority class")
+        ax.set_xticks(sorted({x for points in ours.values() for x, _ in points}))
+        ax.set_xlabel("layers corrupted")
         ax.set_title(name, fontsize=9)
         ax.grid(alpha=0.3)
+        if ylim:
+            ax.set_ylim(*ylim)
     axes.flat[0].set_ylabel("weighted F1 (%)")
-    axes.flat[0].legend(fontsize=7)
+    _legend_below(fig, axes)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.15, 1, 1))
     return _save(fig, plt, out)
+
+
+def budget_figure(panels, out, title: str = "", ylim: tuple | None = None) -> Path:
+    """Weighted F1 against the number of training examples (log scale), one panel per dataset: a line per setting
+    through the mean over seeds, a band from the lowest to the highest seed, and the majority-class baseline.
+
+    panels: (panel title, {setting label: [(examples, [F1 of each seed]), ...]}, majority F1 or None).
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.4), squeeze=False, sharey=True)
+    for ax, (name, lines, majority) in zip(axes.flat, panels):
+        for i, (label, points) in enumerate(lines.items()):
+            xs, color = [x for x, _ in points], f"C{i}"
+            ax.plot(xs, [float(np.mean(v)) for _, v in points], "-o", color=color, markersize=4, label=label)
+            ax.fill_between(xs, [min(v) for _, v in points], [max(v) for _, v in points], color=color, alpha=0.15,
+                            linewidth=0)
+        if majority is not None:
+            ax.axhline(majority, color="grey", linestyle="--", linewidth=1, label="majority class")
+        ax.set_xscale("log")
+        sizes = sorted({x for points in lines.values() for x, _ in points})
+        ax.set_xticks(sizes, [f"{x:,}" for x in sizes])
+        ax.minorticks_off()
+        ax.set_xlabel("training examples")
+        ax.set_title(name, fontsize=9)
+        ax.grid(alpha=0.3)
+        if ylim:
+            ax.set_ylim(*ylim)
+    axes.flat[0].set_ylabel("weighted F1 (%), best epoch")
+    _legend_below(fig, axes)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.15, 1, 1))
+    return _save(fig, plt, out)
+
+
+def _legend_below(fig, axes):
+    """One legend for the figure, under the panels: it never covers a curve."""
+    handles, labels = {}, []
+    for ax in axes.flat:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            if label not in handles:
+                handles[label] = h
+                labels.append(label)
+    columns = 3 * axes.size  # about three entries fit under a panel
+    fig.legend([handles[x] for x in labels], labels, loc="lower center", ncol=min(len(labels), columns), fontsize=7,
+               frameon=False)
 
 
 def drift_figure(grid, out, title: str = "", ylabel: str = "relative weight change") -> Path:

@@ -33,7 +33,7 @@ def write_run(run_dir, f1: float, config: dict, **result):
     # every field a finished result.json has (a result without them reads as damaged)
     (run_dir / "result.json").write_text(json.dumps({"status": "done", "best": {"weighted_f1": f1 / 100},
                                                      "diverged": False, "best_epoch": 1, "lr": 2e-5,
-                                                     "seconds": 1.0, **result}))
+                                                     "seconds": 1.0, "majority_f1": 0.5, **result}))
 
 
 @pytest.fixture(scope="module")
@@ -141,10 +141,12 @@ def test_a_figure_per_dataset_is_written_and_linked(synthetic):
     assert links == ["figures/table2-sst2.png", "figures/table2-imdb.png"]
     assert all((out / link).read_bytes()[:4] == b"\x89PNG" for link in links)
     panels = level_panels(rows, "table2", "sst2")
-    (model, ours, paper), = panels
-    assert model == "base" and [lv for lv, _ in ours["bottom"]] == [0, 25, 50, 75, 100]
+    (model, ours, paper, majority), = panels
+    # x is the number of layers corrupted: BERT-base's 25% is 3 of 12 layers
+    assert model == "base" and [x for x, _ in ours["bottom"]] == [0, 3, 6, 9, 12]
     assert len(ours["top"][2][1]) == len(SEEDS)  # every seed's F1 at top 50%, for the band
-    assert paper["top"][1] == (25, 91.72)
+    assert paper["top"][1] == (3, 91.72)
+    assert majority == 50.0  # the majority-class baseline line, from result.json's majority_f1
 
 
 def test_without_matplotlib_the_figures_are_a_one_line_note(synthetic, tmp_path, monkeypatch):

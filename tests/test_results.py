@@ -1,8 +1,13 @@
-"""The measured study shipped in results/minilm-cpu (run by its run.sh) is complete and consistent.
+"""The measured studies shipped in results/ (each run by its run.sh) are complete, consistent and portable.
 
-Every cell the study asks for is committed and finished, its report regenerates word for word from the committed
-small files alone (no models, no data, no checkpoint), and nothing committed there is large.
+results/minilm is the converged study (trained until the runs stop learning); results/minilm-short is the first,
+short-budget one, kept for comparison. Every committed cell finished; a shipped folder (its report.md committed) has
+every cell its grid asks for and its report regenerates word for word from the committed small files alone (no
+models, no data, no checkpoint); at most a tenth of the converged study's cells were still improving, by the study's
+own flag computed from the committed metrics; a committed cell names its model and data portably and reruns; nothing
+committed is large.
 """
+import json
 import os
 import shutil
 import subprocess
@@ -10,77 +15,135 @@ from pathlib import Path
 
 import pytest
 
-from minibert.report import load_manifest, report
+from minibert.report import load_manifest, report, run_facts
 from minibert.rundir import read_result
+from minibert.train_config import TrainConfig
+from minibert.trainer import train
 
 REPO = Path(__file__).resolve().parent.parent
-STUDY = Path("results") / "minilm-cpu"
-# folder -> cells: 4 datasets x 8 settings x 3 seeds; 2 datasets x 8 x 3; SST-2 x 4 settings x 3 seeds per recipe
-FOLDERS = {"table2": 96, "table3": 48, "recipe-paper": 12, "recipe-bert": 12}
+RESULTS = Path("results")
+# study -> folder -> cells
+STUDIES = {
+    # 4 datasets x 8 settings x 3 seeds; 2 datasets x 8 x 3; SST-2 x 4 settings x 3 seeds per recipe
+    "minilm-short": {"table2": 96, "table3": 48, "recipe-paper": 12, "recipe-bert": 12},
+    # SST-2 and AG News x 8 settings x 3 seeds; SST-2 x 4 settings x 3 sizes x 3 seeds
+    "minilm": {"table2": 48, "budget": 36},
+}
+FOLDERS = [(study, folder) for study, folders in STUDIES.items() for folder in folders]
+CONVERGED = "minilm"  # the study whose cells must have stopped learning
+MAX_IMPROVING = 0.10
 CELL_FILES = ("config.json", "corruption.json", "metrics.jsonl", "result.json")
 MAX_BYTES = 1_000_000
 
 
 @pytest.fixture(scope="module")
 def committed() -> list[Path]:
-    """The study's files as committed (paths relative to the repository)."""
+    """The studies' files as committed (paths relative to the repository)."""
     try:
-        listing = subprocess.run(["git", "ls-files", "-z", str(STUDY)], cwd=REPO, capture_output=True, check=True)
+        listing = subprocess.run(["git", "ls-files", "-z", str(RESULTS)], cwd=REPO, capture_output=True, check=True)
     except (OSError, subprocess.CalledProcessError) as e:
         pytest.skip(f"needs a git checkout to tell committed files from local ones ({e})")
     return [Path(p) for p in listing.stdout.decode().split("\0") if p]
 
 
-def shipped(folder: str, committed: list[Path]) -> bool:
+def cells_of(committed: list[Path], study: str) -> list[Path]:
+    return sorted({p.parent for p in committed if p.name in CELL_FILES and p.parts[1] == study})
+
+
+def shipped(study: str, folder: str, committed: list[Path]) -> bool:
     """A folder is shipped once its report is committed (run.sh writes the reports after the last cell)."""
-    return STUDY / folder / "report.md" in set(committed)
+    return RESULTS / study / folder / "report.md" in set(committed)
 
 
-def test_every_committed_cell_finished(committed):
-    """Cells are committed as they finish (the study runs over more than one sitting): never a partial one."""
-    names = {path.parent for path in committed if path.name in CELL_FILES}
-    assert names, f"no cells committed under {STUDY}"
+@pytest.mark.parametrize("study", STUDIES)
+def test_every_committed_cell_finished(study, committed):
+    """Cells are committed as they finish (a study runs over more than one sitting): never a partial one."""
     tracked = set(committed)
-    for cell in sorted(names):
+    for cell in cells_of(committed, study):
         missing = [f for f in CELL_FILES if cell / f not in tracked]
         assert not missing, f"{cell}: {', '.join(missing)} not committed"
         result = read_result(REPO / cell)
         assert result is not None and result["status"] == "done", f"{cell} is committed but did not finish"
 
 
-@pytest.mark.parametrize("folder", FOLDERS)
-def test_a_shipped_folder_has_every_cell(folder, committed):
-    if not shipped(folder, committed):
-        pytest.skip(f"{STUDY / folder} is still running (no report.md committed yet)")
-    out = REPO / STUDY / folder
+def test_the_converged_study_stopped_learning(committed):
+    """convergence.py's flag over the committed cells of the converged study: at most a tenth still improving."""
+    cells = cells_of(committed, CONVERGED)
+    if not cells:
+        pytest.skip(f"no cell of {RESULTS / CONVERGED} committed yet")
+    improving = [c for c in cells if run_facts(REPO / c, read_result(REPO / c))["still_improving"]]
+    assert len(improving) <= MAX_IMPROVING * len(cells), (
+        f"{len(improving)} of {len(cells)} cells still improving: {', '.join(c.name for c in improving)}")
+
+
+@pytest.mark.parametrize("study,folder", FOLDERS)
+def test_a_shipped_folder_has_every_cell(study, folder, committed):
+    if not shipped(study, folder, committed):
+        pytest.skip(f"{RESULTS / study / folder} is still running (no report.md committed yet)")
+    out = REPO / RESULTS / study / folder
     grid, _ = load_manifest(out)
-    assert len(grid) == FOLDERS[folder], f"{out}/grid.json lists {len(grid)} cells"
+    assert len(grid) == STUDIES[study][folder], f"{out}/grid.json lists {len(grid)} cells"
     tracked = set(committed)
     for name in grid:
-        assert STUDY / folder / name / "result.json" in tracked, f"{name} is not committed"
-    assert STUDY / folder / "report.csv" in tracked
+        assert RESULTS / study / folder / name / "result.json" in tracked, f"{name} is not committed"
+    assert RESULTS / study / folder / "report.csv" in tracked
 
 
-@pytest.mark.parametrize("folder", FOLDERS)
-def test_report_regenerates_from_the_committed_files(folder, committed, tmp_path, monkeypatch):
+@pytest.mark.parametrize("study,folder", FOLDERS)
+def test_report_regenerates_from_the_committed_files(study, folder, committed, tmp_path, monkeypatch):
     """Copy only the committed files elsewhere and rerun the report: the same markdown, figures included."""
-    if not shipped(folder, committed):
-        pytest.skip(f"{STUDY / folder} is still running (no report.md committed yet)")
+    if not shipped(study, folder, committed):
+        pytest.skip(f"{RESULTS / study / folder} is still running (no report.md committed yet)")
+    where = RESULTS / study / folder
     for path in committed:
-        if path.parts[:3] == (*STUDY.parts, folder):
+        if path.parts[:3] == where.parts:
             (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(REPO / path, tmp_path / path)
-    monkeypatch.chdir(tmp_path)  # the report names its folder as run.sh gave it: results/minilm-cpu/<folder>
-    expected = (REPO / STUDY / folder / "report.md").read_text()
-    text, _ = report(STUDY / folder, healing_on="## Healing (layer-wise CKA)" in expected)
+    monkeypatch.chdir(tmp_path)  # the report names its folder as run.sh gave it: results/<study>/<folder>
+    expected = (REPO / where / "report.md").read_text()
+    text, _ = report(where, healing_on="## Healing (layer-wise CKA)" in expected)
     assert text == expected
     for link in (line.split("](")[1].rstrip(")") for line in text.splitlines() if line.startswith("![")):
-        assert (tmp_path / STUDY / folder / link).is_file(), link
-        assert STUDY / folder / link in set(committed), f"{link} is linked from report.md but not committed"
+        assert (tmp_path / where / link).is_file(), link
+        assert where / link in set(committed), f"{link} is linked from report.md but not committed"
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_committed_cells_name_model_and_data_portably(study, committed):
+    """No path of the machine that ran a cell: the model by its hub id, the data under $MINIBERT_DATA, the rest
+    relative to the repository."""
+    for cell in cells_of(committed, study):
+        for name in ("config.json", "result.json"):
+            text = (REPO / cell / name).read_text()
+            assert '"/' not in text, f"{cell / name} holds an absolute path"
+        args = json.loads((REPO / cell / "config.json").read_text())["args"]
+        assert args["model"] == "sentence-transformers/all-MiniLM-L6-v2"
+        assert args["data_dir"].startswith("$MINIBERT_DATA/") and args["out"] == str(cell)
+
+
+@pytest.mark.slow
+def test_a_committed_cell_reruns_from_its_config(committed, data_root, minilm_dir, tmp_path, monkeypatch):
+    """The first epoch of a committed SST-2 cell, rerun from its config.json alone on this machine, lands where
+    the committed metrics say (same data, corruption, seed and schedule; other CPUs may round differently)."""
+    cell = next(c for c in cells_of(committed, "minilm-short") if "-sst2-bottom50-s0" in c.name)
+    args = json.loads((REPO / cell / "config.json").read_text())["args"]
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "sentence-transformers--all-MiniLM-L6-v2").symlink_to(minilm_dir)  # the hub id, found offline
+    monkeypatch.setenv("MINIBERT_WEIGHTS", str(weights))
+    monkeypatch.setenv("MINIBERT_DATA", str(data_root))
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    result = train(TrainConfig(**{**args, "out": str(tmp_path / "rerun"), "cache_dir": None, "resume": False,
+                                  "save_model": False, "stop_after_epoch": 1}))
+    assert result["status"] == "stopped" and result["epoch"] == 1
+    mine = json.loads((tmp_path / "rerun" / "metrics.jsonl").read_text().splitlines()[0])
+    theirs = json.loads((REPO / cell / "metrics.jsonl").read_text().splitlines()[0])
+    assert mine["train_loss"] == pytest.approx(theirs["train_loss"], rel=1e-3)
+    assert abs(mine["weighted_f1"] - theirs["weighted_f1"]) < 0.01
 
 
 def test_nothing_committed_is_large_or_a_model(committed):
-    assert committed, f"nothing committed under {STUDY}"
+    assert committed, f"nothing committed under {RESULTS}"
     for path in committed:
         assert os.path.getsize(REPO / path) <= MAX_BYTES, f"{path} is over 1 MB"
         assert path.suffix not in (".safetensors", ".pt", ".bin", ".log", ".lock"), f"{path} should not be committed"

@@ -1,0 +1,128 @@
+"""A run knows whether it stopped learning; the report counts, sets apart and warns about those that did not;
+the data-budget axis runs each cell at several sizes and draws F1 against examples."""
+import json
+import re
+from types import SimpleNamespace
+
+import pytest
+
+from minibert.convergence import convergence, describe
+from minibert.grid import GridConfig, cell_config, cells, grid_config, write_manifest
+from minibert.report import convergence_warning, report
+
+
+def history(scores, losses):
+    return [{"epoch": i + 1, "weighted_f1": f, "train_loss": loss} for i, (f, loss) in enumerate(zip(scores, losses))]
+
+
+PLATEAU = history([.70, .80, .84, .85, .85, .86, .85, .86, .85, .86], [.6, .4, .3, .2, .12, .07, .05, .04, .035, .03])
+RISING = history([.50, .55, .60, .63, .66, .69, .72, .74, .76, .78], [.68, .66, .63, .60, .57, .54, .51, .48, .45, .42])
+
+
+def test_a_plateau_has_converged_and_a_rising_curve_has_not():
+    flat = convergence(PLATEAU, "weighted_f1", num_labels=2)
+    assert not flat["still_improving"] and flat["window"] == 3
+    assert flat["gain"] == pytest.approx(0.0033333, abs=1e-6)  # (.86+.85+.86)/3 - (.85+.86+.85)/3
+    assert flat["train_loss_vs_chance"] == pytest.approx(0.03 / 0.693147, abs=1e-5)
+    rising = convergence(RISING, "weighted_f1", num_labels=2)
+    assert rising["still_improving"] and rising["gain"] == pytest.approx(0.07, abs=1e-6)
+    assert "STILL IMPROVING" in describe(rising) and describe(flat) == "converged"
+
+
+def test_a_falling_loss_counts_only_while_the_model_has_not_fit_its_data():
+    # the metric is flat in both; the loss falls by half in both, but only the first is still far from fitted
+    learning = history([.6] * 6, [.69, .66, .63, .45, .40, .35])
+    memorising = history([.9] * 6, [.08, .07, .06, .03, .02, .01])
+    assert convergence(learning, "weighted_f1", 2)["still_improving"]
+    assert not convergence(memorising, "weighted_f1", 2)["still_improving"]
+
+
+def test_short_runs_compare_halves_and_one_epoch_cannot_have_converged():
+    two = convergence(history([.44, .64], [.68, .62]), "weighted_f1", 2)
+    assert two["window"] == 1 and two["gain"] == pytest.approx(0.2) and two["still_improving"]
+    one = convergence(history([.5], [.7]), "weighted_f1", 2)
+    assert one["still_improving"] and one["gain"] is None and "one epoch" in describe(one)
+
+
+# ---- the report ------------------------------------------------------------------------------
+
+def write_cell(run_dir, scores, losses, majority=0.4):
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text(json.dumps({"args": {"seed": 0}, "label_names": ["neg", "pos"],
+                                                     "num_train": 100, "num_test": 50}))
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history(scores, losses)))
+    (run_dir / "result.json").write_text(json.dumps({
+        "status": "done", "best": {"weighted_f1": max(scores)}, "diverged": False, "best_epoch": 1, "lr": 2e-5,
+        "seconds": 1.0, "majority_f1": majority}))  # no convergence record: the report computes it from metrics
+
+
+def f1_at(cell) -> float:
+    """Bottom 25% below all layers at 100 examples, above it at 400: the sign turns with the data."""
+    base = {0: 85, 100: 70}.get(cell.level, 80 if cell.side == "top" else (65 if cell.limit == 100 else 75))
+    return (base + 0.3 * cell.seed) / 100
+
+
+@pytest.fixture(scope="module")
+def budget(tmp_path_factory):
+    out = tmp_path_factory.mktemp("budget")
+    cfg = GridConfig("table2", out, {"base": "base"}, ("sst2",), (0, 25, 100), (0, 1, 2), None, limits=(100, 400))
+    grid = cells(cfg)
+    write_manifest(cfg, grid)
+    for cell in grid:
+        top = f1_at(cell)
+        # the bottom-25% runs at 100 examples were still rising when they stopped; every other run is flat
+        rising = cell.limit == 100 and cell.side == "bottom"
+        scores = [top - 0.01 * (7 - i) for i in range(8)] if rising else [top - 0.1, top - 0.01] + [top] * 6
+        losses = [0.6 - 0.2 * i / 7 for i in range(8)] if rising else [0.6, 0.2] + [0.1] * 6
+        write_cell(out / cell.name, scores, losses)
+    return report(out, healing_on=False), out
+
+
+def test_budget_cells_are_named_by_size_and_run_at_it(tmp_path):
+    cfg = GridConfig("table2", tmp_path, {"m": "base"}, ("sst2",), (0,), (0,), None, epochs=(30, 10),
+                     limits=(250, 1000), test_limit=1000)
+    first, second = cells(cfg)
+    assert (first.name, second.name) == ("table2-m-sst2-n250-0-s0", "table2-m-sst2-n1000-0-s0")
+    run = cell_config(cfg, first)
+    assert (run.limit, run.test_limit, run.epochs) == (250, 1000, 30)
+    assert cell_config(cfg, second).epochs == 10
+
+
+def test_budget_flags_are_checked(tmp_path):
+    args = dict(quick=False, checkpoint=None, models=None, datasets="sst2", levels=None, data_root="hub",
+                out=str(tmp_path), seeds="0", split="paper", lr=None, batch_size=None, max_length=None, limit=None,
+                device=None, precision="auto", save_models=False, recipe="hf-trainer", select_on="test",
+                test_limit=None)
+    with pytest.raises(ValueError, match="one per size of --limits"):
+        grid_config("table2", SimpleNamespace(**args, limits="250,1000", epochs="30,10,5"))
+    with pytest.raises(ValueError, match="--limit and --limits"):
+        grid_config("table2", SimpleNamespace(**{**args, "limit": 100}, limits="250", epochs=None))
+
+
+def test_the_report_sets_unsettled_comparisons_apart(budget):
+    (text, rows), _ = budget
+    at100 = text.split("### Findings: Table 2: fine-tuned, [CLS] pooling, base n=100")[1].split("###")[0]
+    # 0 vs bottom25 and bottom25 vs 100 and top25 vs bottom25 rest on the rising runs: not counted either way
+    assert "Unsettled (a seed of either cell was still improving" in at100
+    assert re.search(r"claim 2, SST-2: bottom25 vs 100%: -5\.00", at100)
+    at400 = text.split("base n=400")[-1]
+    assert "Unsettled" not in at400.split("###")[0]
+    assert "Convergence: 3 of 24 finished runs were still improving" in text
+    assert "Not converged" not in text  # 3 of 24 is less than a fifth
+
+
+def test_the_report_warns_loudly_when_more_than_a_fifth_still_improve():
+    rows = [{"done": 3, "improving": 1}, {"done": 2, "improving": 1}]
+    assert convergence_warning(rows).startswith("**Not converged: 2 of 5 finished runs (40%) were still improving")
+    assert convergence_warning([{"done": 5, "improving": 1}]) is None
+
+
+def test_the_budget_section_and_figure(budget):
+    (text, rows), out = budget
+    section = text.split("## Data budget")[1].split("\n## ")[0]
+    assert "| setting | 100 examples | 400 examples |" in section
+    assert "| bottom 3 of 12 layers | 65.30±0.30 (3 imp) | 75.30±0.30 |" in section
+    assert "| all 12 layers | 70.30±0.30 | 70.30±0.30 |" in section
+    assert "| majority class | 40.00 | 40.00 |" in section
+    assert "![data budget](figures/budget.png)" in text
+    assert (out / "figures" / "budget.png").read_bytes()[:4] == b"\x89PNG"
