@@ -421,8 +421,11 @@ def figure1(out: Path, table: str = "table2", model: str | None = None, dataset:
               (level, "bottom", f"{level}% bottom corruption"), (100, None, "100% corruption")]
     panels, label_names = [], None
     for letter, (lv, side, title) in zip("abcd", wanted):
-        cell = Cell(table, model, dataset, lv, side, seed) if lv is not None else None
-        if cell is None or cell.name not in grid:
+        # on a data-budget grid, the largest size whose model was saved (else the largest, and the error below)
+        cell = max((c for c in mine if (c.level, c.side, c.component) == (lv, side, "all")),
+                   key=lambda c: (saved_model(out / c.name, read_result(out / c.name)) is not None, c.limit or 0),
+                   default=None) if lv is not None else None
+        if cell is None:
             raise ValueError(f"{out} has no {table} cell for {model} {dataset} {title} seed {seed} "
                              f"(partial levels there: {partial or 'none'})")
         result = read_result(out / cell.name)

@@ -5,6 +5,7 @@
 Results are cached per cell in <out>/healing/<cell>.json; report.py puts the section at the end of the report.
 """
 import statistics
+from dataclasses import replace
 from pathlib import Path
 
 from .cka import healing
@@ -21,9 +22,16 @@ def healing_pairs(out: Path, grid: dict[str, Cell]) -> dict[tuple, list[tuple[Ce
     for cell in grid.values():
         if cell.table not in TABLES or cell.level == 0 or TABLES[cell.table].mode != "finetune":
             continue  # a probe's encoder is frozen: its CKA after training is its CKA before; components: own section
-        clean = Cell(cell.table, cell.model, cell.dataset, 0, None, cell.seed)
-        if clean.name in grid and read_result(out / cell.name) and read_result(out / clean.name):
-            pairs.setdefault((cell.table, cell.model, cell.dataset, cell.seed), []).append((clean, cell))
+        clean = replace(cell, level=0, side=None, component="all")  # the same size on a data-budget grid
+        done = [read_result(out / c.name) for c in (clean, cell) if c.name in grid]
+        if len(done) < 2 or not all(done):
+            continue
+        # with sizes, only those whose models were saved: a before column alone is no healing
+        if cell.limit is not None and not (out / "healing" / f"{cell.name}.json").is_file() and \
+                not all(saved_model(out / c.name, r) for c, r in zip((clean, cell), done)):
+            continue
+        model = cell.model if cell.limit is None else f"{cell.model} n={cell.limit}"
+        pairs.setdefault((cell.table, model, cell.dataset, cell.seed), []).append((clean, cell))
     return pairs
 
 
