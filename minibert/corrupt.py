@@ -243,8 +243,3 @@ def corrupt(model: nn.Module, spec: str, seed: int = 0) -> CorruptionReport:
         params.append(dict(name=full_name, shape=list(p.shape), rows=None if rows is None else [rows.start, rows.stop],
                            norm_before=before, norm_after=target.float().norm().item()))
     return CorruptionReport(spec, s.layers, s.method, seed, s.embeddings, params, s.component, s.pooler)
-
-
-# `from .corrupt import corrupt` makes minibert.corrupt this function, shadowing the module; this keeps
-# the documented minibert.corrupt.parse_spec(...) working.
-corrupt.parse_spec = parse_spec

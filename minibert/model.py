@@ -13,11 +13,12 @@ Deviations from the Hugging Face implementation, none of which changes a number:
 - query, key and value are one fused (H -> 3H) projection; the checkpoint loader concatenates HF's
   three matrices into it (checkpoint.py).
 - attention runs through F.scaled_dot_product_attention; the explicit softmax(QK^T / sqrt(d)) V is kept
-  behind `explicit_attention=True` because it is the formula a reader wants to see. Tests hold both to
+  behind `explicit_attention(True)` because it is the formula a reader wants to see. Tests hold both to
   1e-5 of each other and of HF.
 - DistilBERT is the same encoder without token type embeddings and without a pooler.
 
-What training and the heads run is padding.py: these same modules on the real tokens only, [CLS]-only last layer.
+This file is the plain formula on the full (B, T) grid, padding included. What training and the heads run
+is padding.py: these same modules and weights on the real tokens only, with a [CLS]-only last layer.
 """
 import math
 from dataclasses import dataclass
@@ -59,7 +60,7 @@ class Embeddings(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, input_ids, token_type_ids=None):
-        B, T = input_ids.shape
+        T = input_ids.shape[1]
         positions = torch.arange(T, device=input_ids.device)  # (T,), broadcast over the batch
         x = self.word_embeddings(input_ids)  # (B, T, H)
         if self.token_type_embeddings is not None:
@@ -72,10 +73,10 @@ class Embeddings(nn.Module):
 
 
 def attention_probs(q, k, mask=None):
-    """softmax(QK^T / sqrt(d)): how much each query attends to each key, (B, nh, Tq, T); rows sum to 1.
+    """softmax(QK^T / sqrt(d)): how much each query attends to each key; every row sums to 1.
 
-    q (B, nh, Tq, hs), k (B, nh, T, hs); mask (B, 1, 1, T) bool, True where a key may be attended."""
-    scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])  # (B, nh, Tq, T)
+    q, k (B, nh, T, hs); mask (B, 1, 1, T) bool, True where a key may be attended -> (B, nh, T, T)."""
+    scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])  # (B, nh, T, T)
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))  # padding keys get zero weight
     return scores.softmax(dim=-1)
@@ -90,35 +91,26 @@ class SelfAttention(nn.Module):
         self.head_dim = config.head_dim
         self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)  # query, key, value in one matmul
         self.proj = nn.Linear(config.hidden_size, config.hidden_size)
-        self.attn_dropout = config.attention_probs_dropout_prob
+        self.attn_dropout = config.attention_probs_dropout_prob  # on the attention weights, while training
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.explicit = False  # set by Bert.explicit_attention
 
-    def split_heads(self, x):
-        """x (B, T, H) -> queries, keys and values, each (B, nh, T, hs)."""
-        return self.heads(self.qkv(x))
-
-    def heads(self, qkv):
-        """(B, T, 3H) -> q, k, v, each (B, nh, T, hs): the hidden dimension split into heads, heads next to B."""
-        B, T, _ = qkv.shape
-        return [t.view(B, T, self.n_head, self.head_dim).transpose(1, 2) for t in qkv.chunk(3, dim=-1)]
-
-    def attend(self, q, k, v, mask=None):
-        """Each query's average of the values, weighted by attention_probs; heads re-assembled.
-
-        q (B, nh, Tq, hs), k and v (B, nh, T, hs), mask (B, 1, 1, T) or None -> (B, Tq, H)."""
-        p = self.attn_dropout if self.training else 0.0
-        if self.explicit:
-            weights = F.dropout(attention_probs(q, k, mask), p=p, training=self.training)
-            y = weights @ v  # (B, nh, Tq, hs)
-        else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, nh, Tq, hs)
-        return y.transpose(1, 2).flatten(2)  # (B, Tq, nh * hs) = (B, Tq, H)
-
     def forward(self, x, mask=None):
-        """x (B, T, H); mask (B, 1, 1, T) bool, True where a key may be attended, or None (no padding)."""
-        q, k, v = self.split_heads(x)  # (B, nh, T, hs) each
-        return self.dropout(self.proj(self.attend(q, k, v, mask)))  # (B, T, H)
+        """x (B, T, H); mask (B, 1, 1, T) bool, True where a key may be attended, or None -> (B, T, H)."""
+        B, T, H = x.shape
+        q, k, v = self.qkv(x).split(H, dim=-1)  # (B, T, H) each
+        # each head attends on its own slice of the hidden dimension: heads go next to B
+        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
+        v = v.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
+        if self.explicit:  # the formula, written out
+            weights = F.dropout(attention_probs(q, k, mask), self.attn_dropout, self.training)  # (B, nh, T, T)
+            y = weights @ v  # (B, nh, T, hs): each query's weighted average of the values
+        else:  # the same in one fused kernel
+            p = self.attn_dropout if self.training else 0.0  # SDPA has no training flag
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, nh, T, hs)
+        y = y.transpose(1, 2).reshape(B, T, H)  # (B, T, nh, hs) -> (B, T, H): the heads side by side again
+        return self.dropout(self.proj(y))  # (B, T, H)
 
 
 class FeedForward(nn.Module):
@@ -132,7 +124,9 @@ class FeedForward(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, x):
-        return self.dropout(self.down(self.act(self.up(x))))
+        """x (B, T, H) -> (B, T, H)."""
+        h = self.act(self.up(x))  # (B, T, 4H): intermediate_size, 4H in BERT
+        return self.dropout(self.down(h))  # (B, T, H)
 
 
 class Layer(nn.Module):
@@ -147,8 +141,15 @@ class Layer(nn.Module):
 
     def forward(self, x, mask=None):
         """x (B, T, H) -> (B, T, H)."""
-        x = self.attn_norm(x + self.attention(x, mask))  # tokens exchange information
-        x = self.ffn_norm(x + self.ffn(x))  # each token is transformed on its own
+        a = self.attention(x, mask)  # (B, T, H): the one step where tokens exchange information
+        return self.after_attention(x, a)
+
+    def after_attention(self, x, a):
+        """The post-LN residual steps around attention's output a: x, a (B, T, H) -> (B, T, H).
+
+        Each step here treats every token on its own, so they apply to any set of rows (padding.py's)."""
+        x = self.attn_norm(x + a)  # (B, T, H): the sum is normalised, not x
+        x = self.ffn_norm(x + self.ffn(x))  # (B, T, H): each token is transformed on its own
         return x
 
 
@@ -161,16 +162,6 @@ class Pooler(nn.Module):
 
     def forward(self, hidden):
         return torch.tanh(self.dense(hidden[:, 0]))  # (B, H), from the [CLS] position
-
-
-def padding_mask(attention_mask):
-    """(B, T) 1/0 -> (B, 1, 1, T) bool, True where a key may be attended, built once for all layers.
-
-    None when nothing is padded: with no mask at all SDPA keeps its fastest kernels (and so does HF).
-    """
-    if attention_mask is None or bool(attention_mask.all()):
-        return None
-    return attention_mask.bool()[:, None, None, :]  # broadcast over heads and queries
 
 
 class Bert(nn.Module):
@@ -205,7 +196,8 @@ class Bert(nn.Module):
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, output_hidden_states=False):
         """input_ids, attention_mask, token_type_ids: (B, T) LongTensors. Returns an EncoderOutput equal to HF's,
         padding positions included."""
-        mask = padding_mask(attention_mask)
+        # (B, T) 1/0 -> (B, 1, 1, T) bool, True where a key may be attended: one mask for all heads and queries
+        mask = attention_mask.bool()[:, None, None, :] if attention_mask is not None else None
         x = self.embeddings(input_ids, token_type_ids)  # (B, T, H)
         hidden_states = [x] if output_hidden_states else None
         for layer in self.layers:
@@ -218,6 +210,5 @@ class Bert(nn.Module):
             hidden_states=tuple(hidden_states) if output_hidden_states else None,
         )
 
-    def num_parameters(self, exclude_embeddings: bool = False) -> int:
-        n = sum(p.numel() for p in self.parameters())
-        return n - sum(p.numel() for p in self.embeddings.parameters()) if exclude_embeddings else n
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

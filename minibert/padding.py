@@ -7,6 +7,11 @@ that needs each sequence's tokens side by side: it pads back to (B, T, C), atten
 and unpads again. (MosaicBERT's bert_padding.py does the same with cu_seqlens for a varlen kernel.)
 A head that reads only [CLS] also lets the last layer ask one query instead of T.
 
+model.py stays the plain formula; every trick lives here. attention() is SelfAttention.forward's steps
+with the module's own weights, on the rows above; Layer.after_attention (the post-LN residual steps, which
+treat every token on its own) runs unchanged on them. When nothing is padded, no mask is passed at all:
+SDPA then keeps its fastest kernels. Finding that out, and unpadding, costs a sync with the host per batch.
+
     unpadded = Unpadded(attention_mask)      # where the real tokens are
     x = unpadded.unpad(x)                    # (B, T, C) -> (N, C)
     x = unpadded.pad(x)                      # (N, C) -> (B, T, C), zeros at padding
@@ -16,8 +21,9 @@ A head that reads only [CLS] also lets the last layer ask one query instead of T
 tests/test_padding.py holds encode() equal to Bert.forward on outputs and gradients.
 """
 import torch
+import torch.nn.functional as F
 
-from .model import Bert, EncoderOutput, padding_mask
+from .model import Bert, EncoderOutput, attention_probs
 
 
 class Unpadded:
@@ -41,16 +47,22 @@ class Unpadded:
 
 
 def attention(attn, x, mask, unpadded: Unpadded | None, cls_only: bool):
-    """SelfAttention.forward on x (N, H) real tokens (or (B, T, H) when unpadded is None).
+    """SelfAttention.forward on x (N, H) real tokens (or (B, T, H) when unpadded is None), with attn's weights.
 
     cls_only: only position 0 ([CLS]) asks a query, over every key; returns (B, H)."""
-    qkv = attn.qkv(x)  # (N, 3H) or (B, T, 3H)
+    qkv = attn.qkv(x)  # (N, 3H) or (B, T, 3H): the projection runs on the real tokens only
     if unpadded is not None:
         qkv = unpadded.pad(qkv)  # (B, T, 3H): attention needs each sequence's tokens side by side
-    q, k, v = attn.heads(qkv)  # (B, nh, T, hs) each
+    B, T, _ = qkv.shape
+    q, k, v = (t.view(B, T, attn.n_head, attn.head_dim).transpose(1, 2) for t in qkv.chunk(3, dim=-1))  # (B, nh, T, hs)
     if cls_only:
         q = q[:, :, :1]  # (B, nh, 1, hs): one query, still over the keys and values of every token
-    y = attn.attend(q, k, v, mask)  # (B, Tq, H)
+    if attn.explicit:
+        y = F.dropout(attention_probs(q, k, mask), attn.attn_dropout, attn.training) @ v  # (B, nh, Tq, hs)
+    else:
+        p = attn.attn_dropout if attn.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, nh, Tq, hs)
+    y = y.transpose(1, 2).flatten(2)  # (B, Tq, H)
     if cls_only:
         y = y[:, 0]  # (B, H)
     elif unpadded is not None:
@@ -63,8 +75,7 @@ def layer_forward(layer, x, mask, unpadded: Unpadded | None, cls_only: bool):
     a = attention(layer.attention, x, mask, unpadded, cls_only)
     if cls_only:
         x = x[:, 0] if unpadded is None else x[unpadded.first]  # (B, H)
-    x = layer.attn_norm(x + a)
-    return layer.ffn_norm(x + layer.ffn(x))
+    return layer.after_attention(x, a)  # model.py's post-LN steps, on these rows
 
 
 def encode(bert: Bert, input_ids, attention_mask=None, token_type_ids=None, output_hidden_states=False,
@@ -78,12 +89,12 @@ def encode(bert: Bert, input_ids, attention_mask=None, token_type_ids=None, outp
     """
     if cls_only and output_hidden_states:
         raise ValueError("cls_only computes the last layer for [CLS] alone: no full hidden states to return")
+    mask = attention_mask.bool()[:, None, None, :] if attention_mask is not None else None  # (B, 1, 1, T)
     if torch.compiler.is_compiling():
-        # torch.compile wants fixed shapes and no branch on the data: always mask, never unpad
-        mask = attention_mask.bool()[:, None, None, :] if attention_mask is not None else None
-        unpad = False
+        unpad = False  # torch.compile wants fixed shapes and no branch on the data: always mask, never unpad
     else:
-        mask = padding_mask(attention_mask)
+        if mask is not None and bool(attention_mask.all()):
+            mask = None  # nothing is padded: with no mask at all SDPA keeps its fastest kernels (so does HF)
         unpad = unpad and mask is not None and (not cls_only or bool(attention_mask[:, 0].all()))
     x = bert.embeddings(input_ids, token_type_ids)  # (B, T, H)
     unpadded = Unpadded(attention_mask) if unpad else None

@@ -32,8 +32,13 @@ DEFAULT_TEXT = "The cat sat on the mat because it was warm."
 
 
 def attention_weights(attn, x, mask=None) -> torch.Tensor:
-    """softmax(QK^T / sqrt(d)) of a SelfAttention module for its input x (B, T, H) -> (B, nh, T, T)."""
-    q, k, _ = attn.split_heads(x)  # (B, nh, T, hs) each
+    """softmax(QK^T / sqrt(d)) of a SelfAttention module for its input x (B, T, H) -> (B, nh, T, T).
+
+    The queries and keys are split into heads as SelfAttention.forward splits them."""
+    B, T, H = x.shape
+    q, k, _ = attn.qkv(x).split(H, dim=-1)  # (B, T, H) each
+    q = q.view(B, T, attn.n_head, attn.head_dim).transpose(1, 2)  # (B, nh, T, hs)
+    k = k.view(B, T, attn.n_head, attn.head_dim).transpose(1, 2)  # (B, nh, T, hs)
     return attention_probs(q, k, mask)
 
 

@@ -179,7 +179,9 @@ def test_rejected_before_touching_the_model():
 
 
 def test_public_api():
-    assert minibert.corrupt.parse_spec("top:0.5", 24).layers == list(range(13, 25))
+    """minibert.corrupt is the function (the documented call); the module's names import from minibert.corrupt."""
+    assert minibert.corrupt is corrupt and minibert.parse_spec is parse_spec  # both imported from the module above
+    assert minibert.parse_spec("top:0.5", 24).layers == list(range(13, 25))
 
 
 # ---- behaviour on real weights --------------------------------------------------------------------

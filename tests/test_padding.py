@@ -1,7 +1,12 @@
 """The fast path (padding.encode: unpadded layers, last layer for [CLS] only) gives model.py's numbers."""
+import ast
+from pathlib import Path
+
 import pytest
 import torch
 
+import minibert.model
+import minibert.padding
 from minibert import Bert, BertConfig, SequenceClassifier
 from minibert.padding import Unpadded, encode
 
@@ -108,11 +113,105 @@ def test_left_padded_batch_is_unpadded_except_for_a_cls_only_head():
     assert max_diff(full.last_hidden_state[:, :1], cls_path.last_hidden_state) <= TOL
 
 
-def test_model_py_is_the_plain_path_only():
-    """The teaching text carries none of the fast path's machinery (issue 11)."""
-    from pathlib import Path
+# ---- model.py is the teaching text: the fast path lives here, never there (issues 11 and 20) ---------------
 
-    import minibert.model
-    text = Path(minibert.model.__file__).read_text()
-    for word in ("unpad", "cls_only", "is_compiling"):
-        assert word not in text
+MODEL, PADDING = Path(minibert.model.__file__), Path(minibert.padding.__file__)
+REPO = Path(minibert.__file__).resolve().parent.parent
+
+
+def parse(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(), filename=str(path))
+
+
+def imports(tree) -> set[str]:
+    """The modules a file imports, as written: `from .model import Bert` gives .model and .model.Bert."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            module = "." * node.level + (node.module or "")
+            names |= {module} | {f"{module}.{a.name}" for a in node.names}
+    return names
+
+
+def callee(call: ast.Call) -> str | None:
+    """The name a call is made by: f(...) and obj.f(...) give "f"."""
+    return getattr(call.func, "id", None) or getattr(call.func, "attr", None)
+
+
+def test_padding_imports_model_never_the_reverse():
+    def parts(names):
+        return {part for name in names for part in name.split(".")}
+    assert "model" in parts(imports(parse(PADDING)))
+    assert "padding" not in parts(imports(parse(MODEL)))
+
+
+def test_every_name_model_py_defines_has_a_user_besides_padding():
+    """Every function, method and optional argument of model.py is used by model.py itself or by a module
+    other than padding.py (the package, the scripts, the tests of the plain path): none exists for the fast
+    path alone. A required argument is passed by every call, so its function's use covers it. Names are
+    matched, not resolved: a use of any `f` counts for model.py's `f`."""
+    users = [p for p in [*(REPO / "minibert").rglob("*.py"), *REPO.glob("*.py"), *(REPO / "tests").glob("*.py")]
+             if p.resolve() not in (PADDING.resolve(), Path(__file__).resolve())]
+    fast_path = {f.name for f in ast.walk(parse(PADDING)) if isinstance(f, ast.FunctionDef)}  # encode, ...
+    used, calls = set(), []
+    for path in users:
+        for node in ast.walk(parse(path)):
+            if isinstance(node, ast.Name):
+                used.add(node.id)
+            elif isinstance(node, ast.Attribute):
+                used.add(node.attr)
+            elif isinstance(node, ast.alias):
+                used.add(node.name.split(".")[-1])
+            elif isinstance(node, ast.Call) and callee(node) not in fast_path:
+                calls.append(node)
+
+    def passed(function: ast.FunctionDef, name: str, place: int) -> bool:
+        """Does a call outside `function` pass its argument `name`, by keyword or in its place? A module's
+        forward is called through the module under any name: there a positional argument counts when the
+        caller's variable has the argument's name, as in `layer(x, mask)`."""
+        inside = {id(n) for n in ast.walk(function)}
+        for call in calls:
+            if id(call) in inside:
+                continue
+            if any(k.arg == name for k in call.keywords):
+                return True
+            if place < len(call.args):
+                arg = call.args[place]
+                if callee(call) == function.name or (function.name == "forward" and getattr(arg, "id", None) == name):
+                    return True
+        return False
+
+    unused = []
+    for function in ast.walk(parse(MODEL)):
+        if not isinstance(function, ast.FunctionDef) or function.name.startswith("__"):
+            continue
+        if function.name != "forward" and function.name not in used:  # forward: called through the module
+            unused.append(f"{function.name}()")
+        args = [a.arg for a in function.args.args if a.arg != "self"]
+        optional = {name: args.index(name) for name in args[len(args) - len(function.args.defaults):]}
+        optional |= {a.arg: len(args) + 99 for a, d in zip(function.args.kwonlyargs, function.args.kw_defaults)
+                     if d is not None}  # keyword-only: no place
+        unused += [f"{function.name}({name}=)" for name, place in optional.items() if not passed(function, name, place)]
+    assert unused == [], f"model.py defines what only padding.py uses, or nothing uses: {unused}"
+
+
+def test_self_attention_is_one_forward():
+    """Project, split into heads, attend, merge the heads, project: read in one method, as nanoGPT's."""
+    attention = next(c for c in parse(MODEL).body if isinstance(c, ast.ClassDef) and c.name == "SelfAttention")
+    assert [f.name for f in attention.body if isinstance(f, ast.FunctionDef)] == ["__init__", "forward"]
+
+
+def test_model_py_has_no_host_sync_and_no_fast_path_names():
+    """The fast path's tricks (a sync with the host to skip the mask, unpadding, [CLS] alone, the compile
+    switch) are padding.py's."""
+    tree = parse(MODEL)
+    syncs = [ast.unparse(call) for call in ast.walk(tree) if isinstance(call, ast.Call)
+             and (callee(call) in ("item", "tolist", "cpu", "numpy", "nonzero")
+                  or (isinstance(call.func, ast.Name) and call.func.id in ("bool", "int", "float")
+                      and not all(isinstance(a, ast.Constant) for a in call.args)))]
+    assert syncs == []
+    names = {getattr(node, field) for node in ast.walk(tree) for field in ("id", "attr", "arg", "name")
+             if isinstance(getattr(node, field, None), str)}
+    assert [n for n in names if any(w in n.lower() for w in ("unpad", "cls_only", "compil"))] == []
