@@ -12,15 +12,15 @@ import json
 import sys
 from pathlib import Path
 
-from minibert import rundir
 from minibert.checkpoint import load_classifier
 from minibert.cli import Parser, main_wrapper
-from minibert.data import encode
-from minibert.datasets import DATASETS, SPLITS, load_dataset
-from minibert.evaluation import PRECISIONS, evaluate, extract, resolve_precision, setup_device
-from minibert.metrics import confusion, format_confusion, majority_baseline
+from minibert.data.datasets import DATASETS, SPLITS, load_dataset
+from minibert.data.encoding import encode
 from minibert.tokenizer import load_tokenizer
-from minibert.train_config import TrainConfig
+from minibert.training import rundir
+from minibert.training.config import TrainConfig
+from minibert.training.evaluation import PRECISIONS, evaluate, extract, resolve_precision, setup_device
+from minibert.training.metrics import confusion, format_confusion, majority_baseline
 
 
 def find_model(path: Path) -> tuple[Path, dict]:
@@ -83,7 +83,7 @@ def main(argv=None) -> int:
     if args.json:  # full precision, for scripts: compare with a run's result.json
         print(json.dumps({**metrics, "majority_f1": base["weighted_f1"], "n": len(split)}))
     if args.tsne:
-        from minibert.viz import tsne_figure
+        from minibert.study.figures import tsne_figure
         panel = f"{Path(args.path).name}: {dataset} {args.which}, weighted F1 {100 * m['weighted_f1']:.1f}"
         tsne_figure([(panel, feats.cpu().numpy(), labels.cpu().numpy())], ds.label_names, args.tsne, pick("seed", 0))
         print(f"t-SNE figure -> {args.tsne}")

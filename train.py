@@ -9,7 +9,7 @@ Writes a run directory (--out): config.json, corruption.json, metrics.jsonl (one
 result.json (best epoch, its weighted F1 / macro F1 / accuracy / loss, the majority baseline, diverged,
 collapsed, the recipe and the data sizes used).
 A finished run is reported, not rerun; an interrupted one continues with --resume.
-The loop itself is minibert/trainer.py; the recipes are minibert/optim.py.
+The loop itself is minibert/training/trainer.py; the recipes are minibert/training/optim.py.
 """
 import argparse
 import json
@@ -20,11 +20,11 @@ import torch.distributed as dist
 
 from minibert.cli import Parser, main_wrapper
 from minibert.corrupt import GRAMMAR
-from minibert.datasets import DATASETS, SPLITS
-from minibert.evaluation import PRECISIONS
-from minibert.optim import RECIPES
-from minibert.train_config import METRICS, MODES, PAPER_LRS, POOLINGS, SELECT_ON, TrainConfig
-from minibert.trainer import train
+from minibert.data.datasets import DATASETS, SPLITS
+from minibert.training.config import METRICS, MODES, PAPER_LRS, POOLINGS, SELECT_ON, TrainConfig
+from minibert.training.evaluation import PRECISIONS
+from minibert.training.optim import RECIPES
+from minibert.training.trainer import train
 
 D = TrainConfig()  # the defaults, shown in --help
 

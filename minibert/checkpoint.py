@@ -14,8 +14,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from .config import PRESETS, BertConfig, read_json_object
+from .files import atomic, write_json
 from .model import Bert
-from .rundir import atomic, write_json
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
@@ -70,7 +70,7 @@ def _check_dir(path: Path, need_weights: bool) -> Path:
                                 "model.safetensors as the hub stores them")
     if need_weights and not _has_weights(path):
         raise FileNotFoundError(f"{path} has no model.safetensors (or pytorch_model.bin); copy the weights "
-                                "there or run `python -m minibert.download`")
+                                "there or run `python -m minibert download`")
     return path
 
 

@@ -108,5 +108,5 @@ def tokenizer_from_dir(directory) -> BertTokenizer:
         )._tokenizer
     else:
         raise FileNotFoundError(f"{directory} has neither tokenizer.json nor vocab.txt; "
-                                "copy them from the checkpoint's hub page or run `python -m minibert.download`")
+                                "copy them from the checkpoint's hub page or run `python -m minibert download`")
     return BertTokenizer(tok, model_max_length=max_len)

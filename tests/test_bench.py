@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from minibert import bench, bench_data, data
+from minibert.data import encoding
+from minibert.tools import bench, bench_data
 
 pytest.importorskip("transformers")
 
@@ -47,7 +48,7 @@ def test_both_systems_compute_the_same_thing(result):
 def test_epoch_batchings_hold_the_same_examples(data_root, minilm_dir):
     tok = bench_data.load_tokenizer_for_bench(str(minilm_dir))
     split, max_length = bench_data.real_split("sst2", data_root, 40, seed=0)
-    enc = data.encode(split, tok, max_length)
+    enc = encoding.encode(split, tok, max_length)
     ours = bench_data.minibert_batches(enc, 8, seed=0, pad_id=tok.pad_id)
     grouped = bench_data.reference_batches(enc, 8, None, seed=0, pad_id=tok.pad_id)
     at_max = bench_data.reference_batches(enc, 8, max_length, seed=0, pad_id=tok.pad_id)

@@ -8,13 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_runs import tiny_run
 
 from minibert import corrupt, load_pretrained, load_tokenizer
-from minibert.cka import format_healing, healing, layer_features, linear_cka, main, shuffled_floor
-from minibert.data import encode
-from minibert.datasets import load_dataset
-
-from tiny_runs import tiny_run
+from minibert.data.datasets import load_dataset
+from minibert.data.encoding import encode
+from minibert.training.cka import format_healing, healing, layer_features, linear_cka, main, shuffled_floor
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -164,6 +163,6 @@ def test_healing_reports_the_floor_and_the_estimator(runs, capsys):
 def test_cka_cli_errors_are_one_line(runs, tmp_path):
     clean, _ = runs
     for argv in ([str(clean), str(tmp_path / "missing")], [str(clean), str(clean), "--n", "2"], [str(clean)]):
-        proc = subprocess.run([sys.executable, "-m", "minibert.cka", *argv], capture_output=True, text=True,
+        proc = subprocess.run([sys.executable, "-m", "minibert.training.cka", *argv], capture_output=True, text=True,
                               env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO)
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: "), proc.stderr

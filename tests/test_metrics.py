@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from minibert.metrics import classification_metrics, confusion, format_confusion, majority_baseline
+from minibert.training.metrics import classification_metrics, confusion, format_confusion, majority_baseline
 
 
 def test_weighted_and_macro_f1_by_hand():

@@ -4,13 +4,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import max_diff
 
 import minibert.model
 import minibert.padding
 from minibert import Bert, BertConfig, SequenceClassifier
 from minibert.padding import Unpadded, encode
-
-from helpers import max_diff
 
 TOL = 1e-6  # same math on fewer rows; only the matmuls' blocking can round differently
 

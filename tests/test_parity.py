@@ -3,11 +3,10 @@ import shutil
 
 import pytest
 import torch
+from helpers import PAIRS, SENTENCES, max_diff, scramble_, write_checkpoint
 
 import minibert
 from minibert import SequenceClassifier, load_pretrained, load_tokenizer, save_pretrained
-
-from helpers import PAIRS, SENTENCES, max_diff, scramble_, write_checkpoint
 
 transformers = pytest.importorskip("transformers")
 TOL = 1e-5

@@ -9,12 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny_runs import tiny_run
 
 from minibert import Bert, BertConfig
-from minibert.data import Encoded
-from minibert.probe_layers import layer_probes, main
-
-from tiny_runs import tiny_run
+from minibert.data.encoding import Encoded
+from minibert.study.probe_layers import layer_probes, main
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -78,6 +77,6 @@ def test_probe_layers_cli_on_a_real_run(run, tmp_path, capsys):
 
 def test_probe_layers_cli_errors_are_one_line(run, tmp_path):
     for argv in ([str(tmp_path / "missing")], [str(run), "--max-train", "1"], [str(run), "--bogus"]):
-        proc = subprocess.run([sys.executable, "-m", "minibert.probe_layers", *argv], capture_output=True, text=True,
+        proc = subprocess.run([sys.executable, "-m", "minibert.study.probe_layers", *argv], capture_output=True, text=True,
                               env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO)
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: "), proc.stderr

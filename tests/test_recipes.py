@@ -14,11 +14,11 @@ import pytest
 import torch
 
 from minibert import load_classifier, load_pretrained, rundir, save_pretrained
-from minibert.evaluation import extract
 from minibert.heads import SequenceClassifier
-from minibert.optim import RECIPES, make_optimizer
-from minibert.train_config import TrainConfig, train_flags
-from minibert.trainer import train
+from minibert.training.config import TrainConfig, train_flags
+from minibert.training.evaluation import extract
+from minibert.training.optim import RECIPES, make_optimizer
+from minibert.training.trainer import train
 
 REPO = Path(__file__).resolve().parent.parent
 CPU = torch.device("cpu")
@@ -245,7 +245,7 @@ def test_a_damaged_result_is_named_and_the_run_counts_as_unfinished(tmp_path, ca
 
 
 def test_extracting_features_shows_a_progress_bar(minilm_dir, monkeypatch):
-    import minibert.evaluation as evaluation
+    import minibert.training.evaluation as evaluation
     bars = []
 
     class Recording(evaluation.tqdm):
@@ -259,7 +259,7 @@ def test_extracting_features_shows_a_progress_bar(minilm_dir, monkeypatch):
             return super().update(n)
     monkeypatch.setattr(evaluation, "tqdm", Recording)
     from minibert import load_tokenizer
-    from minibert.data import Split, encode
+    from minibert.data.encoding import Split, encode
     tok = load_tokenizer(minilm_dir)
     enc = encode(Split(["a fine film", "a dull one", "so so"], None, [1, 0, 0]), tok, 16)
     clf = SequenceClassifier(load_pretrained(minilm_dir), 2, "mean")

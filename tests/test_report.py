@@ -7,11 +7,12 @@ import re
 
 import pytest
 
-from minibert.findings import paired_interval, t975
-from minibert.grid import GridConfig, cells, write_manifest
-from minibert.paper import ERRATA, TABLE1, TABLES, errata_of, paper_value
-from minibert.report import Summary, level_panels, render_figures, report, write_csv
-from minibert.report_healing import render_healing
+from minibert.study.cells import GridConfig, cells, write_manifest
+from minibert.study.findings import paired_interval, t975
+from minibert.study.healing import render_healing
+from minibert.study.paper import ERRATA, TABLE1, TABLES, errata_of, paper_value
+from minibert.study.report import level_panels, render_figures, report, write_csv
+from minibert.study.summary import Summary
 
 SEEDS = (0, 1, 2)
 
@@ -150,11 +151,11 @@ def test_a_figure_per_dataset_is_written_and_linked(synthetic):
 
 
 def test_without_matplotlib_the_figures_are_a_one_line_note(synthetic, tmp_path, monkeypatch):
-    import minibert.viz
+    import minibert.study.figures
 
     def no_matplotlib():
         raise ImportError("figures need matplotlib: pip install 'minibert[plot]' (or pip install matplotlib)")
-    monkeypatch.setattr(minibert.viz, "_pyplot", no_matplotlib)
+    monkeypatch.setattr(minibert.study.figures, "_pyplot", no_matplotlib)
     text = render_figures(tmp_path, synthetic[1])
     assert text.splitlines()[-1] == "(no figures: figures need matplotlib: pip install 'minibert[plot]' (or pip " \
                                     "install matplotlib))"
@@ -181,7 +182,7 @@ def test_healing_table_shows_the_floor_beside_each_layer():
 
 
 def test_paper_counts_name_the_comparisons_that_rest_on_errata():
-    from minibert.findings import comparisons, tally
+    from minibert.study.findings import comparisons, tally
     rows = [{"table": "table5", "model": "large", "dataset": "rte", "level": lv, "side": side, "by_seed": {0: 50.0 - lv / 10}}
             for lv, side in ((0, ""), (50, "bottom"), (50, "top"), (100, ""))]
     t = tally(c for c in comparisons(rows) if c.claim == 1)

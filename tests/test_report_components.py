@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from minibert.grid import GridConfig, cells, write_manifest
-from minibert.report import load_manifest
-from minibert.report import report
-from minibert.report_components import component_comparisons, component_rows, drift_panels
+from minibert.study.cells import GridConfig, cells, load_manifest, write_manifest
+from minibert.study.components import component_comparisons, component_rows, drift_panels
+from minibert.study.report import report
 
 REPO = Path(__file__).resolve().parent.parent
 SEEDS = (0, 1, 2)
@@ -129,7 +128,7 @@ def test_a_tiny_real_components_grid(tmp_path, minilm_dir, data_root):
     args = ["components", "--checkpoint", f"minilm={minilm_dir}", "--datasets", "sst2", "--data-root", str(data_root),
             "--limit", "24", "--epochs", "1", "--max-length", "16", "--lr", "1e-4", "--batch-size", "8",
             "--device", "cpu", "--save-models", "--out", str(out)]
-    proc = subprocess.run([sys.executable, "-m", "minibert.grid", *args], cwd=REPO, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "minibert.study.grid", *args], cwd=REPO, capture_output=True, text=True,
                           timeout=1200)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert proc.stdout.count("weighted F1") == 11
@@ -137,7 +136,7 @@ def test_a_tiny_real_components_grid(tmp_path, minilm_dir, data_root):
     assert json.dumps(corruption).count("attention.qkv") >= 3  # rows of qkv in layers 4-6
     history = [json.loads(x) for x in (out / "components-minilm-sst2-top50-ffn-s0" / "metrics.jsonl").read_text().split("\n") if x]
     assert len(history[0]["drift"]["ffn"]) == 6 and min(history[0]["drift"]["ffn"]) > 0
-    report_ = subprocess.run([sys.executable, "-m", "minibert.grid", "report", str(out), "--no-healing"], cwd=REPO,
+    report_ = subprocess.run([sys.executable, "-m", "minibert.study.grid", "report", str(out), "--no-healing"], cwd=REPO,
                              capture_output=True, text=True, timeout=1200)
     assert report_.returncode == 0, report_.stderr[-3000:]
     section = (out / "components.md").read_text()

@@ -15,10 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from minibert.report import load_manifest, report, run_facts
-from minibert.rundir import read_result
-from minibert.train_config import TrainConfig
-from minibert.trainer import train
+from minibert.study.cells import load_manifest
+from minibert.study.report import report
+from minibert.study.summary import run_facts
+from minibert.training.config import TrainConfig
+from minibert.training.rundir import read_result
+from minibert.training.trainer import train
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = Path("results")

@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO
 
 CODE = """
@@ -26,7 +25,7 @@ def test_no_module_imports_transformers_when_imported():
 
 
 def test_benchmark_without_transformers_says_how_to_install(monkeypatch):
-    from minibert import bench
+    from minibert.tools import bench
 
     monkeypatch.setitem(sys.modules, "transformers", None)  # makes `import transformers` fail
     with pytest.raises(ImportError, match=r"pip install -e '\.\[test\]'"):

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 import minibert
-from minibert import download, parity, trace
 from minibert.checkpoint import load_pretrained, save_pretrained
 from minibert.config import BertConfig
 from minibert.model import Bert
+from minibert.tools import download, parity, trace
 
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
 NEEDED = {"config.json", "model.safetensors", *TOKENIZER_FILES}

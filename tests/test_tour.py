@@ -1,7 +1,7 @@
 """The tour page: regenerated on a tiny setting, its excerpts match the code and its figures exist."""
 import pytest
 
-from minibert import tour
+from minibert.tools import tour
 
 REPO = tour.Path(__file__).resolve().parent.parent
 
@@ -32,6 +32,6 @@ def test_a_missing_name_stops_the_generator_with_the_name():
 
 
 def test_the_committed_tour_matches_the_code():
-    """docs/tour.md is generated: after changing model.py or heads.py, rerun `python -m minibert.tour`."""
+    """docs/tour.md is generated: after changing model.py or heads.py, rerun `python -m minibert tour`."""
     problems = tour.check(REPO / "docs" / "tour.md")
     assert problems == [], "\n".join(problems)

@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import pytest
 
-from minibert import trace
+from minibert.tools import trace
 
 pytest.importorskip("matplotlib")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json")

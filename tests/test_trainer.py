@@ -16,8 +16,8 @@ import torch
 
 from minibert import load_classifier, load_pretrained, save_pretrained
 from minibert.corrupt import corrupt
-from minibert.train_config import TrainConfig, train_flags
-from minibert.trainer import train
+from minibert.training.config import TrainConfig, train_flags
+from minibert.training.trainer import train
 
 REPO = Path(__file__).resolve().parent.parent
 TIMING = ("seconds", "tokens_per_s")  # the only fields of a run that may differ between identical runs
@@ -207,10 +207,10 @@ def test_torchrun_two_processes_gather_every_test_example(minilm_dir, data_root,
     result = json.loads((tmp_path / "ddp" / "result.json").read_text())
     config = json.loads((tmp_path / "ddp" / "config.json").read_text())
     assert result["status"] == "done" and config["world_size"] == 2
-    from minibert.evaluation import evaluate, extract
     from minibert import load_tokenizer
-    from minibert.data import encode
-    from minibert.datasets import load_dataset
+    from minibert.data.datasets import load_dataset
+    from minibert.data.encoding import encode
+    from minibert.training.evaluation import evaluate, extract
     clf, tok = load_classifier(tmp_path / "ddp" / "model"), load_tokenizer(tmp_path / "ddp" / "model")
     test = load_dataset("sst2", cfg.data_dir, limit=32).test
     one = evaluate(clf, *extract(clf, encode(test, tok, 64), 16, torch.device("cpu"), "fp32", tok.pad_id))

@@ -1,7 +1,7 @@
 """Real, tiny fine-tuning runs (MiniLM, 48 real AG News examples, one epoch on the CPU) for tests that read
 run directories: the healing analysis and the layer-wise probes."""
-from minibert.train_config import TrainConfig
-from minibert.trainer import train
+from minibert.training.config import TrainConfig
+from minibert.training.trainer import train
 
 
 def tiny_run(out, minilm_dir, data_root, corrupt="none", pooling="mean", **overrides):

@@ -35,7 +35,7 @@ RUN=(--checkpoint "minilm=$MINILM" --lr 5e-5 --batch-size 32 --limit 1000
      --max-length 64 --device cpu)
 SHORT=(--datasets sst2,ag_news --epochs 2)
 LONG=(--datasets emotion,tfnt --epochs 5)
-grid() { nice -n 19 python -m minibert.grid "$@"; }
+grid() { nice -n 19 python -m minibert grid "$@"; }
 
 cells() {
   # Table 2 layout ([CLS] pooling, fine-tuned): seed 0 first with its models saved (the healing analysis needs them)

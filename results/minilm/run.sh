@@ -39,7 +39,7 @@ RUN=(--out $OUT --checkpoint "minilm=$MINILM" --lr 5e-5 --batch-size 32 --max-le
      --test-limit 1000 --device cpu)
 TABLE2=(--datasets sst2,ag_news --limits 1000 --epochs 20)
 BUDGET=(--datasets sst2 --levels 0,25,100 --limits 250,4000 --epochs 40,6)
-grid() { nice -n 19 python -m minibert.grid table2 "$@"; }
+grid() { nice -n 19 python -m minibert grid table2 "$@"; }
 
 cells() {
   grid --datasets sst2 --limits 1000 --epochs 20 --seeds 0 --save-models "${RUN[@]}"
@@ -49,7 +49,7 @@ cells() {
   grid "${BUDGET[@]}" --seeds 0,1,2 "${RUN[@]}"
 }
 probes() {
-  nice -n 19 python -m minibert.grid table4 --out results/minilm/table4 --checkpoint "minilm=$MINILM" \
+  nice -n 19 python -m minibert grid table4 --out results/minilm/table4 --checkpoint "minilm=$MINILM" \
     --datasets ag_news,dbpedia --limit 4000 --test-limit 1000 --epochs 100 --lr 1e-3 --batch-size 32 \
     --max-length 64 --select-on val --device cpu --seeds 0,1,2
 }
@@ -64,6 +64,6 @@ for w in "${workers[@]}"; do wait "$w"; done
 [ "${STAGE:-all}" = cells ] && exit 0
 
 # The report (healing: CKA on seed 0, cached in table2/healing/), then the saved models go: only small files stay
-nice -n 19 python -m minibert.grid report $OUT > /dev/null
-nice -n 19 python -m minibert.grid report results/minilm/table4 > /dev/null
+nice -n 19 python -m minibert grid report $OUT > /dev/null
+nice -n 19 python -m minibert grid report results/minilm/table4 > /dev/null
 find $OUT -name model -type d -prune -exec rm -r {} +

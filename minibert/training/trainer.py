@@ -1,12 +1,12 @@
 """The training loop: fine-tune or linear-probe one configuration, evaluate every epoch, keep the best.
 
-    from minibert.trainer import TrainConfig, train
+    from minibert.training.trainer import TrainConfig, train
     result = train(TrainConfig(model="large", corrupt="top:0.5"))   # what `python train.py ...` does
 
-A run is one directory (`out`, see minibert/rundir.py): config.json, corruption.json, metrics.jsonl (one
+A run is one directory (`out`, see minibert/training/rundir.py): config.json, corruption.json, metrics.jsonl (one
 line per epoch: test weighted/macro F1, accuracy, loss, the share of the most predicted class; train
 loss, tokens/s; "drift": each layer's relative weight change since the start of fine-tuning, and with
-track_cka "cka": each layer's CKA with the clean pre-trained encoder, see minibert/dynamics.py), result.json (the best epoch, the majority baseline, `diverged`, `collapsed`, `convergence` (minibert/convergence.py), sizes),
+track_cka "cka": each layer's CKA with the clean pre-trained encoder, see minibert/training/dynamics.py), result.json (the best epoch, the majority baseline, `diverged`, `collapsed`, `convergence` (minibert/training/convergence.py), sizes),
 model/ with save_model, checkpoint.pt while unfinished. Scores are fractions in [0, 1]; printed summaries
 show percentages like the paper.
 
@@ -46,18 +46,18 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from ..checkpoint import load_pretrained
+from ..corrupt import corrupt
+from ..data.encoding import batches
+from ..heads import SequenceClassifier
 from . import rundir
-from .checkpoint import load_pretrained
+from .config import METRICS, NOT_IDENTITY, PAPER_LRS, TrainConfig, default_out, validate
 from .convergence import convergence, describe
-from .corrupt import corrupt
-from .data import batches
 from .dynamics import Dynamics
 from .evaluation import autocast, evaluate, extract, to_device
-from .heads import SequenceClassifier
 from .inputs import Prepared, prepare, run_info, save_model
 from .metrics import majority_baseline
 from .optim import load_state, make_optimizer, save_state, settings
-from .train_config import METRICS, NOT_IDENTITY, PAPER_LRS, TrainConfig, default_out, validate
 
 COLLAPSE_FRACTION = 0.95  # a best epoch predicting one class for this share of the test set has collapsed
 LOG_EVERY = 20  # optimiser steps between the loss syncs that feed the progress bar and the NaN check

@@ -1,8 +1,8 @@
 """Fetch checkpoints once, ahead of time, for machines without internet.
 
-    python -m minibert.download base large distil          # presets -> weights/base, weights/large, ...
-    python -m minibert.download sentence-transformers/all-MiniLM-L6-v2   # -> weights/<owner>--<name>
-    python -m minibert.download --list                     # what is already there, with sizes
+    python -m minibert download base large distil          # presets -> weights/base, weights/large, ...
+    python -m minibert download sentence-transformers/all-MiniLM-L6-v2   # -> weights/<owner>--<name>
+    python -m minibert download --list                     # what is already there, with sizes
 
 Only the files minibert reads are fetched (config.json, model.safetensors, tokenizer.json, vocab.txt,
 tokenizer_config.json), with huggingface_hub: progress bars, finished files skipped on a rerun. Each
@@ -12,10 +12,10 @@ and needs no network.
 import sys
 from pathlib import Path
 
-from .checkpoint import download, load_pretrained, local_dir_for, weights_dir
-from .cli import Parser, main_wrapper
-from .config import PRESETS
-from .tokenizer import tokenizer_from_dir
+from ..checkpoint import download, load_pretrained, local_dir_for, weights_dir
+from ..cli import Parser, main_wrapper
+from ..config import PRESETS
+from ..tokenizer import tokenizer_from_dir
 
 
 def fetch(name: str, root=None, progress: bool = True) -> Path:
@@ -51,7 +51,7 @@ def format_listing(root=None) -> str:
     root = weights_dir() if root is None else Path(root)
     entries = listing(root)
     if not entries:
-        return f"{root}: no checkpoints yet (python -m minibert.download base)"
+        return f"{root}: no checkpoints yet (python -m minibert download base)"
     lines = [f"{root}:"]
     for name, files in entries:
         names = {f for f, _ in files}
@@ -63,7 +63,7 @@ def format_listing(root=None) -> str:
 
 @main_wrapper
 def main(argv=None) -> int:
-    parser = Parser(prog="python -m minibert.download", description="Fetch the files minibert needs from the Hugging Face Hub.")
+    parser = Parser(prog="python -m minibert download", description="Fetch the files minibert needs from the Hugging Face Hub.")
     parser.add_argument("models", nargs="*", help=f"presets ({', '.join(PRESETS)}) or hub ids")
     parser.add_argument("--dir", default=None,
                         help="where to put them (default weights/, or $MINIBERT_WEIGHTS; loading by preset "

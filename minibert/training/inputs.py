@@ -14,14 +14,14 @@ import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
 
-from .checkpoint import TOKENIZER_FILES, resolve, save_pretrained
-from .config import BertConfig
-from .corrupt import parse_spec
-from .data import encode
-from .datasets import load_dataset
+from ..checkpoint import TOKENIZER_FILES, resolve, save_pretrained
+from ..config import BertConfig
+from ..corrupt import parse_spec
+from ..data.datasets import load_dataset
+from ..data.encoding import encode
+from ..tokenizer import load_tokenizer
 from .evaluation import resolve_precision, setup_device
 from .optim import settings
-from .tokenizer import load_tokenizer
 
 VAL_FRACTION = 0.1  # select_on="val": the share of train held out to choose the epoch and lr
 

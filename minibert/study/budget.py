@@ -8,8 +8,8 @@ sizes) and one figure of weighted F1 against the number of training examples.
 import statistics
 from pathlib import Path
 
-from .datasets import DATASET_TITLES
-from .viz import budget_figure
+from ..data.datasets import DATASET_TITLES
+from .figures import budget_figure
 
 
 def setting_label(level: int, side: str, n_layers: int | None, total: int | None) -> str:

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from huggingface_hub import hf_hub_download
 
-from .readers import EXTENSIONS, Layout, read_labelled
+from .readers import EXTENSIONS, DatasetSpec, Layout, read_labelled
 
 DATA_ENV = "MINIBERT_DATA"  # a folder with one sub-folder per dataset; the tests and CI point it at real samples
 
@@ -45,27 +45,6 @@ def default_data_root() -> Path | None:
 DATASET_TITLES = {"sst2": "SST-2", "imdb": "IMDB", "ag_news": "AG News", "emotion": "Emotion",
                   "dbpedia": "DBPedia", "tfnt": "TFNT", "mrpc": "MRPC", "rte": "RTE"}
 SPLITS = ("paper", "official")  # the paper's Table 1 sizes from the pooled labelled data, or the official splits
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    """One dataset: where it lives on the hub, how its files are laid out, and the paper's split sizes."""
-    name: str
-    hub_repo: str
-    hub_files: tuple[tuple[str, str], ...]   # (split, path in the hub repo); labelled splits only
-    label_names: tuple[str, ...]             # the hub's order: label i means label_names[i]
-    layouts: tuple[Layout, ...]              # the hub's first, then known local mirrors
-    paper_train: int | None = None           # Table 1; None = official splits in both modes
-    paper_test: int | None = None
-    max_length: int = 128                    # >= 99.9% of examples untruncated (uncased WordPiece); IMDB: BERT's 512
-    label_aliases: tuple[tuple[str, str], ...] = ()  # other spellings of label names
-    hidden_test: bool = False                # GLUE: test labels are withheld, never read the test split
-    revision: str | None = None              # hub revision to pin; None = the repo's default branch
-
-    @property
-    def pair(self) -> bool:
-        """A sentence-pair task (token types 0 and 1)."""
-        return bool(self.layouts[0].pair)
-
 
 SENTIMENT_ALIASES = (("neg", "negative"), ("pos", "positive"))
 TEXT = Layout(("text",))  # the hub's plain `text,label`, ids 0..K-1

@@ -1,6 +1,6 @@
 """Where a classifier runs and how it is scored: device, precision, pooled features, metrics.
 
-    from minibert.evaluation import setup_device, resolve_precision, extract, evaluate
+    from minibert.training.evaluation import setup_device, resolve_precision, extract, evaluate
     device, rank, world = setup_device("auto")
     feats, labels = extract(clf, encoded_test, 32, device, resolve_precision("auto", device), pad_id)
     metrics = evaluate(clf, feats, labels)      # weighted_f1, macro_f1, accuracy, loss, preds, labels
@@ -18,7 +18,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .data import batches
+from ..data.encoding import batches
 from .metrics import classification_metrics
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")

@@ -34,14 +34,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..checkpoint import load_classifier, load_pretrained
+from ..cli import Parser, main_wrapper
+from ..corrupt import corrupt, parse_spec
+from ..data.datasets import load_dataset
+from ..data.encoding import batch_indices, batches, encode
+from ..heads import mean_pool
+from ..tokenizer import load_tokenizer
 from . import rundir
-from .checkpoint import load_classifier, load_pretrained
-from .cli import Parser, main_wrapper
-from .corrupt import corrupt, parse_spec
-from .data import batch_indices, batches, encode
-from .datasets import load_dataset
-from .heads import mean_pool
-from .tokenizer import load_tokenizer
 
 # Run arguments that must agree for two runs to be the same cell up to corruption.
 SAME_CELL = ("model", "dataset", "data_dir", "split", "seed", "limit", "max_length", "pooling", "mode")
@@ -204,7 +204,7 @@ def format_healing(result: dict) -> str:
 
 @main_wrapper
 def main(argv=None) -> int:
-    p = Parser(prog="python -m minibert.cka",
+    p = Parser(prog="python -m minibert cka",
                description="Layer-wise linear CKA of a corrupted run against the clean run of the same cell")
     p.add_argument("clean", help="run directory of the clean (corrupt none) run")
     p.add_argument("corrupted", help="run directory of the corrupted run of the same cell")

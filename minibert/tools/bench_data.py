@@ -1,6 +1,6 @@
 """The bench's real-text batches: SST-2 / IMDB samples and each system's own way of batching them.
 
-minibert batches by length (data.batches); the reference either pads every batch to max_length (the
+minibert batches by length (encoding.batches); the reference either pads every batch to max_length (the
 common tutorial recipe) or uses the HF Trainer's group_by_length. bench.py times training on each.
 """
 from pathlib import Path
@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import data
-from .datasets import default_data_root, load_dataset
+from ..data import encoding
+from ..data.datasets import default_data_root, load_dataset
+from ..tokenizer import load_tokenizer, pad_batch
 from .parity import import_transformers
-from .tokenizer import load_tokenizer, pad_batch
 
 
 def load_tokenizer_for_bench(tokenizer: str | None = None):
@@ -68,5 +68,5 @@ def reference_batches(enc, batch_size: int, max_length: int | None, seed: int, p
 
 
 def minibert_batches(enc, batch_size: int, seed: int, pad_id: int) -> list[dict]:
-    """minibert's own batching: length-grouped, padded to each batch's longest (data.batches)."""
-    return list(data.batches(enc, batch_size, shuffle=True, group_by_length=True, seed=seed, pad_id=pad_id))
+    """minibert's own batching: length-grouped, padded to each batch's longest (encoding.batches)."""
+    return list(encoding.batches(enc, batch_size, shuffle=True, group_by_length=True, seed=seed, pad_id=pad_id))

@@ -1,4 +1,4 @@
-"""The report's components section (`python -m minibert.grid components`, issue 15): which parts of a layer heal.
+"""The report's components section (`python -m minibert grid components`, issue 15): which parts of a layer heal.
 
     section = components_section(Path("runs/c"), grid, checkpoints)   # markdown; PNGs in runs/c/figures/
 
@@ -16,14 +16,16 @@ layer otherwise), corrupted layers solid; and when the cells saved their models,
 state of a logistic-regression probe (probe_layers.layer_probes) on the fine-tuned encoders, beside the clean
 pre-trained encoder's, on the run's own train/test examples (cached in <out>/probes/<cell>.json).
 """
-import json
 from pathlib import Path
 
-from . import rundir
+from ..data.datasets import DATASET_TITLES
+from ..training import rundir
+from ..training.rundir import read_result
+from .cells import COMPONENTS, Cell
 from .findings import Comparison, paired_interval, tally, verdict
-from .datasets import DATASET_TITLES
-from .grid import COMPONENTS, Cell, read_result
 from .paper import SIDES
+from .probe_layers import probe_results
+from .summary import layer_range, summarise
 
 TABLE = "components"
 GROUP = {"all": "layer", "attn": "attn", "qk": "attn", "ffn": "ffn", "norm": "norm"}  # drift group each corrupts
@@ -34,7 +36,6 @@ QUESTIONS = {"cheaper": "corrupting only the component costs less than corruptin
 
 def component_rows(out: Path, grid: dict[str, Cell]) -> list[dict]:
     """One dict per (model, dataset, level, side, component) of the components cells: F1 over the seeds."""
-    from .report import summarise  # report.py imports this module
 
     positions = {}
     for cell in grid.values():
@@ -110,7 +111,7 @@ def render_answers(comps: list[Comparison]) -> str:
 def drift_panels(out: Path, cells: list[Cell]) -> list[list]:
     """viz.drift_figure's grid for one model, dataset and seed: clean first, then a row per side, a column per
     component; each panel the drift of the group its cell corrupted, per layer, epoch 0 (= 0) first."""
-    from .corrupt import parse_spec
+    from ..corrupt import parse_spec
 
     def panel(cell):
         result = read_result(out / cell.name)
@@ -132,51 +133,10 @@ def drift_panels(out: Path, cells: list[Cell]) -> list[list]:
     return grid if any(p for row in grid for p in row) else []
 
 
-def probe_results(out: Path, cells: list[Cell], checkpoint: str, device: str = "cpu") -> dict:
-    """{setting: probe accuracy per hidden state of the fine-tuned encoder}, "pre-trained": the clean
-    pre-trained encoder's, "majority": the majority-class accuracy; cached per cell in <out>/probes/. Cells
-    without a saved model are left out ({} when none has one)."""
-    import numpy as np
-
-    from .checkpoint import load_classifier, load_pretrained
-    from .cka import read_run
-    from .data import encode, load_dataset
-    from .probe_layers import layer_probes
-    from .tokenizer import load_tokenizer
-
-    saved = {c: rundir.saved_model(out / c.name) for c in cells if read_result(out / c.name)}
-    saved = {c: m for c, m in saved.items() if m is not None}
-    if not saved:
-        return {}
-    cache = out / "probes"
-    cache.mkdir(exist_ok=True)
-    first = next(iter(saved))
-    args, _ = read_run(out / first.name)
-    data = load_dataset(args["dataset"], args["data_dir"], args["split"], args["seed"], args["limit"])
-    tokenizer = load_tokenizer(args["checkpoint"])
-    train, test = (encode(split, tokenizer, args["max_length"]) for split in (data.train, data.test))
-
-    def probes(name, make_encoder):
-        path = cache / f"{name}.json"
-        if not path.is_file():
-            accuracy = layer_probes(make_encoder(), train, test, tokenizer.pad_id, args["pooling"], device=device,
-                                    seed=args["seed"])
-            path.write_text(json.dumps(accuracy) + "\n")
-        return json.loads(path.read_text())
-
-    results = {"pre-trained": probes(f"{first.model}-{first.dataset}-pretrained-s{first.seed}",
-                                     lambda: load_pretrained(checkpoint))}
-    for cell, model_dir in saved.items():
-        results[cell.setting if cell.level else "clean"] = probes(cell.name, lambda m=model_dir: load_classifier(m).encoder)
-    counts = np.bincount(train.labels)
-    results["majority"] = float(np.mean(np.asarray(test.labels) == counts.argmax()))
-    return results
-
-
 def render_figures(out: Path, rows: list[dict], checkpoints: dict, device: str, probes: bool) -> list[str]:
     """Per model and dataset (lowest seed): the drift figure and, with saved models, the probe figure; links."""
-    from .corrupt import parse_spec
-    from .viz import drift_figure, layer_probe_figure
+    from ..corrupt import parse_spec
+    from .figures import drift_figure, layer_probe_figure
 
     lines = []
     for model, dataset in sorted({(r["model"], r["dataset"]) for r in rows}):
@@ -213,8 +173,6 @@ def render_figures(out: Path, rows: list[dict], checkpoints: dict, device: str, 
 def components_section(out: Path, grid: dict[str, Cell], checkpoints: dict, device: str = "cpu",
                        probes: bool = True, plots: bool = True) -> str:
     """The markdown section (empty when the grid has no components cells); figures in <out>/figures/."""
-    from .report import layer_range
-
     rows = component_rows(out, grid)
     if not rows:
         return ""

@@ -8,12 +8,12 @@ import statistics
 from dataclasses import replace
 from pathlib import Path
 
-from .cka import healing
-from .datasets import DATASET_TITLES
-from .grid import Cell
+from ..data.datasets import DATASET_TITLES
+from ..training.cka import healing
+from ..training.rundir import read_json, read_result, saved_model, write_json
+from .cells import Cell
+from .figures import cka_figure
 from .paper import TABLES
-from .rundir import read_json, read_result, saved_model, write_json
-from .viz import cka_figure
 
 
 def healing_pairs(out: Path, grid: dict[str, Cell]) -> dict[tuple, list[tuple[Cell, Cell]]]:

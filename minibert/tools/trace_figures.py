@@ -13,8 +13,7 @@ matplotlib comes from the `plot` extra and is imported only when a figure is dra
 """
 from pathlib import Path
 
-
-from .viz import _pyplot as pyplot
+from ..study.figures import _pyplot as pyplot
 
 SEGMENT_COLOURS = ("black", "tab:orange")  # token type 0, 1
 

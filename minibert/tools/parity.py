@@ -1,6 +1,6 @@
 """Parity report: does minibert compute what Hugging Face `transformers` computes, on your checkpoint?
 
-    python -m minibert.parity MODEL [--text "..." --pair "..."] [--tol 1e-5] [--dtype fp32|bf16] [--json]
+    python -m minibert parity MODEL [--text "..." --pair "..."] [--tol 1e-5] [--dtype fp32|bf16] [--json]
 
 Both sides read the same files. The comparison runs a built-in set of real sentences and sentence
 pairs (plus your text) as padded batches, feeds the *same* token ids to both models, and reports the
@@ -15,10 +15,10 @@ import sys
 
 import torch
 
-from .checkpoint import load_pretrained, resolve
-from .cli import Parser, main_wrapper
-from .heads import SequenceClassifier
-from .tokenizer import tokenizer_from_dir
+from ..checkpoint import load_pretrained, resolve
+from ..cli import Parser, main_wrapper
+from ..heads import SequenceClassifier
+from ..tokenizer import tokenizer_from_dir
 
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",
@@ -166,7 +166,7 @@ def format_report(report: dict) -> str:
 
 @main_wrapper
 def main(argv=None) -> int:
-    parser = Parser(prog="python -m minibert.parity",
+    parser = Parser(prog="python -m minibert parity",
                     description="Compare minibert with Hugging Face transformers on a checkpoint.")
     parser.add_argument("model", help="preset (base|large|distil), checkpoint directory or hub id")
     parser.add_argument("--text", action="append", default=[], help="an extra sentence to compare (repeatable)")

@@ -1,6 +1,6 @@
 """The paper's Tables 2-5 as data: weighted F1 (%) of BERT-base, BERT-large and DistilBERT per corruption.
 
-    from minibert.paper import TABLES, paper_value
+    from minibert.study.paper import TABLES, paper_value
     paper_value("table2", "large", 50, "bottom", "imdb")   # -> 33.97 (an outlier the paper marks red)
     TABLE1["imdb"]                                         # -> (25000, 5000): train / test examples
     errata_of("table3", "large", 25, "top", "imdb")        # -> ["E1"]: see ERRATA["E1"]

@@ -1,8 +1,8 @@
 """The grid's report: the paper's claims tested (Findings), our tables beside the paper's, data sizes, figures,
 the healing analysis (layer-wise CKA, report_healing.py) and Figure 1.
 
-    python -m minibert.grid report runs/grid        # writes runs/grid/report.md, report.csv, figures/; prints the md
-    python -m minibert.grid tsne runs/grid          # Figure 1: t-SNE of [CLS] features on AG News
+    python -m minibert grid report runs/grid        # writes runs/grid/report.md, report.csv, figures/; prints the md
+    python -m minibert grid tsne runs/grid          # Figure 1: t-SNE of [CLS] features on AG News
 
     text, rows = report(Path("runs/grid"))           # the same from Python
 
@@ -12,194 +12,27 @@ components table when the grid has one (report_components.py; also written alone
 report.csv: one line per table position, with the claim comparisons in which it is the worse cell (findings.py).
 """
 import csv
-import json
 import math
 import statistics
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from .checkpoint import load_classifier
-from .cka import read_run, saved_model
-from .config import PRESETS, BertConfig
-from .corrupt import parse_spec
-from .data import encode
-from .datasets import DATASET_TITLES, load_dataset
+from ..checkpoint import load_classifier
+from ..data.datasets import DATASET_TITLES, load_dataset
+from ..data.encoding import encode
+from ..training.cka import read_run, saved_model
+from ..training.convergence import FIT_FRACTION, MIN_GAIN, MIN_LOSS_DROP, WINDOW
+from ..training.rundir import read_result, status
+from .budget import BUDGET_CAPTION, budget_section, render_budget_figure
+from .cells import load_manifest
+from .components import components_section
+from .figures import level_figure, tsne_figure
 from .findings import CSV_FIELDS as CLAIM_FIELDS
 from .findings import claim_columns, comparisons, render_findings
-from .grid import Cell, read_manifest
-from .paper import ERRATA, MODELS, SIDES, TABLE1, TABLES, errata_of, paper_value
-from .report_budget import BUDGET_CAPTION, budget_section, render_budget_figure
-from .report_healing import healing_section
-from .convergence import FIT_FRACTION, MIN_GAIN, MIN_LOSS_DROP, WINDOW, convergence
-from .rundir import read_json, read_metrics, read_result, status
-from .viz import budget_figure, level_figure, tsne_figure
-
-
-def load_manifest(out: Path) -> tuple[dict[str, Cell], dict[str, str]]:
-    """The cells a grid folder expects (name -> Cell) and each model's checkpoint."""
-    path = out / "grid.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: is {out} a grid folder (made by python -m minibert.grid)?")
-    raw, why = read_manifest(path)
-    if raw is None:
-        raise ValueError(f"{path} is corrupt ({why}); rerun the grid command that made {out}: it rebuilds the file "
-                         "and reruns nothing that is done")
-    grid = {name: Cell(**{k: c[k] for k in Cell.__dataclass_fields__ if k in c}) for name, c in raw.items()}
-    return grid, {c["model"]: c["checkpoint"] for c in raw.values()}
-
-
-def run_facts(run_dir: Path, result: dict) -> dict:
-    """What a finished run was trained on and how: result.json's entries, else config.json's (older runs lack
-    some: no recipe means `bert`, the only recipe then; no select_on means the test set; no collapsed flag, False;
-    no convergence record, the test of convergence.py on its metrics.jsonl, and without one, None: unknown)."""
-    try:
-        config = json.loads((run_dir / "config.json").read_text())
-    except (OSError, ValueError):
-        config = {}
-    args = config.get("args", {})
-
-    def pick(key, default=None):
-        for source in (result, config, args):
-            if source.get(key) is not None:
-                return source[key]
-        return default
-    converged = result.get("convergence")
-    if converged is None:  # runs from before result.json recorded it: the same test on their metrics.jsonl
-        history = read_metrics(run_dir / result.get("run_dir", ""))
-        converged = convergence(history, pick("metric", "weighted_f1"), len(config.get("label_names") or [0, 1])) \
-            if history else {"still_improving": None}  # no epochs recorded: nothing to judge by
-    majority = result.get("majority_f1")
-    return {"num_train": pick("num_train"), "num_test": pick("num_test"), "recipe": pick("recipe", "bert"),
-            "select_on": pick("select_on", "test"), "collapsed": bool(result.get("collapsed")),
-            "still_improving": converged["still_improving"], "majority_f1": None if majority is None else 100 * majority}
-
-
-@dataclass
-class Summary:
-    """One table position (model, level, side, dataset) over its seeds: weighted F1 in %."""
-    seeds: int  # cells expected
-    done: list  # F1 of finished, non-diverged seeds
-    diverged: list  # F1 of finished, diverged seeds
-    partial: int
-    collapsed: int = 0  # finished seeds flagged collapsed (diverged or not)
-    by_seed: dict = field(default_factory=dict)  # seed -> F1 of every finished seed
-    improving: set = field(default_factory=set)  # finished seeds still improving when they stopped (convergence.py)
-    facts: list = field(default_factory=list)  # run_facts() of every finished seed
-
-    def mean(self) -> float | None:
-        values = self.done or self.diverged  # all seeds diverged: show what they reached, marked
-        return statistics.fmean(values) if values else None
-
-    def text(self) -> str:
-        mean = self.mean()
-        if mean is None:
-            return "partial" if self.partial else "pending"
-        text = f"{mean:.2f}"
-        if len(self.done) > 1:
-            text += f"±{statistics.stdev(self.done):.2f}"
-        if not self.done:
-            text += "†"
-        elif self.diverged:
-            text += f" ({len(self.diverged)} div)"
-        if self.collapsed:
-            text += f" ({self.collapsed} col)"
-        if self.improving:
-            text += f" ({len(self.improving)} imp)"
-        if len(self.done) + len(self.diverged) < self.seeds:
-            text += f" [{len(self.done) + len(self.diverged)}/{self.seeds}]"
-        return text
-
-
-def summarise(out: Path, group: list[Cell]) -> Summary:
-    s = Summary(len(group), [], [], 0)
-    for cell in group:
-        result = read_result(out / cell.name)
-        if result is None:
-            s.partial += (out / cell.name).exists()
-            continue
-        f1, facts = 100 * result["best"]["weighted_f1"], run_facts(out / cell.name, result)
-        (s.diverged if result["diverged"] else s.done).append(f1)
-        s.by_seed[cell.seed] = f1
-        s.facts.append(facts)
-        s.collapsed += facts["collapsed"]
-        if facts["still_improving"]:
-            s.improving.add(cell.seed)
-    return s
-
-
-def corrupted_layers(checkpoint: str, level: int, side: str | None, run_dirs=()) -> list[int] | None:
-    """The layers (1-based) a cell corrupts: those a finished run's corruption.json records, else those the
-    checkpoint's config gives by the rounding train.py uses (None if neither can be read)."""
-    if level == 0:
-        return []
-    for run_dir in run_dirs:  # what was run: the report of a copied folder needs no checkpoint
-        recorded = read_json(Path(run_dir) / "corruption.json")
-        if isinstance(recorded, dict) and recorded.get("layers"):
-            return recorded["layers"]
-    try:
-        config = PRESETS[checkpoint][1] if checkpoint in PRESETS else BertConfig.from_json(Path(checkpoint) / "config.json")
-    except (OSError, ValueError):
-        return None
-    return parse_spec("all" if level == 100 else f"{side}:{level / 100:g}", config.num_hidden_layers).layers
-
-
-def layer_range(checkpoint: str, level: int, side: str, run_dirs=()) -> str:
-    """'1-3' for base bottom 25%: the paper's notation ('' if the layers cannot be read)."""
-    layers = corrupted_layers(checkpoint, level, side, run_dirs)
-    if not layers:
-        return ""
-    return f"{layers[0]}-{layers[-1]}" if len(layers) > 1 else str(layers[0])
-
-
-def table_rows(out: Path, table: str, group: list[Cell], checkpoints: dict) -> list[dict]:
-    """One dict per (model, level, side, dataset) of `table`: ours over the seeds, the paper's, the difference,
-    the data sizes beside Table 1's, the recipe and model selection, and the paper's errata marks."""
-    positions = {}
-    for cell in group:
-        positions.setdefault((row_model(cell), cell.level, cell.side or "", cell.dataset), []).append(cell)
-    rows = []
-    for (model, level, side, dataset), members in positions.items():
-        s, base = summarise(out, members), members[0].model
-        ours, paper = s.mean(), paper_value(table, base, level, side or None, dataset)
-        sizes = sorted({(f["num_train"], f["num_test"]) for f in s.facts if f["num_train"] is not None})
-        paper_train, paper_test = TABLE1.get(dataset, (None, None))
-        rows.append({"table": table, "model": model, "level": level, "side": side, "dataset": dataset,
-                     "seeds": s.seeds, "done": len(s.done) + len(s.diverged), "diverged": len(s.diverged),
-                     "f1": ours, "f1_std": statistics.stdev(s.done) if len(s.done) > 1 else None, "paper": paper,
-                     "diff": None if ours is None or paper is None else ours - paper, "text": s.text(),
-                     "layers": layer_range(checkpoints[base], level, side, [out / c.name for c in members]) if side else "",
-                     "n_layers": _count(corrupted_layers(checkpoints[base], level, side, [out / c.name for c in members])),
-                     "collapsed": s.collapsed, "by_seed": s.by_seed, "improving": len(s.improving),
-                     "improving_seeds": s.improving, "limit": members[0].limit, "sizes": sizes,
-                     "majority": statistics.fmean(m) if (m := [f["majority_f1"] for f in s.facts
-                                                               if f["majority_f1"] is not None]) else None,
-                     "num_train": min((a for a, _ in sizes), default=None),
-                     "num_test": min((b for _, b in sizes), default=None),
-                     "paper_train": paper_train, "paper_test": paper_test,
-                     "small": bool(paper_train and sizes and any(a < paper_train or b < paper_test for a, b in sizes)),
-                     "recipe": "/".join(sorted({f["recipe"] for f in s.facts})),
-                     "select_on": "/".join(sorted({f["select_on"] for f in s.facts})),
-                     "errata": " ".join(errata_of(table, base, level, side or None, dataset))})
-    return rows
-
-
-def _count(layers: list | None) -> int | None:
-    return None if layers is None else len(layers)
-
-
-def row_model(cell: Cell) -> str:
-    """The model column of a cell's row: its label, with the training-set size on a data-budget grid."""
-    return cell.model if cell.limit is None else f"{cell.model} n={cell.limit}"
-
-
-def model_order(models) -> list[str]:
-    """The paper's models in its order, then any others by name (sizes of one model in increasing order)."""
-    def key(m):
-        name, _, size = m.partition(" n=")
-        return MODELS.index(name) if name in MODELS else len(MODELS), name, int(size or 0)
-    return sorted(models, key=key)
+from .healing import healing_section
+from .paper import ERRATA, SIDES, TABLES
+from .summary import model_order, table_rows
 
 
 def _entry(row: dict | None) -> str:
@@ -274,7 +107,7 @@ def render_header(rows: list[dict]) -> str:
     lines.append(f"Convergence: {improving} of {finished} finished runs were still improving when they stopped "
                  f"(over the last {WINDOW} epochs against the {WINDOW} before, the test metric's mean rose more than "
                  f"{100 * MIN_GAIN:g} points, or the train loss fell more than {MIN_LOSS_DROP:.0%} while above "
-                 f"{FIT_FRACTION:.0%} of chance; minibert/convergence.py), marked (k imp) in the tables; Findings count "
+                 f"{FIT_FRACTION:.0%} of chance; minibert/training/convergence.py), marked (k imp) in the tables; Findings count "
                  "no comparison that rests on one.")
     diverged, collapsed = sum(r["diverged"] for r in rows), sum(r["collapsed"] for r in rows)
     lines.append(f"Runs flagged: {diverged} diverged (weighted F1 at or below the majority-class baseline), left out of "
@@ -371,7 +204,6 @@ def report(out: Path, healing_n: int = 2000, device: str = "cpu", healing_on: bo
            figures_on: bool = True, probes_on: bool = True) -> tuple[str, list[dict]]:
     """The report of a grid folder as markdown, and its rows (for the CSV); figures go to <out>/figures/.
     A components grid's section (report_components.py) is also written alone to <out>/components.md."""
-    from .report_components import components_section  # imported here: it builds on this module
 
     grid, checkpoints = load_manifest(out)
     tables, rows = [], []
@@ -408,8 +240,8 @@ def figure1(out: Path, table: str = "table2", model: str | None = None, dataset:
             level: int | None = None, seed: int = 0, n: int = 1000, device: str = "cpu", png: Path | None = None) -> Path:
     """The paper's Figure 1: t-SNE of the pooled [CLS] features (what the classifier sees) of the fine-tuned
     0%, top, bottom and 100% cells on the test set, as one 4-panel PNG. Needs cells run with --save-models."""
-    from .tokenizer import load_tokenizer
-    from .evaluation import extract
+    from ..tokenizer import load_tokenizer
+    from ..training.evaluation import extract
 
     grid, _ = load_manifest(out)
     mine = [c for c in grid.values() if (c.table, c.dataset, c.seed) == (table, dataset, seed)]
@@ -447,7 +279,7 @@ def figure1(out: Path, table: str = "table2", model: str | None = None, dataset:
 
 
 def run_command(args) -> int:
-    """`python -m minibert.grid report|tsne` (grid.py parses the command line and calls this)."""
+    """`python -m minibert grid report|tsne` (grid.py parses the command line and calls this)."""
     if args.command == "report":
         out = Path(args.dir)
         text, rows = report(out, args.healing_n, args.device, not args.no_healing, probes_on=not args.no_probes)

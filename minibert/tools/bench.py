@@ -1,7 +1,7 @@
 """Throughput benchmark: minibert against the Hugging Face reference, in one process, on equal work.
 
-    python -m minibert.bench                       # CPU, fp32, a MiniLM-shaped model (a few minutes)
-    python -m minibert.bench --device cuda         # GPU, bf16 autocast, BERT-base shapes (--model large)
+    python -m minibert bench                       # CPU, fp32, a MiniLM-shaped model (a few minutes)
+    python -m minibert bench --device cuda         # GPU, bf16 autocast, BERT-base shapes (--model large)
 
 Both systems get the same config and weights (minibert's, saved with save_pretrained and loaded by
 `transformers` with SDPA attention), the same inputs, device and dtype. Timed calls are interleaved
@@ -14,7 +14,7 @@ Rows:
   clf forward  the classifier's forward on real SST-2 sentences padded to the longest (a user's collator)
   train step   forward + backward + AdamW (fused, HF Trainer's default) of the classifier, on both batches
   epoch        training steps over real SST-2 / IMDB text with each system's natural batching; minibert:
-               length-grouped batches padded to their longest (data.batches). Reference, two ways:
+               length-grouped batches padded to their longest (encoding.batches). Reference, two ways:
                padded to max_length (the common tutorial recipe) and the Trainer's group_by_length
                (LengthGroupedSampler + padding to the batch's longest). Reported as real tokens/s.
 
@@ -37,14 +37,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import data
-from .bench_data import (data_root, load_tokenizer_for_bench, minibert_batches, padded_batch, real_split,
-                         reference_batches)
-from .checkpoint import hf_classifier_state_dict, key_map, save_pretrained
-from .cli import Parser, main_wrapper
-from .config import PRESETS, BertConfig
-from .heads import SequenceClassifier
-from .model import Bert
+from ..checkpoint import hf_classifier_state_dict, key_map, save_pretrained
+from ..cli import Parser, main_wrapper
+from ..config import PRESETS, BertConfig
+from ..data import encoding
+from ..heads import SequenceClassifier
+from ..model import Bert
+from .bench_data import (
+    data_root,
+    load_tokenizer_for_bench,
+    minibert_batches,
+    padded_batch,
+    real_split,
+    reference_batches,
+)
 from .parity import import_transformers
 
 MINILM = BertConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)
@@ -311,7 +317,7 @@ class Bench:
     def epoch(self, dataset: str, root: Path, tok, reference_max_length: bool) -> dict:
         """Training over a sample of real text, each system batching its own way; real tokens/s."""
         split, max_length = real_split(dataset, root, self.s.epoch_examples[dataset], self.s.seed)
-        enc = data.encode(split, tok, max_length)
+        enc = encoding.encode(split, tok, max_length)
         sync_reference(self.ours, self.ref)
         to_dev = lambda bs: [{k: v.to(self.device) for k, v in b.items()} for b in bs]
         ours = to_dev(minibert_batches(enc, self.s.epoch_batch, self.s.seed, tok.pad_id))
@@ -409,7 +415,7 @@ def table(result: dict) -> str:
 
 @main_wrapper
 def main(argv=None) -> int:
-    p = Parser(prog="python -m minibert.bench", description=__doc__.split("\n")[0])
+    p = Parser(prog="python -m minibert bench", description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cpu", help="cpu or cuda (cuda: bf16 autocast, BERT-base shapes)")
     p.add_argument("--model", default=None, choices=list(MODELS), help="shape (default: minilm on CPU, base on CUDA)")
     p.add_argument("--batch", type=int, default=None, help="batch size of the fixed-shape rows")

@@ -1,6 +1,6 @@
 """Layer-wise probes: where in the network is the task solved, clean, corrupted, and after fine-tuning?
 
-    python -m minibert.probe_layers RUN_DIR [--png probes.png]     # a table, RUN_DIR/probe_layers.json
+    python -m minibert probe-layers RUN_DIR [--png probes.png]     # a table, RUN_DIR/probe_layers.json
     probe_layers("runs/x")                                         # the same as a dict
 
 For a finished run saved with --save-model, a logistic regression (scikit-learn, on standardised features)
@@ -22,14 +22,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import load_classifier, load_pretrained
-from .cka import layer_features, read_run
-from .rundir import saved_model
-from .cli import Parser, main_wrapper
-from .corrupt import corrupt, parse_spec
-from .data import encode
-from .datasets import load_dataset
-from .tokenizer import load_tokenizer
+from ..checkpoint import load_classifier, load_pretrained
+from ..cli import Parser, main_wrapper
+from ..corrupt import corrupt, parse_spec
+from ..data.datasets import load_dataset
+from ..data.encoding import encode
+from ..tokenizer import load_tokenizer
+from ..training.cka import layer_features, read_run
+from ..training.rundir import read_result, saved_model
+from .cells import Cell
 
 ENCODERS = ("clean", "corrupted", "finetuned")
 
@@ -92,6 +93,39 @@ def probe_layers(run_dir, max_train: int = 5000, max_test: int = 2000, batch_siz
             "n_train": len(train), "n_test": len(test), "model": str(model_dir)}
 
 
+def probe_results(out: Path, cells: list[Cell], checkpoint: str, device: str = "cpu") -> dict:
+    """{setting: probe accuracy per hidden state of the fine-tuned encoder}, "pre-trained": the clean
+    pre-trained encoder's, "majority": the majority-class accuracy; cached per cell in <out>/probes/. Cells
+    without a saved model are left out ({} when none has one)."""
+    saved = {c: saved_model(out / c.name) for c in cells if read_result(out / c.name)}
+    saved = {c: m for c, m in saved.items() if m is not None}
+    if not saved:
+        return {}
+    cache = out / "probes"
+    cache.mkdir(exist_ok=True)
+    first = next(iter(saved))
+    args, _ = read_run(out / first.name)
+    data = load_dataset(args["dataset"], args["data_dir"], args["split"], args["seed"], args["limit"])
+    tokenizer = load_tokenizer(args["checkpoint"])
+    train, test = (encode(split, tokenizer, args["max_length"]) for split in (data.train, data.test))
+
+    def probes(name, make_encoder):
+        path = cache / f"{name}.json"
+        if not path.is_file():
+            accuracy = layer_probes(make_encoder(), train, test, tokenizer.pad_id, args["pooling"], device=device,
+                                    seed=args["seed"])
+            path.write_text(json.dumps(accuracy) + "\n")
+        return json.loads(path.read_text())
+
+    results = {"pre-trained": probes(f"{first.model}-{first.dataset}-pretrained-s{first.seed}",
+                                     lambda: load_pretrained(checkpoint))}
+    for cell, model_dir in saved.items():
+        results[cell.setting if cell.level else "clean"] = probes(cell.name, lambda m=model_dir: load_classifier(m).encoder)
+    counts = np.bincount(train.labels)
+    results["majority"] = float(np.mean(np.asarray(test.labels) == counts.argmax()))
+    return results
+
+
 def format_probes(result: dict) -> str:
     """A markdown table: hidden state, corrupted?, probe accuracy clean / corrupted / fine-tuned."""
     lines = [f"layer-wise probe test accuracy ({result['pooling']} pooling, corruption {result['corrupt']}, "
@@ -106,7 +140,7 @@ def format_probes(result: dict) -> str:
 
 def probe_figure(result: dict, out) -> Path:
     """Probe accuracy per layer, one line per encoder, corrupted layers shaded. Returns the PNG path."""
-    from .viz import _pyplot, _save
+    from .figures import _pyplot, _save
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
@@ -127,7 +161,7 @@ def probe_figure(result: dict, out) -> Path:
 
 @main_wrapper
 def main(argv=None) -> int:
-    p = Parser(prog="python -m minibert.probe_layers",
+    p = Parser(prog="python -m minibert probe-layers",
                description="Logistic-regression probes on every layer of a saved run: clean, corrupted, fine-tuned")
     p.add_argument("run_dir", help="a finished run directory saved with --save-model")
     p.add_argument("--max-train", type=int, default=5000, help="train examples to fit each probe on (default 5000)")

@@ -1,7 +1,7 @@
 """A guided trace: watch one sentence (or a sentence pair) flow through BERT, stage by stage.
 
-    python -m minibert.trace MODEL --text "The cat sat on the mat." [--pair "..."] [--corrupt bottom:2 --seed 0]
-    python -m minibert.trace MODEL --corrupt bottom:2 --figures DIR     # pictures (needs the `plot` extra)
+    python -m minibert trace MODEL --text "The cat sat on the mat." [--pair "..."] [--corrupt bottom:2 --seed 0]
+    python -m minibert trace MODEL --corrupt bottom:2 --figures DIR     # pictures (needs the `plot` extra)
 
 Prints the tokens and their ids, how the three embeddings sum, and for every layer the tensor shapes
 at each step of attention and feed-forward, the hidden-state norms, the attention entropy of each head
@@ -23,10 +23,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import load_pretrained, resolve
-from .cli import Parser, main_wrapper
-from .model import attention_probs
-from .tokenizer import pad_batch, tokenizer_from_dir
+from ..checkpoint import load_pretrained, resolve
+from ..cli import Parser, main_wrapper
+from ..model import attention_probs
+from ..tokenizer import pad_batch, tokenizer_from_dir
 
 DEFAULT_TEXT = "The cat sat on the mat because it was warm."
 
@@ -186,7 +186,7 @@ def run_trace(directory, text: str, pair: str | None = None, spec: str | None = 
     tokens = tok.convert_ids_to_tokens(ids)
     corrupted, report = None, None
     if spec:
-        from .corrupt import corrupt
+        from ..corrupt import corrupt
         broken = copy.deepcopy(model)
         report = corrupt(broken, spec, seed=seed)
         corrupted = trace(broken, batch)
@@ -198,7 +198,7 @@ def run_trace(directory, text: str, pair: str | None = None, spec: str | None = 
 
 @main_wrapper
 def main(argv=None) -> int:
-    parser = Parser(prog="python -m minibert.trace",
+    parser = Parser(prog="python -m minibert trace",
                     description="Walk one sentence (or pair) through BERT; print every stage, or draw it.")
     parser.add_argument("model", help="preset (base|large|distil), checkpoint directory or hub id")
     parser.add_argument("--text", default=DEFAULT_TEXT, help="the sentence to trace")

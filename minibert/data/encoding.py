@@ -7,7 +7,7 @@
 A token cache file is written atomically (a temporary file renamed into place), so a killed run never
 leaves half a file; a damaged one (truncated, empty, garbage) is discarded and rebuilt with a note.
 
-`python -m minibert.data <name>` prints splits, class balance, token lengths and padding fractions.
+`python -m minibert data <name>` prints splits, class balance, token lengths and padding fractions.
 """
 import hashlib
 import json
@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cli import Parser, main_wrapper
+from ..cli import Parser, main_wrapper
+from ..files import atomic
+from ..tokenizer import load_tokenizer, pad_batch
 from .datasets import DATASETS, SPLITS, Split, load_dataset
 from .readers import progress
-from .rundir import atomic
-from .tokenizer import load_tokenizer, pad_batch
 
 # ----------------------------------------------------------------------------------------------------
 # Tokenising once
@@ -179,7 +179,7 @@ def padding_fraction(enc: Encoded, batch_size: int, **batch_kwargs) -> float:
 
 
 # ----------------------------------------------------------------------------------------------------
-# CLI: python -m minibert.data sst2 --data-dir ../shared/data/sst2
+# CLI: python -m minibert data sst2 --data-dir ../shared/data/sst2
 
 
 def _balance(split: Split) -> str:
@@ -189,7 +189,7 @@ def _balance(split: Split) -> str:
 
 @main_wrapper
 def main(argv=None) -> int:
-    p = Parser(prog="python -m minibert.data",
+    p = Parser(prog="python -m minibert data",
                description="A dataset's splits, class balance, token lengths and padding fractions.")
     p.add_argument("name", help=f"dataset: {', '.join(DATASETS)}")
     p.add_argument("--data-dir", default=None, help="local folder with the dataset's files (default: the hub)")

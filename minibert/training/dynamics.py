@@ -20,9 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .checkpoint import load_pretrained
+from ..checkpoint import load_pretrained
+from ..data.encoding import Encoded
 from .cka import layer_features, linear_cka
-from .data import Encoded
 from .drift import snapshot, weight_drift
 
 CKA_SAMPLE = 256  # test examples CKA is measured on (all of them when the test set is smaller)

@@ -1,4 +1,5 @@
-"""Reading one data file: its format, the declared Layout it matches, and its labels as the hub's ids.
+"""The data schema (a dataset's `DatasetSpec` and the `Layout`s its files may have) and reading one data file:
+its format, the declared Layout it matches, and its labels as the hub's ids.
 
     texts, pairs, labels = read_labelled(path, spec, notes)   # None when every label is -1 (hidden)
 
@@ -15,13 +16,9 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
-
-if TYPE_CHECKING:
-    from .datasets import DatasetSpec
 
 EXTENSIONS = (".parquet", ".csv", ".tsv", ".txt", ".jsonl")
 
@@ -47,6 +44,27 @@ class Layout:
 
     def describe(self) -> str:
         return f"header-less {','.join(self.columns)}" if self.columns else ",".join(self.needs())
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One dataset: where it lives on the hub, how its files are laid out, and the paper's split sizes."""
+    name: str
+    hub_repo: str
+    hub_files: tuple[tuple[str, str], ...]   # (split, path in the hub repo); labelled splits only
+    label_names: tuple[str, ...]             # the hub's order: label i means label_names[i]
+    layouts: tuple[Layout, ...]              # the hub's first, then known local mirrors
+    paper_train: int | None = None           # Table 1; None = official splits in both modes
+    paper_test: int | None = None
+    max_length: int = 128                    # >= 99.9% of examples untruncated (uncased WordPiece); IMDB: BERT's 512
+    label_aliases: tuple[tuple[str, str], ...] = ()  # other spellings of label names
+    hidden_test: bool = False                # GLUE: test labels are withheld, never read the test split
+    revision: str | None = None              # hub revision to pin; None = the repo's default branch
+
+    @property
+    def pair(self) -> bool:
+        """A sentence-pair task (token types 0 and 1)."""
+        return bool(self.layouts[0].pair)
 
 
 def _norm(name) -> str:

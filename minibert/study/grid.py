@@ -1,12 +1,12 @@
 """The paper's experiment grid: Tables 2-5 as one resumable, shardable set of train.py runs, and their report.
 
-    python -m minibert.grid table2 --out runs/grid               # run every cell of Table 2 (finished ones skipped)
-    python -m minibert.grid table2 --out runs/grid --shard 3/8   # only the 4th of 8 disjoint parts (a job array)
-    python -m minibert.grid table2 --out runs/grid --list        # one line per cell: name, status, command
-    python -m minibert.grid report runs/grid                     # our tables beside the paper's, + healing (CKA)
-    python -m minibert.grid tsne runs/grid --model base          # Figure 1: t-SNE of [CLS] features on AG News
-    python -m minibert.grid table2 --quick DIR --out /tmp/q      # a small checkpoint (MiniLM) on small data: a CPU
-    python -m minibert.grid components --out runs/c --checkpoint minilm=DIR   # which parts of a layer heal
+    python -m minibert grid table2 --out runs/grid               # run every cell of Table 2 (finished ones skipped)
+    python -m minibert grid table2 --out runs/grid --shard 3/8   # only the 4th of 8 disjoint parts (a job array)
+    python -m minibert grid table2 --out runs/grid --list        # one line per cell: name, status, command
+    python -m minibert grid report runs/grid                     # our tables beside the paper's, + healing (CKA)
+    python -m minibert grid tsne runs/grid --model base          # Figure 1: t-SNE of [CLS] features on AG News
+    python -m minibert grid table2 --quick DIR --out /tmp/q      # a small checkpoint (MiniLM) on small data: a CPU
+    python -m minibert grid components --out runs/c --checkpoint minilm=DIR   # which parts of a layer heal
 
 A cell is one `train.py` run (one model, dataset, corruption and seed) in its own directory
 <out>/<table>-<model>-<dataset>-<level>-s<seed>. A cell is done when its result.json says so, partial
@@ -15,7 +15,7 @@ partial ones (train.py --resume continues from the last finished epoch), so a gr
 started again at any time. Cells are listed in a fixed order and shard i/n takes those whose index is
 i modulo n: shards started with the same arguments split the grid without overlap, which is how a job
 array or several machines on a shared filesystem share one grid. A process runs a cell only while it holds
-the cell's lock (<out>/logs/<cell>.lock, minibert/jobs.py): grids or shards started twice on one folder
+the cell's lock (<out>/logs/<cell>.lock, minibert/study/jobs.py): grids or shards started twice on one folder
 never run a cell twice, each skips the cells another one is running and says who. <out>/grid.json records
 every cell the grid was asked for, so `report` can show what is still missing; logs go to <out>/logs/<cell>.log.
 A corrupt result.json is moved aside and its cell rerun; a corrupt grid.json is rebuilt; both with a note.
@@ -28,118 +28,30 @@ only a part of the chosen layers (corrupt.py's /attn, /ffn, /norm, /qk) beside t
 by default clean + bottom/top 50% x {all, attn, ffn, norm, qk}, 11 cells per model, dataset and seed.
 """
 import argparse
-import json
 import os
 import shlex
 import sys
 import time
-from dataclasses import MISSING, asdict, dataclass
 from pathlib import Path
 
+from ..checkpoint import _looks_like_path
+from ..cli import Parser, fail, main_wrapper
+from ..data.datasets import DATASETS, SPLITS, default_data_root
+from ..training.config import SELECT_ON, TrainConfig, train_flags
+from ..training.optim import RECIPES
+from ..training.rundir import corrupt_results, read_result, set_aside_corrupt, status
+from .cells import GRID_TABLES, Cell, GridConfig, cell_dir, cell_epochs, cells, shard, write_manifest
+from .jobs import Lock, claim, holder, run_child
+from .paper import MODELS, TABLES
 
-from .cli import Parser, fail, main_wrapper
-from .checkpoint import _looks_like_path
-from .datasets import DATASETS, SPLITS, default_data_root
-from .jobs import Lock, claim, holder, locked, run_child
-from .paper import LEVELS, MODELS, SIDES, SIX, TABLES, PaperTable
-from .rundir import corrupt_results, read_result, set_aside_corrupt, status, write_text
-from .optim import RECIPES
-from .train_config import SELECT_ON, TrainConfig, train_flags
-
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 TRAIN = REPO / "train.py"
 QUICK_DATASETS = {"table2": ("ag_news", "emotion"), "table3": ("ag_news", "emotion"),
                   "table4": ("ag_news", "dbpedia"), "table5": ("mrpc", "rte"), "components": ("ag_news", "emotion")}
-# Not a paper table: what in the chosen layers is corrupted, at the levels given (default 0 and 50%).
-COMPONENTS = ("all", "attn", "ffn", "norm", "qk")
-COMPONENTS_TABLE = PaperTable("components", "Components: fine-tuned, mean pooling, a part of each corrupted layer",
-                              "mean", "finetune", SIX, {})
-GRID_TABLES = {**TABLES, "components": COMPONENTS_TABLE}
 # --quick: small enough that a grid of a few cells runs on a laptop CPU in minutes
 QUICK = {"levels": (0, 50, 100), "limit": 64, "epochs": 1, "max_length": 32, "lr": "1e-4", "batch_size": 8,
          "device": "cpu"}
 
-
-# ---- cells ------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Cell:
-    """One run of the grid. level: % of the encoder's layers corrupted; side: bottom|top, None at 0 and 100%."""
-    table: str
-    model: str  # label: base | large | distil, or the name given to a local checkpoint
-    dataset: str
-    level: int
-    side: str | None
-    seed: int
-    component: str = "all"  # what in the corrupted layers: all, or a corrupt.py component (the components table)
-    limit: int | None = None  # training examples, on a grid run at several sizes (--limits); else the grid's --limit
-
-    @property
-    def corrupt(self) -> str:
-        """The train.py --corrupt spec: none, all, or e.g. bottom:0.25 (rounded half up to whole layers), with
-        /attn etc. for a component."""
-        if self.level == 0:
-            return "none"
-        spec = "all" if self.level == 100 else f"{self.side}:{self.level / 100:g}"
-        return spec if self.component == "all" else f"{spec}/{self.component}"
-
-    @property
-    def setting(self) -> str:
-        """Short corruption label: 0, bottom25, top25, ..., 100; bottom50-attn for a component."""
-        label = str(self.level) if self.side is None else f"{self.side}{self.level}"
-        return label if self.component == "all" or self.level == 0 else f"{label}-{self.component}"
-
-    @property
-    def name(self) -> str:
-        size = "" if self.limit is None else f"-n{self.limit}"
-        return f"{self.table}-{self.model}-{self.dataset}{size}-{self.setting}-s{self.seed}"
-
-
-@dataclass
-class GridConfig:
-    """What a grid runs: the cells' axes and the train.py arguments they share."""
-    table: str
-    out: Path
-    models: dict  # label -> preset name or checkpoint directory
-    datasets: tuple
-    levels: tuple  # percentages
-    seeds: tuple
-    data_root: Path | None
-    split: str = "paper"
-    lr: str = "sweep"
-    epochs: tuple = (10,)  # one for every run, or one per size of `limits`
-    batch_size: int = 32
-    max_length: int | None = None
-    limit: int | None = None
-    limits: tuple = ()  # the data-budget axis: run every cell at each of these training-set sizes
-    test_limit: int | None = None
-    device: str = "auto"
-    precision: str = "auto"
-    save_models: bool = False
-    recipe: str = "hf-trainer"  # train.py --recipe: the optimiser, schedule and clipping around the paper's settings
-    select_on: str = "test"  # train.py --select-on: where the best epoch and lr are chosen (test: the paper's way)
-
-
-def cells(cfg: GridConfig) -> list[Cell]:
-    """Every cell of the grid, in a fixed order: model, dataset, size (with --limits), seed, then 0%, bottom/top
-    25-75%, 100% (the components table: each corrupted level and side once per component)."""
-    out = []
-    parts = COMPONENTS if cfg.table == "components" else ("all",)
-    for model in cfg.models:
-        levels = [lv for lv in LEVELS.get(model, (0, 25, 50, 75, 100)) if lv in cfg.levels]
-        for dataset in cfg.datasets:
-            for limit in cfg.limits or (None,):
-                for seed in cfg.seeds:
-                    for level in levels:
-                        for side in ((None,) if level in (0, 100) else SIDES):
-                            out += [Cell(cfg.table, model, dataset, level, side, seed, part, limit)
-                                    for part in (("all",) if level == 0 else parts)]
-    return out
-
-
-def cell_epochs(cfg: GridConfig, cell: Cell) -> int:
-    """The cell's epochs: the grid's, or the one given for the cell's size (--limits 500,2000 --epochs 20,10)."""
-    return cfg.epochs[cfg.limits.index(cell.limit)] if len(cfg.epochs) > 1 else cfg.epochs[0]
 
 
 def portable(path: Path | str) -> str:
@@ -154,25 +66,8 @@ def portable(path: Path | str) -> str:
     return str(path)
 
 
-def shard(items: list, spec: str | None) -> list:
-    """The i-th of n disjoint parts of `items` ("i/n", 0-based): every item whose index is i modulo n."""
-    if spec is None:
-        return items
-    try:
-        i, n = (int(x) for x in spec.split("/"))
-    except ValueError:
-        raise ValueError(f"--shard must look like i/n, e.g. 0/4, got {spec!r}") from None
-    if not 0 <= i < n:
-        raise ValueError(f"--shard {spec}: need 0 <= i < n")
-    return items[i::n]
-
-
-def cell_dir(cfg: GridConfig, cell: Cell) -> Path:
-    return cfg.out / cell.name
-
-
 def lock_path(cfg: GridConfig, cell: Cell) -> Path:
-    """The lock file a process holds while it runs `cell` (see minibert/jobs.py), beside the cell's log."""
+    """The lock file a process holds while it runs `cell` (see minibert/study/jobs.py), beside the cell's log."""
     return cfg.out / "logs" / f"{cell.name}.lock"
 
 
@@ -207,46 +102,6 @@ def cell_config(cfg: GridConfig, cell: Cell) -> TrainConfig:
 
 
 # ---- running ----------------------------------------------------------------------------------
-
-def read_manifest(path: Path) -> tuple[dict | None, str | None]:
-    """(grid.json's cells, None), or (None, why) when it is corrupt; ({}, None) when there is none."""
-    try:
-        cells_ = json.loads(path.read_text())["cells"]
-    except FileNotFoundError:
-        return {}, None
-    except (OSError, ValueError, TypeError, KeyError) as e:
-        return None, f"{type(e).__name__}: {e}"
-    fields = {k for k, f in Cell.__dataclass_fields__.items() if f.default is MISSING}  # older grids lack component
-    if not isinstance(cells_, dict) or not all(isinstance(c, dict) and fields | {"checkpoint"} <= set(c)
-                                               for c in cells_.values()):
-        return None, "not a grid manifest (need {'cells': {name: {table, model, dataset, ...}}})"
-    return cells_, None
-
-
-def write_manifest(cfg: GridConfig, grid: list[Cell]) -> str | None:
-    """Add the grid's cells to <out>/grid.json, which `report` reads to know which cells to expect.
-
-    Merged with what is there, so grids run into one folder with different filters add up; the merge holds
-    <out>/grid.lock, so grids and shards that start together never lose each other's cells. A
-    corrupt grid.json is rebuilt from this command line's cells: returns a one-line note saying so.
-    """
-    path = cfg.out / "grid.json"
-    with locked(cfg.out / "grid.lock"):
-        manifest, why = read_manifest(path)
-        note = None if why is None else (f"{path} is corrupt ({why}); rebuilt from this command line's cells "
-                                         "(rerun the other commands of this folder to add theirs)")
-        manifest = manifest or {}
-        for cell in grid:  # beside the Cell's fields: what the report states about how the cell was run
-            entry = {**asdict(cell), "checkpoint": str(cfg.models[cell.model]), "recipe": cfg.recipe,
-                     "select_on": cfg.select_on}
-            old = manifest.get(cell.name, {})
-            for key in ("recipe", "select_on"):
-                if old.get(key, entry[key]) != entry[key]:
-                    raise ValueError(f"{path}: {cell.name} was run with --{key.replace('_', '-')} {old[key]}, this "
-                                     f"command asks for {entry[key]}; use a new --out, or the folder's setting")
-            manifest[cell.name] = entry
-        write_text(path, json.dumps({"cells": manifest}, indent=1, sort_keys=True) + "\n")
-    return note
 
 
 def describe(result: dict) -> str:
@@ -417,7 +272,7 @@ def add_grid_args(p: argparse.ArgumentParser):
 
 @main_wrapper
 def main(argv=None) -> int:
-    p = Parser(prog="python -m minibert.grid", description=__doc__.split("\n")[0],
+    p = Parser(prog="python -m minibert grid", description=__doc__.split("\n")[0],
                formatter_class=argparse.RawDescriptionHelpFormatter, epilog="\n".join(__doc__.split("\n")[2:9]))
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
     for name, table in GRID_TABLES.items():
@@ -451,7 +306,7 @@ def main(argv=None) -> int:
 
 
 def run_grid(args) -> int:
-    """`python -m minibert.grid tableN ...`: list the cells, or run those of this shard that are left."""
+    """`python -m minibert grid tableN ...`: list the cells, or run those of this shard that are left."""
     cfg = grid_config(args.command, args)
     everything = cells(cfg)
     todo = shard(everything, args.shard)

@@ -1,6 +1,6 @@
 """Did a run stop learning? Read from its own per-epoch metrics, so old runs can be judged like new ones.
 
-    from minibert.convergence import convergence
+    from minibert.training.convergence import convergence
     convergence(history, "weighted_f1", num_labels=2)   # history: metrics.jsonl's records, one per epoch
     # -> {"still_improving": False, "gain": 0.001, "train_loss_drop": 0.02, "train_loss_vs_chance": 0.04, ...}
 

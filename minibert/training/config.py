@@ -1,11 +1,11 @@
 """What one training run is: TrainConfig (every train.py flag is one of its fields), its checks, and its flags.
 
-    from minibert.train_config import TrainConfig, validate, train_flags
+    from minibert.training.config import TrainConfig, validate, train_flags
     cfg = validate(TrainConfig(model="large", corrupt="top:0.5"))   # a ValueError names a bad argument
     train_flags(cfg)                                                # ['--model', 'large', '--corrupt', 'top:0.5']
 
 train.py builds its argparse flags from TrainConfig's fields and the choices below, grid.py turns a cell into
-train.py flags with train_flags(), and minibert/trainer.py runs a config. A run's identity is every field but
+train.py flags with train_flags(), and minibert/training/trainer.py runs a config. A run's identity is every field but
 NOT_IDENTITY: a resumed run must match the interrupted one in all the others.
 """
 import math
@@ -13,9 +13,9 @@ import re
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-from .config import PRESETS
-from .corrupt import parse_spec
-from .datasets import DATASETS, SPLITS
+from ..config import PRESETS
+from ..corrupt import parse_spec
+from ..data.datasets import DATASETS, SPLITS
 from .evaluation import PRECISIONS, world_size
 from .optim import RECIPES, settings
 

@@ -1,0 +1,169 @@
+"""A grid's numbers, one row per table position: each finished cell's facts (sizes, recipe, selection, flags,
+convergence) and the summary over its seeds (mean, spread, diverged, collapsed, still improving), beside the paper's
+value. report.py renders the rows; findings.py, components.py, budget.py and healing.py read them.
+
+    rows = table_rows(Path("runs/grid"), "table2", cells_of_table2, checkpoints)
+"""
+import json
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..config import PRESETS, BertConfig
+from ..corrupt import parse_spec
+from ..training.convergence import convergence
+from ..training.rundir import read_json, read_metrics, read_result
+from .cells import Cell
+from .paper import MODELS, TABLE1, errata_of, paper_value
+
+
+def run_facts(run_dir: Path, result: dict) -> dict:
+    """What a finished run was trained on and how: result.json's entries, else config.json's (older runs lack
+    some: no recipe means `bert`, the only recipe then; no select_on means the test set; no collapsed flag, False;
+    no convergence record, the test of convergence.py on its metrics.jsonl, and without one, None: unknown)."""
+    try:
+        config = json.loads((run_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        config = {}
+    args = config.get("args", {})
+
+    def pick(key, default=None):
+        for source in (result, config, args):
+            if source.get(key) is not None:
+                return source[key]
+        return default
+    converged = result.get("convergence")
+    if converged is None:  # runs from before result.json recorded it: the same test on their metrics.jsonl
+        history = read_metrics(run_dir / result.get("run_dir", ""))
+        converged = convergence(history, pick("metric", "weighted_f1"), len(config.get("label_names") or [0, 1])) \
+            if history else {"still_improving": None}  # no epochs recorded: nothing to judge by
+    majority = result.get("majority_f1")
+    return {"num_train": pick("num_train"), "num_test": pick("num_test"), "recipe": pick("recipe", "bert"),
+            "select_on": pick("select_on", "test"), "collapsed": bool(result.get("collapsed")),
+            "still_improving": converged["still_improving"], "majority_f1": None if majority is None else 100 * majority}
+
+
+@dataclass
+class Summary:
+    """One table position (model, level, side, dataset) over its seeds: weighted F1 in %."""
+    seeds: int  # cells expected
+    done: list  # F1 of finished, non-diverged seeds
+    diverged: list  # F1 of finished, diverged seeds
+    partial: int
+    collapsed: int = 0  # finished seeds flagged collapsed (diverged or not)
+    by_seed: dict = field(default_factory=dict)  # seed -> F1 of every finished seed
+    improving: set = field(default_factory=set)  # finished seeds still improving when they stopped (convergence.py)
+    facts: list = field(default_factory=list)  # run_facts() of every finished seed
+
+    def mean(self) -> float | None:
+        values = self.done or self.diverged  # all seeds diverged: show what they reached, marked
+        return statistics.fmean(values) if values else None
+
+    def text(self) -> str:
+        mean = self.mean()
+        if mean is None:
+            return "partial" if self.partial else "pending"
+        text = f"{mean:.2f}"
+        if len(self.done) > 1:
+            text += f"±{statistics.stdev(self.done):.2f}"
+        if not self.done:
+            text += "†"
+        elif self.diverged:
+            text += f" ({len(self.diverged)} div)"
+        if self.collapsed:
+            text += f" ({self.collapsed} col)"
+        if self.improving:
+            text += f" ({len(self.improving)} imp)"
+        if len(self.done) + len(self.diverged) < self.seeds:
+            text += f" [{len(self.done) + len(self.diverged)}/{self.seeds}]"
+        return text
+
+
+def summarise(out: Path, group: list[Cell]) -> Summary:
+    s = Summary(len(group), [], [], 0)
+    for cell in group:
+        result = read_result(out / cell.name)
+        if result is None:
+            s.partial += (out / cell.name).exists()
+            continue
+        f1, facts = 100 * result["best"]["weighted_f1"], run_facts(out / cell.name, result)
+        (s.diverged if result["diverged"] else s.done).append(f1)
+        s.by_seed[cell.seed] = f1
+        s.facts.append(facts)
+        s.collapsed += facts["collapsed"]
+        if facts["still_improving"]:
+            s.improving.add(cell.seed)
+    return s
+
+
+def corrupted_layers(checkpoint: str, level: int, side: str | None, run_dirs=()) -> list[int] | None:
+    """The layers (1-based) a cell corrupts: those a finished run's corruption.json records, else those the
+    checkpoint's config gives by the rounding train.py uses (None if neither can be read)."""
+    if level == 0:
+        return []
+    for run_dir in run_dirs:  # what was run: the report of a copied folder needs no checkpoint
+        recorded = read_json(Path(run_dir) / "corruption.json")
+        if isinstance(recorded, dict) and recorded.get("layers"):
+            return recorded["layers"]
+    try:
+        config = PRESETS[checkpoint][1] if checkpoint in PRESETS else BertConfig.from_json(Path(checkpoint) / "config.json")
+    except (OSError, ValueError):
+        return None
+    return parse_spec("all" if level == 100 else f"{side}:{level / 100:g}", config.num_hidden_layers).layers
+
+
+def layer_range(checkpoint: str, level: int, side: str, run_dirs=()) -> str:
+    """'1-3' for base bottom 25%: the paper's notation ('' if the layers cannot be read)."""
+    layers = corrupted_layers(checkpoint, level, side, run_dirs)
+    if not layers:
+        return ""
+    return f"{layers[0]}-{layers[-1]}" if len(layers) > 1 else str(layers[0])
+
+
+def table_rows(out: Path, table: str, group: list[Cell], checkpoints: dict) -> list[dict]:
+    """One dict per (model, level, side, dataset) of `table`: ours over the seeds, the paper's, the difference,
+    the data sizes beside Table 1's, the recipe and model selection, and the paper's errata marks."""
+    positions = {}
+    for cell in group:
+        positions.setdefault((row_model(cell), cell.level, cell.side or "", cell.dataset), []).append(cell)
+    rows = []
+    for (model, level, side, dataset), members in positions.items():
+        s, base = summarise(out, members), members[0].model
+        ours, paper = s.mean(), paper_value(table, base, level, side or None, dataset)
+        sizes = sorted({(f["num_train"], f["num_test"]) for f in s.facts if f["num_train"] is not None})
+        paper_train, paper_test = TABLE1.get(dataset, (None, None))
+        rows.append({"table": table, "model": model, "level": level, "side": side, "dataset": dataset,
+                     "seeds": s.seeds, "done": len(s.done) + len(s.diverged), "diverged": len(s.diverged),
+                     "f1": ours, "f1_std": statistics.stdev(s.done) if len(s.done) > 1 else None, "paper": paper,
+                     "diff": None if ours is None or paper is None else ours - paper, "text": s.text(),
+                     "layers": layer_range(checkpoints[base], level, side, [out / c.name for c in members]) if side else "",
+                     "n_layers": _count(corrupted_layers(checkpoints[base], level, side, [out / c.name for c in members])),
+                     "collapsed": s.collapsed, "by_seed": s.by_seed, "improving": len(s.improving),
+                     "improving_seeds": s.improving, "limit": members[0].limit, "sizes": sizes,
+                     "majority": statistics.fmean(m) if (m := [f["majority_f1"] for f in s.facts
+                                                               if f["majority_f1"] is not None]) else None,
+                     "num_train": min((a for a, _ in sizes), default=None),
+                     "num_test": min((b for _, b in sizes), default=None),
+                     "paper_train": paper_train, "paper_test": paper_test,
+                     "small": bool(paper_train and sizes and any(a < paper_train or b < paper_test for a, b in sizes)),
+                     "recipe": "/".join(sorted({f["recipe"] for f in s.facts})),
+                     "select_on": "/".join(sorted({f["select_on"] for f in s.facts})),
+                     "errata": " ".join(errata_of(table, base, level, side or None, dataset))})
+    return rows
+
+
+def _count(layers: list | None) -> int | None:
+    return None if layers is None else len(layers)
+
+
+def row_model(cell: Cell) -> str:
+    """The model column of a cell's row: its label, with the training-set size on a data-budget grid."""
+    return cell.model if cell.limit is None else f"{cell.model} n={cell.limit}"
+
+
+def model_order(models) -> list[str]:
+    """The paper's models in its order, then any others by name (sizes of one model in increasing order)."""
+    def key(m):
+        name, _, size = m.partition(" n=")
+        return MODELS.index(name) if name in MODELS else len(MODELS), name, int(size or 0)
+    return sorted(models, key=key)
