@@ -1,7 +1,7 @@
 """`python -m minibert <command> ...` (or the `minibert` console script): the library's commands in one place.
 
     python -m minibert grid table2 --out runs/grid     # the paper's tables as a resumable grid, and their report
-    python -m minibert trace --model base "a sentence" # watch a sentence go through the encoder
+    python -m minibert trace base --text "a sentence"  # watch a sentence go through the encoder
     python -m minibert --help                          # every command
 
 train.py (one run) and eval.py (evaluate a run) stay scripts at the top of the repository. Each command is one

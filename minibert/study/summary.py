@@ -35,8 +35,9 @@ def run_facts(run_dir: Path, result: dict) -> dict:
     converged = result.get("convergence")
     if converged is None:  # runs from before result.json recorded it: the same test on their metrics.jsonl
         history = read_metrics(run_dir / result.get("run_dir", ""))
-        converged = convergence(history, pick("metric", "weighted_f1"), len(config.get("label_names") or [0, 1])) \
-            if history else {"still_improving": None}  # no epochs recorded: nothing to judge by
+        metric = pick("metric", "weighted_f1")
+        converged = convergence(history, metric, len(config.get("label_names") or [0, 1])) \
+            if history and all(metric in r for r in history) else {"still_improving": None}  # nothing to judge by
     majority = result.get("majority_f1")
     return {"num_train": pick("num_train"), "num_test": pick("num_test"), "recipe": pick("recipe", "bert"),
             "select_on": pick("select_on", "test"), "collapsed": bool(result.get("collapsed")),

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# SHORT BUDGET, NOT CONVERGED: these runs stopped while still learning (2 epochs; 5 on Emotion and TFNT): by
-# minibert/convergence.py's flag every one of the 168 cells was still improving at its last epoch, and the best epoch
-# is the last in 165 of them. Each report here opens with that warning. The converged study that replaces it is
-# ../minilm/ (10 epochs, the best epoch chosen on held-out data, and a data-budget axis); this folder stays as the
-# short-budget run to compare with.
+# SHORT BUDGET, NOT CONVERGED: these runs stopped while still learning (2 epochs; 5 on Emotion and TFNT). By
+# minibert/training/convergence.py's flag every one of the 168 cells was still improving at its last epoch, and the
+# best epoch is the last in 165 of them. Each report here opens with that warning. The converged study that replaces
+# it is ../minilm/ (20 epochs at 1,000 examples, the best epoch chosen on held-out data, and a data-budget axis); this
+# folder stays as the short-budget run to compare with.
 #
 # The measured reproduction in this folder: the paper's experiment with all-MiniLM-L6-v2 (a real 6-layer BERT,
 # the test extra) on the real data samples, on a CPU, seeds 0, 1, 2. Resumable: run it again to continue
