@@ -22,6 +22,14 @@
 # Features are computed once per run, so probing is cheap: 4,000 training examples (AG News has 7,600 in all, so
 # its test set is 844), lr 1e-3 and 100 epochs (11,300 steps), which a one-run pilot on AG News bottom 25% showed to
 # converge (best epoch 81, flag off); the paper's lrs (at most 5e-5) would barely move a fresh head in 10 epochs.
+# table3/ and table5/ queue behind them (the paper's Tables 3 and 5, CPU-sized):
+#   table3/: mean pooling, fine-tuned, on SST-2, exactly table2/'s 1,000-example cells otherwise (20 epochs).
+#   table5/: the sentence pairs MRPC and RTE on their official splits (test: GLUE's validation, 408 and 277
+#            examples), clean, bottom and top 50% and all layers, 500 training examples, 20 epochs, 128 tokens (pairs
+#            are longer); the report gives each dataset's majority-class baseline, RTE's being where the paper's
+#            BERT-large sits.
+# Figure 1 (t-SNE of the fine-tuned AG News features at 0%, top and bottom 25%, all layers) is drawn from table2/'s
+# seed-0 models before they are deleted.
 # Seed 0's models are saved for the healing analysis and Figure 1. Every run: 64 tokens, lr 5e-5 (the paper's
 # highest), batch 32, the hf-trainer recipe: corruption and size are the only differences.
 set -euo pipefail
@@ -39,7 +47,12 @@ RUN=(--out $OUT --checkpoint "minilm=$MINILM" --lr 5e-5 --batch-size 32 --max-le
      --test-limit 1000 --device cpu)
 TABLE2=(--datasets sst2,ag_news --limits 1000 --epochs 20)
 BUDGET=(--datasets sst2 --levels 0,25,100 --limits 250,4000 --epochs 40,6)
+RUN3=("${RUN[@]}" --out results/minilm/table3)  # the last --out wins
+RUN5=(--out results/minilm/table5 --checkpoint "minilm=$MINILM" --lr 5e-5 --batch-size 32 --max-length 128
+      --select-on val --device cpu --split official --datasets mrpc,rte --levels 0,50,100 --limits 500 --epochs 20)
 grid() { nice -n 19 python -m minibert grid table2 "$@"; }
+table3() { nice -n 19 python -m minibert grid table3 "$@"; }
+table5() { nice -n 19 python -m minibert grid table5 "$@"; }
 
 cells() {
   grid --datasets sst2 --limits 1000 --epochs 20 --seeds 0 --save-models "${RUN[@]}"
@@ -47,6 +60,9 @@ cells() {
   grid --datasets ag_news --limits 1000 --epochs 20 --seeds 0 --save-models "${RUN[@]}"
   grid "${TABLE2[@]}" --seeds 0,1,2 "${RUN[@]}"
   grid "${BUDGET[@]}" --seeds 0,1,2 "${RUN[@]}"
+  table3 --datasets sst2 --limits 1000 --epochs 20 --seeds 0 --save-models "${RUN3[@]}"
+  table3 --datasets sst2 --limits 1000 --epochs 20 --seeds 0,1,2 "${RUN3[@]}"
+  table5 --seeds 0,1,2 "${RUN5[@]}"
 }
 probes() {
   nice -n 19 python -m minibert grid table4 --out results/minilm/table4 --checkpoint "minilm=$MINILM" \
@@ -65,5 +81,8 @@ for w in "${workers[@]}"; do wait "$w"; done
 
 # The report (healing: CKA on seed 0, cached in table2/healing/), then the saved models go: only small files stay
 nice -n 19 python -m minibert grid report $OUT > /dev/null
-nice -n 19 python -m minibert grid report results/minilm/table4 > /dev/null
-find $OUT -name model -type d -prune -exec rm -r {} +
+nice -n 19 python -m minibert grid tsne $OUT --dataset ag_news --png results/minilm/figure1-ag_news.png
+for folder in table3 table4 table5; do
+  nice -n 19 python -m minibert grid report results/minilm/$folder > /dev/null
+done
+find results/minilm -name model -type d -prune -exec rm -r {} +
