@@ -41,9 +41,9 @@ from .cli import Parser, fail, main_wrapper
 from .datasets import DATASETS, SPLITS, default_data_root
 from .jobs import Lock, claim, holder, locked, run_child
 from .paper import LEVELS, MODELS, SIDES, SIX, TABLES, PaperTable
-from .rundir import corrupt_results, read_result, set_aside_corrupt, status, write_text
+from .rundir import check_writable, corrupt_results, read_result, set_aside_corrupt, status, write_text
 from .optim import RECIPES
-from .train_config import SELECT_ON, TrainConfig, train_flags
+from .train_config import SELECT_ON, TrainConfig, train_flags, validate
 
 REPO = Path(__file__).resolve().parent.parent
 TRAIN = REPO / "train.py"
@@ -163,17 +163,21 @@ def status_line(cfg: GridConfig, cell: Cell) -> str:
     return status(where) + (f" ({'; '.join(notes)})" if notes else "")
 
 
-def command(cfg: GridConfig, cell: Cell) -> list[str]:
-    """The train.py command line of one cell. Always --resume: a partial cell continues where it stopped."""
+def train_config(cfg: GridConfig, cell: Cell) -> TrainConfig:
+    """What one cell's train.py runs. Always resume: a partial cell continues where it stopped."""
     table = GRID_TABLES[cell.table]
-    run = TrainConfig(model=str(cfg.models[cell.model]), dataset=cell.dataset, split=cfg.split, corrupt=cell.corrupt,
-                      seed=cell.seed, pooling=table.pooling, mode=table.mode, lr=cfg.lr, epochs=cfg.epochs,
-                      batch_size=cfg.batch_size, device=cfg.device, precision=cfg.precision,
-                      out=str(cell_dir(cfg, cell)), cache_dir=str(cfg.out / "token_cache"), resume=True,
-                      data_dir=str(cfg.data_root / cell.dataset) if cfg.data_root is not None else None,
-                      max_length=cfg.max_length, limit=cfg.limit, save_model=cfg.save_models,
-                      recipe=cfg.recipe, select_on=cfg.select_on)
-    return [sys.executable, str(TRAIN), *train_flags(run)]
+    return TrainConfig(model=str(cfg.models[cell.model]), dataset=cell.dataset, split=cfg.split, corrupt=cell.corrupt,
+                       seed=cell.seed, pooling=table.pooling, mode=table.mode, lr=cfg.lr, epochs=cfg.epochs,
+                       batch_size=cfg.batch_size, device=cfg.device, precision=cfg.precision,
+                       out=str(cell_dir(cfg, cell)), cache_dir=str(cfg.out / "token_cache"), resume=True,
+                       data_dir=str(cfg.data_root / cell.dataset) if cfg.data_root is not None else None,
+                       max_length=cfg.max_length, limit=cfg.limit, save_model=cfg.save_models,
+                       recipe=cfg.recipe, select_on=cfg.select_on)
+
+
+def command(cfg: GridConfig, cell: Cell) -> list[str]:
+    """The train.py command line of one cell."""
+    return [sys.executable, str(TRAIN), *train_flags(train_config(cfg, cell))]
 
 
 # ---- running ----------------------------------------------------------------------------------
@@ -409,6 +413,9 @@ def run_grid(args) -> int:
     cfg = grid_config(args.command, args)
     everything = cells(cfg)
     todo = shard(everything, args.shard)
+    check_writable(cfg.out)
+    for cell in todo:  # train.py's own checks, before any cell starts: a bad flag fails once, not once per cell
+        validate(train_config(cfg, cell))
     if args.list:
         try:
             for cell in todo:

@@ -165,24 +165,24 @@ def saved_model(run_dir, result: dict | None = None) -> Path | None:
 
 # ---- the output folder of a new run -------------------------------------------------------------
 
-def check_writable(out) -> None:
-    """Refuse an --out that cannot become a run folder, before any expensive work.
+def check_writable(out, flag: str = "--out") -> None:
+    """Refuse a folder argument (`flag`, --out by default) that cannot become a folder, before any expensive work.
 
     Writes a temporary file in the nearest existing folder: the only test that is true for every reason
     a write fails (read-only filesystem, permissions, and root on a filesystem like /proc).
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file, not a folder; pick another --out")
+        raise ValueError(f"{flag} {out} is a file, not a folder; pick another {flag}")
     existing = next(p for p in (out, *out.parents) if p.exists() or p == Path(p.anchor))
     if not existing.is_dir():
-        raise ValueError(f"--out {out} lies under {existing}, which is a file; pick another --out")
+        raise ValueError(f"{flag} {out} lies under {existing}, which is a file; pick another {flag}")
     try:
         with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as e:
-        raise ValueError(f"--out {out}: cannot write in {existing} ({e.strerror or e}); "
-                         "pick a writable --out") from None
+        raise ValueError(f"{flag} {out}: cannot write in {existing} ({e.strerror or e}); "
+                         f"pick a writable {flag}") from None
 
 
 def check_out_dir(out, args: dict, resume: bool, announce: bool = True) -> dict | None:

@@ -264,6 +264,8 @@ def train(cfg: TrainConfig) -> dict:
         cfg = replace(cfg, stop_after_epoch=int(os.environ["MINIBERT_STOP_AFTER_EPOCH"]))
     cfg = replace(cfg, out=str(cfg.out or default_out(cfg)))
     rundir.check_writable(cfg.out)  # before the data is loaded: a bad --out fails in a second, not minutes
+    if cfg.cache_dir is not None:
+        rundir.check_writable(cfg.cache_dir, "--cache-dir")
     data = prepare(cfg)
     return sweep(cfg, data) if cfg.lr == "sweep" else run(cfg, data)
 
