@@ -25,7 +25,8 @@ for >= 95% of the test set, or is no more accurate than always predicting the ma
 Resume: checkpoint.pt holds model, optimiser, scheduler, grad-scaler and RNG states after each epoch.
 The batch order is a pure function of (seed, epoch), so that is all a resumed run needs to end exactly
 where an uninterrupted one does. MINIBERT_STOP_AFTER_EPOCH=N (or stop_after_epoch=N) stops a run after
-epoch N as if it had been killed there; tests use it.
+epoch N as if it had been killed there; tests use it. Ctrl-C raises a KeyboardInterrupt whose message says
+which epoch the checkpoint holds.
 
 Multi-GPU (`torchrun --nproc_per_node=N train.py ...`): batch_size stays the global batch; each rank
 takes every N-th micro-batch, DDP averages gradients, every rank evaluates every N-th test batch and the
@@ -75,6 +76,7 @@ class Run:
     train_tokens: int = 0
     train_seconds: float = 0.0
     dynamics: Dynamics | None = None  # the start of fine-tuning: what the per-epoch drift (and CKA) measure from
+    saved: int = 0  # the epoch checkpoint.pt holds: where a resume after Ctrl-C starts
 
     @property
     def main(self) -> bool:
@@ -88,6 +90,7 @@ class Run:
         p = load_state(path, self.clf, optimizer, scheduler, scaler, self.data.device)
         self.history, self.seconds = p["history"], p["seconds"]
         self.train_tokens, self.train_seconds = p["train_tokens"], p["train_seconds"]
+        self.saved = p["epoch"]
         if self.main:
             print(f"resuming {self.out} after epoch {p['epoch']}")
         return p["epoch"]
@@ -132,6 +135,7 @@ class Run:
             save_state(out / rundir.CHECKPOINT, self.clf, *state, self.data.device,
                        {"epoch": epoch + 1, "history": self.history, "seconds": self.seconds + time.time() - self.t_start,
                         "train_tokens": self.train_tokens, "train_seconds": self.train_seconds})
+            self.saved = epoch + 1
         if cfg.stop_after_epoch == epoch + 1 and epoch + 1 < cfg.epochs:
             if self.main:
                 print(f"stopped after epoch {epoch + 1} (stop_after_epoch); continue with --resume")
@@ -266,8 +270,11 @@ def train(cfg: TrainConfig) -> dict:
     rundir.check_writable(cfg.out)  # before the data is loaded: a bad --out fails in a second, not minutes
     if cfg.cache_dir is not None:
         rundir.check_writable(cfg.cache_dir, "--cache-dir")
-    data = prepare(cfg)
-    return sweep(cfg, data) if cfg.lr == "sweep" else run(cfg, data)
+    try:
+        data = prepare(cfg)
+        return sweep(cfg, data) if cfg.lr == "sweep" else run(cfg, data)
+    except KeyboardInterrupt as e:  # run() names the epoch; before it, there is nothing to lose
+        raise KeyboardInterrupt(str(e) or f"interrupted; rerun with --resume to continue {cfg.out}") from None
 
 
 def identity(cfg: TrainConfig) -> dict:
@@ -330,9 +337,12 @@ def run(cfg: TrainConfig, data: Prepared) -> dict:
     # W_0 of the drift: the corrupted pre-trained encoder, rebuilt as above on a resume (corruption is seeded)
     r = Run(cfg, data, clf, out, t_start,
             dynamics=Dynamics.start(clf, data, cfg.track_cka, cfg.seed, cfg.batch_size) if data.rank == 0 else None)
-    if (probe if cfg.mode == "probe" else finetune)(r):
-        return {"status": "stopped", "epoch": len(r.history), "out": str(out)}
-    result = finish(r, report)
+    try:
+        if (probe if cfg.mode == "probe" else finetune)(r):
+            return {"status": "stopped", "epoch": len(r.history), "out": str(out)}
+        result = finish(r, report)
+    except KeyboardInterrupt:  # Ctrl-C: the checkpoint, written atomically, holds epoch r.saved
+        raise KeyboardInterrupt(f"interrupted after epoch {r.saved} of {out}; rerun with --resume") from None
     if data.world > 1:
         dist.barrier()  # rank 0 has written everything before any rank returns
     return result

@@ -3,16 +3,22 @@
 Every bad input is one line on stderr that names the flag or the file and the fix, exit 2, found before any
 expensive work; a meaningful input gets the right behaviour and a one-line note. CASES is the list: a new
 hostile input is one more row (entry point, flags, a fragment of the expected line, exit status). The tests
-below it cover what needs a run folder.
+below it cover what needs a run folder, and Ctrl-C.
 
 Runs use a tiny random BERT (tiny_runs.tiny_checkpoint, 64 positions) on 16 real AG News examples: a second each.
 """
 import importlib.util
 import json
+import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from minibert import grid, trace
 from tiny_runs import tiny_checkpoint
@@ -60,6 +66,15 @@ def run_main(entry: str, argv, capsys) -> tuple[int, str, str]:
         rc = "KeyboardInterrupt escaped"
     out, err = capsys.readouterr()
     return rc, out, err.strip()
+
+
+def wait_for(condition, proc, within: float = 120):
+    """Poll `condition` while `proc` runs; fails if the process ends first or it takes too long."""
+    deadline = time.time() + within
+    while not condition():
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.05)
 
 
 def assert_one_line(err: str, *fragments):
@@ -165,3 +180,53 @@ def test_eval_on_an_unfinished_run_says_so_loudly(tiny, data_root, saved_run, tm
     rc, _, err = run_main("eval", [bare, "--device", "cpu"], capsys)
     assert rc == 2
     assert_one_line(err, f"error: {bare} is an unfinished run with no saved model yet; finish it with train.py --resume")
+
+
+# ---- Ctrl-C --------------------------------------------------------------------------------------------------
+
+def test_ctrl_c_in_train_names_the_epoch_to_resume_from(tiny, data_root, tmp_path, monkeypatch, capsys):
+    from minibert import trainer
+
+    out, evaluate, calls = tmp_path / "run", trainer.evaluate, []
+
+    def interrupted_in_epoch_2(*args, **kwargs):  # what a Ctrl-C while epoch 2 is evaluated raises
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "evaluate", interrupted_in_epoch_2)
+    rc, _, err = run_main("train", train_argv(tiny, data_root, out, "--epochs", "2"), capsys)
+    assert rc == 130
+    assert_one_line(err, f"interrupted after epoch 1 of {out}; rerun with --resume")
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 1
+    monkeypatch.setattr(trainer, "evaluate", evaluate)
+    rc, stdout, err = run_main("train", train_argv(tiny, data_root, out, "--epochs", "2", "--resume"), capsys)
+    assert rc == 0 and f"resuming {out} after epoch 1" in stdout, err
+
+
+def test_ctrl_c_in_eval_is_one_line(saved_run, monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(EVAL, "extract", interrupted)
+    rc, _, err = run_main("eval", [saved_run, "--device", "cpu"], capsys)
+    assert rc == 130 and err == "interrupted"
+
+
+@pytest.mark.slow
+def test_sigint_to_train_py_is_one_line_and_the_checkpoint_resumes(tiny, data_root, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "train.py", *train_argv(tiny, data_root, out, "--epochs", "1000")],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: (out / "checkpoint.pt").is_file(), proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    line = err.strip().splitlines()[-1]
+    assert "Traceback" not in err and re.fullmatch(rf"interrupted after epoch (\d+) of {out}; rerun with --resume", line)
+    epoch = int(re.search(r"epoch (\d+)", line)[1])
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == epoch >= 1
+    monkeypatch.setenv("MINIBERT_STOP_AFTER_EPOCH", str(epoch + 1))  # one more epoch: it resumes from there
+    rc, stdout, err = run_main("train", train_argv(tiny, data_root, out, "--epochs", "1000", "--resume"), capsys)
+    assert rc == 0 and f"resuming {out} after epoch {epoch}" in stdout, err
