@@ -6,6 +6,7 @@
     <out>/result.json      the best epoch and its metrics; "status": "done" once the run has finished
     <out>/model/           the best epoch's classifier, with --save-model (a sweep: in its best lr's sub-run)
     <out>/checkpoint.pt    the training state while unfinished
+    <out>/run.lock         held (flock) by the one process training in the folder; see hold()
 
 Every writer in minibert goes through `atomic`: the new content lands under a temporary name and is renamed
 over the old file, so a crash (or kill -9) leaves the old file or the new one, never half of one.
@@ -19,8 +20,10 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-CONFIG, RESULT, METRICS, CORRUPTION, CHECKPOINT, MODEL = (
-    "config.json", "result.json", "metrics.jsonl", "corruption.json", "checkpoint.pt", "model")
+from .jobs import claim, holder
+
+CONFIG, RESULT, METRICS, CORRUPTION, CHECKPOINT, MODEL, LOCK = (
+    "config.json", "result.json", "metrics.jsonl", "corruption.json", "checkpoint.pt", "model", "run.lock")
 
 
 # ---- writing ------------------------------------------------------------------------------------
@@ -185,6 +188,35 @@ def check_writable(out, flag: str = "--out") -> None:
                          f"pick a writable {flag}") from None
 
 
+@contextmanager
+def hold(out):
+    """Hold <out>/run.lock while a run works in `out`: a second process on the folder is refused, naming the first.
+
+    The lock is jobs.py's flock, which the kernel drops when its holder exits, however it exits (kill -9
+    too): no stale lock is ever left to clean. A grid holds its own lock on <grid>/logs/<cell>.lock, another
+    file, so its train.py child takes this one beside it. A folder this call made and nothing else wrote to
+    (the run failed on its input) is removed again, while the lock is still held.
+    """
+    out = Path(out)
+    made = [p for p in (out, *out.parents) if not p.exists()]  # what mkdir makes, innermost first
+    out.mkdir(parents=True, exist_ok=True)
+    lock = claim(out / LOCK)
+    if lock is None:
+        raise ValueError(f"--out {out} is in use by {holder(out / LOCK) or 'another process'}; "
+                         "wait for it to end, or pick another --out")
+    try:
+        yield lock
+    finally:
+        if made and [p.name for p in out.iterdir()] == [LOCK]:
+            (out / LOCK).unlink()
+            for folder in made:
+                try:
+                    folder.rmdir()
+                except OSError:  # a parent another run has written to meanwhile stays
+                    break
+        lock.release()
+
+
 def check_out_dir(out, args: dict, resume: bool, announce: bool = True) -> dict | None:
     """Refuse a folder that holds something else; return the result of an identical finished run.
 
@@ -192,7 +224,7 @@ def check_out_dir(out, args: dict, resume: bool, announce: bool = True) -> dict 
     """
     out = Path(out)
     check_writable(out)
-    if not out.is_dir() or not any(out.iterdir()):
+    if not out.is_dir() or not any(p.name != LOCK for p in out.iterdir()):
         return None
     config = read_config(out)
     if config is None:

@@ -26,7 +26,7 @@ Resume: checkpoint.pt holds model, optimiser, scheduler, grad-scaler and RNG sta
 The batch order is a pure function of (seed, epoch), so that is all a resumed run needs to end exactly
 where an uninterrupted one does. MINIBERT_STOP_AFTER_EPOCH=N (or stop_after_epoch=N) stops a run after
 epoch N as if it had been killed there; tests use it. Ctrl-C raises a KeyboardInterrupt whose message says
-which epoch the checkpoint holds.
+which epoch the checkpoint holds. One process at a time works in a run folder: it holds <out>/run.lock.
 
 Multi-GPU (`torchrun --nproc_per_node=N train.py ...`): batch_size stays the global batch; each rank
 takes every N-th micro-batch, DDP averages gradients, every rank evaluates every N-th test batch and the
@@ -56,7 +56,7 @@ from .evaluation import autocast, evaluate, extract, to_device
 from .heads import SequenceClassifier
 from .inputs import Prepared, prepare, run_info, save_model
 from .metrics import majority_baseline
-from .optim import load_state, make_optimizer, save_state, settings
+from .optim import load_model_state, load_state, make_optimizer, save_state, settings
 from .train_config import METRICS, NOT_IDENTITY, PAPER_LRS, TrainConfig, default_out, validate
 
 COLLAPSE_FRACTION = 0.95  # a best epoch predicting one class for this share of the test set has collapsed
@@ -271,8 +271,13 @@ def train(cfg: TrainConfig) -> dict:
     if cfg.cache_dir is not None:
         rundir.check_writable(cfg.cache_dir, "--cache-dir")
     try:
-        data = prepare(cfg)
-        return sweep(cfg, data) if cfg.lr == "sweep" else run(cfg, data)
+        # torchrun's other ranks follow rank 0, which holds the folder for them all
+        with rundir.hold(cfg.out) if os.environ.get("RANK", "0") == "0" else nullcontext():
+            finished = rundir.check_out_dir(cfg.out, identity(cfg), cfg.resume, announce=False)
+            if finished is not None and cfg.save_model and rundir.saved_model(cfg.out, finished) is None:
+                kept_checkpoint(cfg, finished)  # refuses before the data is loaded when no model can be saved
+            data = prepare(cfg)
+            return sweep(cfg, data) if cfg.lr == "sweep" else run(cfg, data)
     except KeyboardInterrupt as e:  # run() names the epoch; before it, there is nothing to lose
         raise KeyboardInterrupt(str(e) or f"interrupted; rerun with --resume to continue {cfg.out}") from None
 
@@ -289,7 +294,34 @@ def open_out(cfg: TrainConfig, data: Prepared) -> dict | None:
         dist.barrier()  # every rank has looked at the folder before rank 0 writes into it
     if finished is None and data.rank == 0:
         rundir.start_out_dir(cfg.out, run_info(cfg, data))
+    if finished is not None and cfg.save_model and data.rank == 0 and rundir.saved_model(cfg.out, finished) is None:
+        save_kept_model(cfg, data, finished)
     return finished
+
+
+def kept_checkpoint(cfg: TrainConfig, finished: dict) -> Path:
+    """checkpoint.pt of a finished run that kept it (--keep-checkpoint) with the best epoch last: its best model.
+
+    Otherwise the best epoch's weights are gone, and a ValueError says how to get a saved model."""
+    path = Path(cfg.out) / finished.get("run_dir", ".") / rundir.CHECKPOINT
+    if not (path.is_file() and finished["best_epoch"] == finished.get("epochs_run")):
+        raise ValueError(f"--save-model: {cfg.out} is finished and saved no model, and no checkpoint.pt holds its "
+                         f"best epoch ({finished['best_epoch']}); train it again with --save-model into a new --out")
+    return path
+
+
+def save_kept_model(cfg: TrainConfig, data: Prepared, finished: dict) -> None:
+    """--save-model on a finished run that saved none: save its best epoch from the checkpoint it kept."""
+    path = kept_checkpoint(cfg, finished)
+    clf = SequenceClassifier(load_pretrained(data.checkpoint), len(data.dataset.label_names), cfg.pooling)
+    if load_model_state(path, clf) != finished["best_epoch"]:  # a diverged last epoch is never checkpointed
+        raise ValueError(f"--save-model: {path} does not hold the best epoch ({finished['best_epoch']}) of "
+                         f"{cfg.out}; train it again with --save-model into a new --out")
+    save_model(clf, path.parent / rundir.MODEL, data)
+    for result_dir in {Path(cfg.out), path.parent}:  # a sweep's and its best sub-run's result.json
+        result = rundir.read_result(result_dir)
+        rundir.write_json(result_dir / rundir.RESULT, {**result, "model_dir": str(path.parent / rundir.MODEL)})
+    print(f"saved its best epoch ({finished['best_epoch']}) from {path} -> {path.parent / rundir.MODEL}")
 
 
 def sweep(cfg: TrainConfig, data: Prepared) -> dict:

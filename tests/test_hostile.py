@@ -3,7 +3,7 @@
 Every bad input is one line on stderr that names the flag or the file and the fix, exit 2, found before any
 expensive work; a meaningful input gets the right behaviour and a one-line note. CASES is the list: a new
 hostile input is one more row (entry point, flags, a fragment of the expected line, exit status). The tests
-below it cover what needs a run folder, and Ctrl-C.
+below it cover what needs a run folder, Ctrl-C and the one-process-per-run-folder lock.
 
 Runs use a tiny random BERT (tiny_runs.tiny_checkpoint, 64 positions) on 16 real AG News examples: a second each.
 """
@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from minibert import grid, trace
+from minibert import grid, rundir, trace
+from minibert.jobs import claim, holder
 from tiny_runs import tiny_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
@@ -66,6 +67,11 @@ def run_main(entry: str, argv, capsys) -> tuple[int, str, str]:
         rc = "KeyboardInterrupt escaped"
     out, err = capsys.readouterr()
     return rc, out, err.strip()
+
+
+# another process holding a lock (as jobs.py's tests do), until it is killed
+HOLD = ("import sys, time; from pathlib import Path; from minibert.jobs import claim; l = claim(Path(sys.argv[1])); "
+        "print('held' if l else 'busy', flush=True); time.sleep(60)")
 
 
 def wait_for(condition, proc, within: float = 120):
@@ -148,7 +154,7 @@ def test_hostile_input(entry, flags, fragment, code, places, tmp_path, capsys):
     assert not out.exists() and not (tmp_path / "grid" / "logs").exists()  # refused before a run or a cell started
 
 
-# ---- notes: meaningful inputs, done, and said --------------------------------------------------------------
+# ---- notes: meaningful inputs, done, and said -----------------------------------------------------------
 
 def test_max_length_above_the_positions_is_clamped_with_a_note(tiny, data_root, saved_run, tmp_path, capsys):
     note = "note: --max-length 100 is more than the model's 64 positions; using 64"
@@ -159,12 +165,30 @@ def test_max_length_above_the_positions_is_clamped_with_a_note(tiny, data_root, 
     assert rc == 0 and note in err.splitlines(), err
 
 
-# ---- an unfinished run evaluated ---------------------------------------------------------------------------
+# ---- run folders: a finished run asked for its model, an unfinished one evaluated ------------------------
 
 def eval_json(path, capsys) -> tuple[dict, str]:
     rc, out, err = run_main("eval", [path, "--json", "--device", "cpu"], capsys)
     assert rc == 0, err
     return json.loads(out.splitlines()[-1]), err
+
+
+def test_save_model_on_a_finished_run_saves_it_from_a_kept_checkpoint_or_says_how(tiny, data_root, tmp_path, capsys):
+    plain, kept = tmp_path / "plain", tmp_path / "kept"
+    assert TRAIN.main(train_argv(tiny, data_root, plain)) == 0
+    rc, _, err = run_main("train", train_argv(tiny, data_root, plain, "--save-model"), capsys)
+    assert rc == 2 and not (plain / "model").exists()
+    assert_one_line(err, f"error: --save-model: {plain} is finished and saved no model", "into a new --out")
+    rc, _, err = run_main("eval", [plain, "--device", "cpu"], capsys)
+    assert rc == 2 and "rerun its train.py command with --save-model" in err, err
+
+    assert TRAIN.main(train_argv(tiny, data_root, kept, "--keep-checkpoint")) == 0  # best epoch = last epoch
+    rc, out, err = run_main("train", train_argv(tiny, data_root, kept, "--save-model"), capsys)
+    assert rc == 0 and f"saved its best epoch (1) from {kept / 'checkpoint.pt'} -> {kept / 'model'}" in out, out + err
+    result = json.loads((kept / "result.json").read_text())
+    assert result["model_dir"] == str(kept / "model")
+    scores, _ = eval_json(kept, capsys)  # the saved model is the best epoch: eval gives the run's numbers
+    assert scores["finished"] is True and scores["loss"] == pytest.approx(result["best"]["loss"], rel=1e-6)
 
 
 def test_eval_on_an_unfinished_run_says_so_loudly(tiny, data_root, saved_run, tmp_path, monkeypatch, capsys):
@@ -203,6 +227,7 @@ def test_ctrl_c_in_train_names_the_epoch_to_resume_from(tiny, data_root, tmp_pat
     monkeypatch.setattr(trainer, "evaluate", evaluate)
     rc, stdout, err = run_main("train", train_argv(tiny, data_root, out, "--epochs", "2", "--resume"), capsys)
     assert rc == 0 and f"resuming {out} after epoch 1" in stdout, err
+    assert holder(out / "run.lock") is None  # released: the next process may take the folder
 
 
 def test_ctrl_c_in_eval_is_one_line(saved_run, monkeypatch, capsys):
@@ -230,3 +255,62 @@ def test_sigint_to_train_py_is_one_line_and_the_checkpoint_resumes(tiny, data_ro
     monkeypatch.setenv("MINIBERT_STOP_AFTER_EPOCH", str(epoch + 1))  # one more epoch: it resumes from there
     rc, stdout, err = run_main("train", train_argv(tiny, data_root, out, "--epochs", "1000", "--resume"), capsys)
     assert rc == 0 and f"resuming {out} after epoch {epoch}" in stdout, err
+
+
+# ---- one process per run folder --------------------------------------------------------------------------
+
+def test_a_second_process_on_a_run_folder_is_refused_naming_the_first(tiny, data_root, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert TRAIN.main(train_argv(tiny, data_root, out, "--keep-checkpoint")) == 0
+    files = lambda: {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name != "run.lock"}  # noqa: E731
+    before = files()
+    other = subprocess.Popen([sys.executable, "-c", HOLD, str(out / "run.lock")], cwd=REPO, stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        assert other.stdout.readline().strip() == "held"
+        rc, _, err = run_main("train", train_argv(tiny, data_root, out, "--resume"), capsys)
+        assert rc == 2
+        assert_one_line(err, f"error: --out {out} is in use by pid {other.pid} on ", "wait for it to end, or pick "
+                                                                                   "another --out")
+        assert files() == before  # nothing written
+    finally:
+        other.kill()  # kill -9: the kernel drops the lock
+        other.wait()
+    rc, stdout, err = run_main("train", train_argv(tiny, data_root, out, "--resume"), capsys)
+    assert rc == 0 and "holds this run, finished" in stdout, err
+    # a run that fails on its input after taking the lock leaves neither its folder nor a lock file
+    rc, _, err = run_main("train", train_argv(tiny, data_root, tmp_path / "new", "--model", tmp_path / "no-model"), capsys)
+    assert rc == 2 and "not found" in err and not (tmp_path / "new").exists()
+
+
+@pytest.mark.slow
+def test_two_train_py_on_one_out_the_second_exits_naming_the_first(tiny, data_root, tmp_path):
+    out = tmp_path / "run"
+    argv = [sys.executable, "train.py", *train_argv(tiny, data_root, out, "--epochs", "1000", "--resume")]
+    first = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: (out / "checkpoint.pt").is_file(), first)
+        second = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2 and "Traceback" not in second.stderr
+        assert_one_line(second.stderr.strip(), f"error: --out {out} is in use by pid {first.pid} on ")
+        assert first.poll() is None  # the first trains on
+    finally:
+        first.kill()
+        first.communicate()
+    assert holder(out / "run.lock") is None  # kill -9 left no stale lock
+
+
+@pytest.mark.slow
+def test_a_grid_cell_takes_its_run_folder_lock_beside_the_grid_lock(tiny, data_root, tmp_path):
+    """The grid holds <out>/logs/<cell>.lock and its train.py child <cell>/run.lock: two files, no deadlock."""
+    out = tmp_path / "g"
+    proc = subprocess.run([sys.executable, "-m", "minibert.grid", "table2", "--quick", f"tiny={tiny}", "--datasets",
+                           "ag_news", "--levels", "0", "--limit", "16", "--data-root", str(data_root), "--out", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    cell = out / "table2-tiny-ag_news-0-s0"
+    assert rundir.read_result(cell) is not None and (cell / "run.lock").is_file()  # the child took it
+    assert "in use" not in (out / "logs" / f"{cell.name}.log").read_text()
+    lock = claim(cell / "run.lock")  # and let it go
+    assert lock is not None
+    lock.release()
