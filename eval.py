@@ -6,7 +6,8 @@
 
 A run directory supplies its own dataset, split, seed, limit and max length (so the numbers are the
 run's best epoch, to the last digit on the same device and precision); flags override them. A sweep's
-directory evaluates its best sub-run.
+directory evaluates its best sub-run. An unfinished run's best epoch so far is scored with a note, and
+--json says "finished": false.
 """
 import json
 import sys
@@ -18,21 +19,31 @@ from minibert.data.datasets import DATASETS, SPLITS, load_dataset
 from minibert.data.encoding import encode
 from minibert.tokenizer import load_tokenizer
 from minibert.training import rundir
-from minibert.training.config import TrainConfig
+from minibert.training.config import TrainConfig, check_numbers
 from minibert.training.evaluation import PRECISIONS, evaluate, extract, resolve_precision, setup_device
+from minibert.training.inputs import clamp_max_length
 from minibert.training.metrics import confusion, format_confusion, majority_baseline
 
 
-def find_model(path: Path) -> tuple[Path, dict]:
-    """(checkpoint dir, the run's train arguments or {}) for a run directory, a sweep or a checkpoint."""
+def find_model(path: Path) -> tuple[Path, dict, bool | None]:
+    """(checkpoint dir, the run's train arguments or {}, whether the run finished or None) for a run directory,
+    a sweep or a checkpoint."""
     if rundir.read_config(path) is None:
-        return path, {}  # a checkpoint directory (HF config.json)
+        return path, {}, None  # a checkpoint directory (HF config.json)
+    finished = rundir.read_result(path) is not None
     model = rundir.saved_model(path)
+    if model is None and finished:
+        raise FileNotFoundError(f"{path} finished without a saved model; rerun its train.py command with "
+                                "--save-model")
     if model is None:
-        raise FileNotFoundError(f"{path} is a finished run without a saved model, or an unfinished run; "
-                                "train it to the end with --save-model")
+        raise FileNotFoundError(f"{path} is an unfinished run with no saved model yet; finish it with train.py "
+                                "--resume --save-model")
+    if not finished:
+        epochs = len(rundir.read_metrics(path))
+        print(f"note: {path} is unfinished (stopped after epoch {epochs}): scoring its best epoch so far, not the "
+              "run's result; finish it with train.py --resume", file=sys.stderr)
     config = rundir.read_config(model.parent)
-    return model, {**config["args"], "max_length": config["max_length"]}
+    return model, {**config["args"], "max_length": config["max_length"]}, finished
 
 
 @main_wrapper
@@ -54,7 +65,8 @@ def main(argv=None) -> int:
     p.add_argument("--tsne", metavar="PNG", help="also save a t-SNE figure of the pooled features here (needs matplotlib)")
     p.add_argument("--json", action="store_true", help="also print the metrics as one JSON line (full precision) after the tables")
     args = p.parse_args(argv)
-    model_dir, run = find_model(Path(args.path))
+    check_numbers(seed=args.seed, limit=args.limit, max_length=args.max_length, batch_size=args.batch_size)
+    model_dir, run, finished = find_model(Path(args.path))
 
     def pick(name, default):  # flag, else the run's value, else the default
         value = getattr(args, name)
@@ -69,7 +81,7 @@ def main(argv=None) -> int:
     if clf.num_labels != len(ds.label_names):
         raise ValueError(f"{model_dir} predicts {clf.num_labels} labels but {dataset} has {len(ds.label_names)}")
     split = ds.test if args.which == "test" else ds.train
-    max_length = min(pick("max_length", ds.spec.max_length), clf.config.max_position_embeddings)
+    max_length = clamp_max_length(pick("max_length", None), ds.spec.max_length, clf.config)
     feats, labels = extract(clf, encode(split, tok, max_length), pick("batch_size", d.batch_size), device,
                             precision, tok.pad_id)
     m = evaluate(clf, feats, labels)
@@ -81,7 +93,8 @@ def main(argv=None) -> int:
           f"{100 * base['weighted_f1']:.2f}")
     print(format_confusion(confusion(m["labels"], m["preds"], len(ds.label_names)), ds.label_names))
     if args.json:  # full precision, for scripts: compare with a run's result.json
-        print(json.dumps({**metrics, "majority_f1": base["weighted_f1"], "n": len(split)}))
+        run_state = {} if finished is None else {"finished": finished}
+        print(json.dumps({**metrics, "majority_f1": base["weighted_f1"], "n": len(split), **run_state}))
     if args.tsne:
         from minibert.study.figures import tsne_figure
         panel = f"{Path(args.path).name}: {dataset} {args.which}, weighted F1 {100 * m['weighted_f1']:.1f}"

@@ -6,9 +6,12 @@
     def main(argv=None) -> int:
         args = Parser(prog="python -m minibert.x").parse_args(argv)   # bad flags: one line, exit 2
         ...                                                           # ValueError / OSError: one line, exit 2
+                                                                      # Ctrl-C: one line, exit 130
 
 A traceback is for a bug in minibert; a wrong flag, a missing file or an unwritable folder is the user's to
 fix, so it gets one line that names the problem (the exception's message must name the file and the fix).
+Ctrl-C is the user's too: one line, the KeyboardInterrupt's message when it has one (train.py's names the
+epoch to resume from), and 130, the shell's status for a process ended by SIGINT.
 """
 import argparse
 import functools
@@ -39,5 +42,8 @@ def main_wrapper(main):
             return main(*args, **kwargs)
         except USER_ERRORS as e:
             return fail(str(e) or type(e).__name__)
+        except KeyboardInterrupt as e:
+            print(str(e) or "interrupted", file=sys.stderr)
+            return 130
 
     return wrapped

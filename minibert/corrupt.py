@@ -74,8 +74,13 @@ def parse_spec(spec: str, num_layers: int, has_pooler: bool = True) -> Corruptio
         return ValueError(f"bad corruption spec {spec!r}: {why}; expected {GRAMMAR}")
 
     text = spec.strip().lower()
+    for extra in ("+embeddings", "+pooler"):
+        if text.count(extra) > 1:
+            raise bad(f"{extra} is given {text.count(extra)} times; give it once")
     embeddings, pooler = "+embeddings" in text, "+pooler" in text
     text = text.replace("+embeddings", "", 1).replace("+pooler", "", 1)
+    if "+" in text.partition("@")[0]:  # after the @, a noise scale may be written 1e+3
+        raise bad(f"unknown addition {'+' + text.partition('@')[0].split('+', 1)[1]!r} (only +embeddings, +pooler)")
     if pooler and not has_pooler:
         raise bad("+pooler corrupts BERT's pooler, and this encoder (DistilBERT) has none: drop +pooler")
     where, at, method = text.partition("@")

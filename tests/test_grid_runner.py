@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from minibert.locks import claim, holder
 from minibert.study.cells import GridConfig, cells, write_manifest
 from minibert.study.grid import add_grid_args, grid_config, main, read_result, status
-from minibert.study.jobs import claim, holder
 from minibert.training.rundir import corrupt_results
 
 REPO = Path(__file__).resolve().parent.parent
@@ -73,7 +73,7 @@ def listing(*args) -> list[list[str]]:
 
 # ---- the lock ----------------------------------------------------------------------------------------
 
-HOLD = "import sys, time; from pathlib import Path; from minibert.study.jobs import claim; l = claim(Path(sys.argv[1])); " \
+HOLD = "import sys, time; from pathlib import Path; from minibert.locks import claim; l = claim(Path(sys.argv[1])); " \
        "print('held' if l else 'busy', flush=True); time.sleep(60)"
 
 

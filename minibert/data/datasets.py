@@ -267,6 +267,18 @@ def paper_split(pool: Split, n_train: int, n_test: int, seed: int, notes: list[s
             replace(pool.take(rng.permutation(test)), name=f"{name}/test"))
 
 
+def _missing(spec: DatasetSpec, splits: dict, pooled: bool) -> str | None:
+    """What the labelled `splits` lack for the paper's pooled split (pooled) or the official one, or None."""
+    if pooled:
+        labelled = [s for s in SPLIT_ORDER if not (spec.hidden_test and s == "test")]
+        return None if splits else f"--split paper needs a labelled {' or '.join(labelled)} file"
+    if "train" in splits and {"validation", "test"} & set(splits):
+        return None
+    held = "validation" if spec.hidden_test else "test (or validation)"
+    mode = "--split official" if spec.paper_train is not None else f"{spec.name} always uses its official splits and"
+    return f"{mode} needs train and {held} files"
+
+
 def load_dataset(name: str, data_dir=None, split: str = "paper", seed: int = 0, limit: int | None = None,
                  test_limit: int | None = None) -> Dataset:
     """Train and test Splits of dataset `name` from the hub (data_dir=None) or a local folder.
@@ -284,20 +296,21 @@ def load_dataset(name: str, data_dir=None, split: str = "paper", seed: int = 0, 
         raise ValueError(f"limit must be a positive number of examples, got {limit}")
     notes: list[str] = []
     splits = read_splits(spec, data_dir, notes)
-    if split == "paper" and spec.paper_train is not None:
+    pooled = split == "paper" and spec.paper_train is not None
+    if missing := _missing(spec, splits, pooled):
+        where = f"--data-dir {data_dir}" if data_dir is not None else spec.hub_repo
+        found = f"only {' and '.join(splits)}" if splits else "no labelled split"
+        hidden = " (GLUE hides the test labels)" if spec.hidden_test else ""
+        hint = "; --split paper pools what there is" if not pooled and spec.paper_train is not None and splits else ""
+        raise ValueError(f"{where} has {found}{hidden}; {missing}{hint}")
+    if pooled:
         pool = _concat([splits[s] for s in SPLIT_ORDER if s in splits], f"{name}/pool")
         train, test = paper_split(pool, spec.paper_train, spec.paper_test, seed, notes)
         notes.append(f"paper split (seed {seed}): {len(train)} train / {len(test)} test from {len(pool)} pooled")
     else:
         if split == "paper":
             notes.append(f"{name} has no Table 1 sizes: using the official splits")
-        if "train" not in splits:
-            raise ValueError(f"{name}: the data has no train split (found {', '.join(splits) or 'none'}); "
-                             "use split='paper' (--split paper) to split what there is")
-        held_out = "test" if "test" in splits else "validation" if "validation" in splits else None
-        if held_out is None:
-            raise ValueError(f"{name}: the data has no validation or test split to evaluate on; "
-                             "use split='paper' (--split paper)")
+        held_out = "test" if "test" in splits else "validation"
         train, test = splits["train"], splits[held_out]
         notes.append(f"official split: train {len(train)} / {held_out} {len(test)}")
         if limit is not None or test_limit is not None:  # official files are often sorted by label: cap with a seeded random subset

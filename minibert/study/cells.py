@@ -9,7 +9,7 @@ from dataclasses import MISSING, asdict, dataclass
 from pathlib import Path
 
 from ..files import write_text
-from .jobs import locked
+from ..locks import locked
 from .paper import LEVELS, SIDES, SIX, TABLES, PaperTable
 
 # Not a paper table: what in the chosen layers is corrupted, at the levels given (default 0 and 50%).

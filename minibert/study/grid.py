@@ -37,11 +37,12 @@ from pathlib import Path
 from ..checkpoint import _looks_like_path
 from ..cli import Parser, fail, main_wrapper
 from ..data.datasets import DATASETS, SPLITS, default_data_root
-from ..training.config import SELECT_ON, TrainConfig, train_flags
+from ..locks import Lock, claim, holder
+from ..training.config import SELECT_ON, TrainConfig, train_flags, validate
 from ..training.optim import RECIPES
-from ..training.rundir import corrupt_results, read_result, set_aside_corrupt, status
+from ..training.rundir import check_writable, corrupt_results, read_result, set_aside_corrupt, status
 from .cells import GRID_TABLES, Cell, GridConfig, cell_dir, cell_epochs, cells, shard, write_manifest
-from .jobs import Lock, claim, holder, run_child
+from .jobs import run_child
 from .paper import MODELS, TABLES
 
 REPO = Path(__file__).resolve().parents[2]
@@ -207,8 +208,9 @@ def grid_config(table: str, args) -> GridConfig:
             raise ValueError(f"unknown dataset {d!r}; known: {', '.join(DATASETS)}")
     limits = _csv_list(args.limits, int) or ()
     epochs = _csv_list(args.epochs, int) or (pick("epochs", 10),)
-    if any(n < 1 for n in limits) or any(e < 1 for e in epochs):
-        raise ValueError(f"--limits and --epochs must be positive, got {args.limits} and {args.epochs}")
+    for flag, values in (("--limits", limits), ("--epochs", epochs)):
+        if any(v < 1 for v in values):
+            raise ValueError(f"{flag} must be at least 1, got {min(values)}")
     if len(epochs) > 1 and len(epochs) != len(limits):
         raise ValueError(f"--epochs {args.epochs}: give one number, or one per size of --limits ({len(limits)})")
     if limits and args.limit is not None:
@@ -310,6 +312,9 @@ def run_grid(args) -> int:
     cfg = grid_config(args.command, args)
     everything = cells(cfg)
     todo = shard(everything, args.shard)
+    check_writable(cfg.out)
+    for cell in todo:  # train.py's own checks, before any cell starts: a bad flag fails once, not once per cell
+        validate(cell_config(cfg, cell))
     if args.list:
         try:
             for cell in todo:

@@ -4,12 +4,10 @@
     with lock:                                    # released at the end (or when the process ends, however)
         rc = run_child(cmd, log, lock, cwd)       # own process group, killed with the grid, even by kill -9
 
-A cell is claimed with an OS file lock (flock) on <out>/logs/<cell>.lock, taken without waiting. The kernel
-drops the lock when its holder exits, however it exits, so there are never stale locks to clean: a lock file
-left behind holds no lock, only the last holder's pid and host for the message. One lock per cell (not per
+A cell is claimed with an OS file lock (minibert/locks.py) on <out>/logs/<cell>.lock, taken without waiting. One
+lock per cell (not per
 grid or per shard) is what lets several grids, shards or job-array tasks on one shared folder share the work:
 each runs the cells nobody else holds and skips, naming the holder, the ones that are running elsewhere.
-flock works across machines on NFS (Linux maps it to NFS byte-range locks); Lustre needs `-o flock`.
 
 The child runs in its own process group, so a Ctrl-C at the terminal reaches only the grid, which then stops
 the whole group. If the grid is killed outright (kill -9), Linux's parent-death signal (prctl
@@ -17,94 +15,15 @@ PR_SET_PDEATHSIG) kills the child too, and the child shares the lock, so the cel
 are gone: no train.py keeps running and writing after its grid, and no second one starts beside it.
 """
 import ctypes
-import errno
-import fcntl
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-from contextlib import contextmanager
 from pathlib import Path
 
+from ..locks import Lock, me
+
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
-
-
-def _me() -> str:
-    return f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}"
-
-
-class Lock:
-    """A held flock on an open lock file; release() (or the holder's exit) drops it."""
-
-    def __init__(self, path: Path, fd: int):
-        self.path, self.fd = path, fd
-
-    def note(self, text: str):
-        """Record who holds the lock (read by holder() in other processes); the flock is what counts."""
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, text.encode(), 0)
-
-    def release(self):
-        os.close(self.fd)  # closing the last descriptor of the open file drops the flock
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.release()
-
-
-def _flock(path: Path, flags: int) -> int | None:
-    """An open descriptor of `path` holding its exclusive flock, or None when another process holds it."""
-    fd = os.open(path, flags, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as e:
-        os.close(fd)
-        if e.errno in (errno.EAGAIN, errno.EACCES):
-            return None
-        raise OSError(f"cannot lock {path} ({e.strerror}): the grid folder's filesystem has no file locks "
-                      "(on Lustre mount it with -o flock); use a local or NFS folder") from None
-    return fd
-
-
-def claim(path: Path) -> Lock | None:
-    """Take the lock at `path` without waiting; None when another process holds it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = _flock(path, os.O_RDWR | os.O_CREAT)
-    if fd is None:
-        return None
-    lock = Lock(path, fd)
-    lock.note(_me())
-    return lock
-
-
-def holder(path: Path) -> str | None:
-    """Who holds the lock at `path` ('pid 12 on host since ...'), or None when nobody does. Writes nothing."""
-    if not path.is_file():
-        return None
-    fd = _flock(path, os.O_RDONLY)
-    if fd is not None:
-        os.close(fd)
-        return None
-    try:
-        return path.read_text().strip() or "another process"
-    except OSError:
-        return "another process"
-
-
-@contextmanager
-def locked(path: Path):
-    """Hold the lock at `path` for a short read-modify-write of a shared file, waiting for it if needed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
 
 
 def _die_with_parent():
@@ -138,7 +57,7 @@ def run_child(cmd: list[str], log, lock: Lock, cwd: Path) -> int:
     """
     child = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True,
                              pass_fds=(lock.fd,), preexec_fn=_die_with_parent())
-    lock.note(f"{_me()}, train.py pid {child.pid}")
+    lock.note(f"{me()}, train.py pid {child.pid}")
 
     stopping = []
 

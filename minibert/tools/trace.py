@@ -27,6 +27,7 @@ from ..checkpoint import load_pretrained, resolve
 from ..cli import Parser, main_wrapper
 from ..model import attention_probs
 from ..tokenizer import pad_batch, tokenizer_from_dir
+from ..training.rundir import check_writable
 
 DEFAULT_TEXT = "The cat sat on the mat because it was warm."
 
@@ -175,7 +176,10 @@ def run_trace(directory, text: str, pair: str | None = None, spec: str | None = 
     """Load the model in `directory`, trace one example (clean, and corrupted by `spec`) and return
     (tokens, ids, clean, corrupted, report, data) where data is figure_data()'s dict."""
     model, tok = load_pretrained(directory), tokenizer_from_dir(directory)
-    ids, type_ids = tok.encode([text], None if pair is None else [pair])
+    positions = model.config.max_position_embeddings
+    if pad_to is not None and pad_to > positions:
+        raise ValueError(f"--pad-to {pad_to} is longer than the model's {positions} positions; use at most {positions}")
+    ids, type_ids = tok.encode([text], None if pair is None else [pair], max_length=positions)
     if pad_to is not None and pad_to < len(ids[0]):
         raise ValueError(f"--pad-to {pad_to} is shorter than the input ({len(ids[0])} tokens); "
                          f"use at least {len(ids[0])}")
@@ -214,6 +218,12 @@ def main(argv=None) -> int:
     parser.add_argument("--png", type=Path, default=None, metavar="FILE",
                         help="write all those figures stacked into one PNG (needs matplotlib)")
     args = parser.parse_args(argv)
+    if args.figures:
+        check_writable(args.figures, "--figures")
+    if args.png and args.png.is_dir():
+        raise ValueError(f"--png {args.png} is a folder; give a file name such as {args.png / 'trace.png'}")
+    if args.png:
+        check_writable(args.png.parent, "--png")
     if args.figures or args.png:
         from . import trace_figures  # fails here, in one line, when matplotlib is missing
         trace_figures.pyplot()

@@ -22,6 +22,9 @@ from .optim import RECIPES, settings
 PAPER_LRS = (1e-5, 2e-5, 5e-5)
 METRICS = ("weighted_f1", "macro_f1", "accuracy")
 MODES, POOLINGS, SELECT_ON = ("finetune", "probe"), ("cls", "mean"), ("test", "val")
+# The least each count may be; a max length of 2 holds [CLS] and [SEP] and nothing else
+LOWEST = {"epochs": 1, "batch_size": 1, "grad_accum": 1, "limit": 1, "test_limit": 1, "max_length": 2}
+MAX_SEED = 2**32 - 1  # scikit-learn's and numpy's legacy seeds are 32-bit unsigned
 
 
 @dataclass
@@ -96,11 +99,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
             raise ValueError(f"--lr must be a number such as 2e-5, or 'sweep', got {cfg.lr!r}") from None
         if not (lr > 0 and math.isfinite(lr)):
             raise ValueError(f"--lr must be positive, got {cfg.lr!r}")
-    for name, low in (("epochs", 1), ("batch_size", 1), ("grad_accum", 1), ("limit", 1), ("test_limit", 1),
-                      ("max_length", 2)):
-        value = getattr(cfg, name)
-        if value is not None and value < low:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least {low}, got {value}")
+    check_numbers(seed=cfg.seed, **{name: getattr(cfg, name) for name in LOWEST})
     if cfg.batch_size % (cfg.grad_accum * world_size()):
         raise ValueError(f"--batch-size {cfg.batch_size} must be divisible by --grad-accum {cfg.grad_accum} "
                          f"x {world_size()} processes")
@@ -112,6 +111,16 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         parse_spec(cfg.corrupt, preset.num_hidden_layers, has_pooler=preset.flavour == "bert")
     paths = {k: str(getattr(cfg, k)) for k in ("model", "data_dir", "out", "cache_dir") if getattr(cfg, k) is not None}
     return replace(cfg, lr=lr, **paths)  # Path arguments become strings, as the command line gives them
+
+
+def check_numbers(**values) -> None:
+    """Refuse a count below its LOWEST or a seed outside 0..MAX_SEED, naming the flag; None is "not given"."""
+    for name, value in values.items():
+        flag = f"--{name.replace('_', '-')}"
+        if name == "seed" and value is not None and not 0 <= value <= MAX_SEED:
+            raise ValueError(f"{flag} must be from 0 to {MAX_SEED}, got {value}")
+        if name != "seed" and value is not None and value < LOWEST[name]:
+            raise ValueError(f"{flag} must be at least {LOWEST[name]}, got {value}")
 
 
 def default_out(cfg: TrainConfig) -> Path:

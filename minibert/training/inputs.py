@@ -64,13 +64,22 @@ def prepare(cfg) -> Prepared:
     ds = load_dataset(cfg.dataset, cfg.data_dir, cfg.split, cfg.seed, cfg.limit, cfg.test_limit)
     train_split, val_split = hold_out(ds.train, cfg.seed) if cfg.select_on == "val" else (ds.train, None)
     tokenizer = load_tokenizer(checkpoint)
-    max_length = min(cfg.max_length or ds.spec.max_length, config.max_position_embeddings)
+    max_length = clamp_max_length(cfg.max_length, ds.spec.max_length, config, rank == 0)
     enc = [encode(s, tokenizer, max_length, cfg.cache_dir) if s is not None else None
            for s in (train_split, ds.test, val_split)]
     if cfg.mode == "finetune" and len(enc[0]) <= cfg.batch_size // (cfg.grad_accum * world) * (world - 1):
         raise ValueError(f"{len(enc[0])} training examples leave some of the {world} processes without a batch; "
                          "use fewer processes or a smaller --batch-size")
     return Prepared(device, rank, world, precision, checkpoint, config, ds, tokenizer, max_length, *enc)
+
+
+def clamp_max_length(asked: int | None, default: int, config: BertConfig, say: bool = True) -> int:
+    """--max-length (or the dataset's default), at most the model's positions; a note when that cuts what was asked."""
+    positions = config.max_position_embeddings
+    if say and asked is not None and asked > positions:
+        print(f"note: --max-length {asked} is more than the model's {positions} positions; using {positions}",
+              file=sys.stderr)
+    return min(asked or default, positions)
 
 
 def run_info(cfg, data: Prepared) -> dict:

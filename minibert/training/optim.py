@@ -76,6 +76,15 @@ def save_state(path: Path, clf, optimizer, scheduler, scaler, device, progress: 
         torch.save(state, tmp)
 
 
+# what torch.load and load_state_dict raise on a truncated, overwritten or foreign checkpoint.pt
+DAMAGED = (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile)
+
+
+def _damaged(path: Path, e: Exception) -> ValueError:
+    return ValueError(f"{path} is damaged ({type(e).__name__}); delete it and rerun with --resume to start "
+                      "this run again from its first epoch")
+
+
 def load_state(path: Path, clf, optimizer, scheduler, scaler, device) -> dict:
     """Restore what save_state wrote; returns its `progress`. A damaged file is a one-line error."""
     try:
@@ -83,12 +92,21 @@ def load_state(path: Path, clf, optimizer, scheduler, scaler, device) -> dict:
         clf.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-    except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as e:
-        raise ValueError(f"{path} is damaged ({type(e).__name__}); delete it and rerun with --resume to start "
-                         "this run again from its first epoch") from None
+    except DAMAGED as e:
+        raise _damaged(path, e) from None
     if scaler is not None:
         scaler.load_state_dict(state["scaler"])
     torch.set_rng_state(state["rng"].cpu())
     if device.type == "cuda" and state["cuda_rng"] is not None:
         torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
     return {k: state[k] for k in ("epoch", "history", "seconds", "train_tokens", "train_seconds")}
+
+
+def load_model_state(path: Path, clf) -> int:
+    """Only the model of what save_state wrote (a finished run's kept checkpoint); returns its epoch."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        clf.load_state_dict(state["model"])
+        return state["epoch"]
+    except DAMAGED as e:
+        raise _damaged(path, e) from None

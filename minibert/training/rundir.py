@@ -6,6 +6,7 @@
     <out>/result.json      the best epoch and its metrics; "status": "done" once the run has finished
     <out>/model/           the best epoch's classifier, with --save-model (a sweep: in its best lr's sub-run)
     <out>/checkpoint.pt    the training state while unfinished
+    <out>/run.lock         held (flock) by the one process training in the folder; see hold()
 
 Every file is written atomically (minibert/files.py). A file that is nevertheless damaged (a disk filled up, a
 hand edit) is reported with its path and read as missing: the run counts as unfinished and reruns, instead of
@@ -15,12 +16,14 @@ import json
 import os
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..files import atomic, load_json, read_json, write_json, write_jsonl, write_text  # noqa: F401 (used by callers)
+from ..locks import claim, holder
 
-CONFIG, RESULT, METRICS, CORRUPTION, CHECKPOINT, MODEL = (
-    "config.json", "result.json", "metrics.jsonl", "corruption.json", "checkpoint.pt", "model")
+CONFIG, RESULT, METRICS, CORRUPTION, CHECKPOINT, MODEL, LOCK = (
+    "config.json", "result.json", "metrics.jsonl", "corruption.json", "checkpoint.pt", "model", "run.lock")
 
 
 # ---- reading ------------------------------------------------------------------------------------
@@ -104,24 +107,53 @@ def saved_model(run_dir, result: dict | None = None) -> Path | None:
 
 # ---- the output folder of a new run -------------------------------------------------------------
 
-def check_writable(out) -> None:
-    """Refuse an --out that cannot become a run folder, before any expensive work.
+def check_writable(out, flag: str = "--out") -> None:
+    """Refuse a folder argument (`flag`, --out by default) that cannot become a folder, before any expensive work.
 
     Writes a temporary file in the nearest existing folder: the only test that is true for every reason
     a write fails (read-only filesystem, permissions, and root on a filesystem like /proc).
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file, not a folder; pick another --out")
+        raise ValueError(f"{flag} {out} is a file, not a folder; pick another {flag}")
     existing = next(p for p in (out, *out.parents) if p.exists() or p == Path(p.anchor))
     if not existing.is_dir():
-        raise ValueError(f"--out {out} lies under {existing}, which is a file; pick another --out")
+        raise ValueError(f"{flag} {out} lies under {existing}, which is a file; pick another {flag}")
     try:
         with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as e:
-        raise ValueError(f"--out {out}: cannot write in {existing} ({e.strerror or e}); "
-                         "pick a writable --out") from None
+        raise ValueError(f"{flag} {out}: cannot write in {existing} ({e.strerror or e}); "
+                         f"pick a writable {flag}") from None
+
+
+@contextmanager
+def hold(out):
+    """Hold <out>/run.lock while a run works in `out`: a second process on the folder is refused, naming the first.
+
+    The lock is jobs.py's flock, which the kernel drops when its holder exits, however it exits (kill -9
+    too): no stale lock is ever left to clean. A grid holds its own lock on <grid>/logs/<cell>.lock, another
+    file, so its train.py child takes this one beside it. A folder this call made and nothing else wrote to
+    (the run failed on its input) is removed again, while the lock is still held.
+    """
+    out = Path(out)
+    made = [p for p in (out, *out.parents) if not p.exists()]  # what mkdir makes, innermost first
+    out.mkdir(parents=True, exist_ok=True)
+    lock = claim(out / LOCK)
+    if lock is None:
+        raise ValueError(f"--out {out} is in use by {holder(out / LOCK) or 'another process'}; "
+                         "wait for it to end, or pick another --out")
+    try:
+        yield lock
+    finally:
+        if made and [p.name for p in out.iterdir()] == [LOCK]:
+            (out / LOCK).unlink()
+            for folder in made:
+                try:
+                    folder.rmdir()
+                except OSError:  # a parent another run has written to meanwhile stays
+                    break
+        lock.release()
 
 
 def check_out_dir(out, args: dict, resume: bool, announce: bool = True) -> dict | None:
@@ -131,7 +163,7 @@ def check_out_dir(out, args: dict, resume: bool, announce: bool = True) -> dict 
     """
     out = Path(out)
     check_writable(out)
-    if not out.is_dir() or not any(out.iterdir()):
+    if not out.is_dir() or not any(p.name != LOCK for p in out.iterdir()):
         return None
     config = read_config(out)
     if config is None:

@@ -25,7 +25,8 @@ for >= 95% of the test set, or is no more accurate than always predicting the ma
 Resume: checkpoint.pt holds model, optimiser, scheduler, grad-scaler and RNG states after each epoch.
 The batch order is a pure function of (seed, epoch), so that is all a resumed run needs to end exactly
 where an uninterrupted one does. MINIBERT_STOP_AFTER_EPOCH=N (or stop_after_epoch=N) stops a run after
-epoch N as if it had been killed there; tests use it.
+epoch N as if it had been killed there; tests use it. Ctrl-C raises a KeyboardInterrupt whose message says
+which epoch the checkpoint holds. One process at a time works in a run folder: it holds <out>/run.lock.
 
 Multi-GPU (`torchrun --nproc_per_node=N train.py ...`): batch_size stays the global batch; each rank
 takes every N-th micro-batch, DDP averages gradients, every rank evaluates every N-th test batch and the
@@ -57,7 +58,7 @@ from .dynamics import Dynamics
 from .evaluation import autocast, evaluate, extract, to_device
 from .inputs import Prepared, prepare, run_info, save_model
 from .metrics import majority_baseline
-from .optim import load_state, make_optimizer, save_state, settings
+from .optim import load_model_state, load_state, make_optimizer, save_state, settings
 
 COLLAPSE_FRACTION = 0.95  # a best epoch predicting one class for this share of the test set has collapsed
 LOG_EVERY = 20  # optimiser steps between the loss syncs that feed the progress bar and the NaN check
@@ -76,6 +77,7 @@ class Run:
     train_tokens: int = 0
     train_seconds: float = 0.0
     dynamics: Dynamics | None = None  # the start of fine-tuning: what the per-epoch drift (and CKA) measure from
+    saved: int = 0  # the epoch checkpoint.pt holds: where a resume after Ctrl-C starts
 
     @property
     def main(self) -> bool:
@@ -89,6 +91,7 @@ class Run:
         p = load_state(path, self.clf, optimizer, scheduler, scaler, self.data.device)
         self.history, self.seconds = p["history"], p["seconds"]
         self.train_tokens, self.train_seconds = p["train_tokens"], p["train_seconds"]
+        self.saved = p["epoch"]
         if self.main:
             print(f"resuming {self.out} after epoch {p['epoch']}")
         return p["epoch"]
@@ -133,6 +136,7 @@ class Run:
             save_state(out / rundir.CHECKPOINT, self.clf, *state, self.data.device,
                        {"epoch": epoch + 1, "history": self.history, "seconds": self.seconds + time.time() - self.t_start,
                         "train_tokens": self.train_tokens, "train_seconds": self.train_seconds})
+            self.saved = epoch + 1
         if cfg.stop_after_epoch == epoch + 1 and epoch + 1 < cfg.epochs:
             if self.main:
                 print(f"stopped after epoch {epoch + 1} (stop_after_epoch); continue with --resume")
@@ -265,8 +269,18 @@ def train(cfg: TrainConfig) -> dict:
         cfg = replace(cfg, stop_after_epoch=int(os.environ["MINIBERT_STOP_AFTER_EPOCH"]))
     cfg = replace(cfg, out=str(cfg.out or default_out(cfg)))
     rundir.check_writable(cfg.out)  # before the data is loaded: a bad --out fails in a second, not minutes
-    data = prepare(cfg)
-    return sweep(cfg, data) if cfg.lr == "sweep" else run(cfg, data)
+    if cfg.cache_dir is not None:
+        rundir.check_writable(cfg.cache_dir, "--cache-dir")
+    try:
+        # torchrun's other ranks follow rank 0, which holds the folder for them all
+        with rundir.hold(cfg.out) if os.environ.get("RANK", "0") == "0" else nullcontext():
+            finished = rundir.check_out_dir(cfg.out, identity(cfg), cfg.resume, announce=False)
+            if finished is not None and cfg.save_model and rundir.saved_model(cfg.out, finished) is None:
+                kept_checkpoint(cfg, finished)  # refuses before the data is loaded when no model can be saved
+            data = prepare(cfg)
+            return sweep(cfg, data) if cfg.lr == "sweep" else run(cfg, data)
+    except KeyboardInterrupt as e:  # run() names the epoch; before it, there is nothing to lose
+        raise KeyboardInterrupt(str(e) or f"interrupted; rerun with --resume to continue {cfg.out}") from None
 
 
 def identity(cfg: TrainConfig) -> dict:
@@ -281,7 +295,34 @@ def open_out(cfg: TrainConfig, data: Prepared) -> dict | None:
         dist.barrier()  # every rank has looked at the folder before rank 0 writes into it
     if finished is None and data.rank == 0:
         rundir.start_out_dir(cfg.out, run_info(cfg, data))
+    if finished is not None and cfg.save_model and data.rank == 0 and rundir.saved_model(cfg.out, finished) is None:
+        save_kept_model(cfg, data, finished)
     return finished
+
+
+def kept_checkpoint(cfg: TrainConfig, finished: dict) -> Path:
+    """checkpoint.pt of a finished run that kept it (--keep-checkpoint) with the best epoch last: its best model.
+
+    Otherwise the best epoch's weights are gone, and a ValueError says how to get a saved model."""
+    path = Path(cfg.out) / finished.get("run_dir", ".") / rundir.CHECKPOINT
+    if not (path.is_file() and finished["best_epoch"] == finished.get("epochs_run")):
+        raise ValueError(f"--save-model: {cfg.out} is finished and saved no model, and no checkpoint.pt holds its "
+                         f"best epoch ({finished['best_epoch']}); train it again with --save-model into a new --out")
+    return path
+
+
+def save_kept_model(cfg: TrainConfig, data: Prepared, finished: dict) -> None:
+    """--save-model on a finished run that saved none: save its best epoch from the checkpoint it kept."""
+    path = kept_checkpoint(cfg, finished)
+    clf = SequenceClassifier(load_pretrained(data.checkpoint), len(data.dataset.label_names), cfg.pooling)
+    if load_model_state(path, clf) != finished["best_epoch"]:  # a diverged last epoch is never checkpointed
+        raise ValueError(f"--save-model: {path} does not hold the best epoch ({finished['best_epoch']}) of "
+                         f"{cfg.out}; train it again with --save-model into a new --out")
+    save_model(clf, path.parent / rundir.MODEL, data)
+    for result_dir in {Path(cfg.out), path.parent}:  # a sweep's and its best sub-run's result.json
+        result = rundir.read_result(result_dir)
+        rundir.write_json(result_dir / rundir.RESULT, {**result, "model_dir": str(path.parent / rundir.MODEL)})
+    print(f"saved its best epoch ({finished['best_epoch']}) from {path} -> {path.parent / rundir.MODEL}")
 
 
 def sweep(cfg: TrainConfig, data: Prepared) -> dict:
@@ -329,9 +370,12 @@ def run(cfg: TrainConfig, data: Prepared) -> dict:
     # W_0 of the drift: the corrupted pre-trained encoder, rebuilt as above on a resume (corruption is seeded)
     r = Run(cfg, data, clf, out, t_start,
             dynamics=Dynamics.start(clf, data, cfg.track_cka, cfg.seed, cfg.batch_size) if data.rank == 0 else None)
-    if (probe if cfg.mode == "probe" else finetune)(r):
-        return {"status": "stopped", "epoch": len(r.history), "out": str(out)}
-    result = finish(r, report)
+    try:
+        if (probe if cfg.mode == "probe" else finetune)(r):
+            return {"status": "stopped", "epoch": len(r.history), "out": str(out)}
+        result = finish(r, report)
+    except KeyboardInterrupt:  # Ctrl-C: the checkpoint, written atomically, holds epoch r.saved
+        raise KeyboardInterrupt(f"interrupted after epoch {r.saved} of {out}; rerun with --resume") from None
     if data.world > 1:
         dist.barrier()  # rank 0 has written everything before any rank returns
     return result
