@@ -188,3 +188,12 @@ def test_paper_counts_name_the_comparisons_that_rest_on_errata():
     t = tally(c for c in comparisons(rows) if c.claim == 1)
     assert t["cells"] == 3 and t["held"] == 3
     assert t["paper"]["large"] == (3, 3, 2)  # bottom50 and 100% are E2's 30.05
+
+
+def test_the_report_and_the_cka_command_say_what_healed_in_the_same_words():
+    from minibert.training.cka import format_healing, healed
+    result = healing_result(True)
+    line = healed(result)
+    assert line == "re-initialised layers 1-1: CKA 0.10 -> 0.60; the other layers: 0.50 -> 0.90; last layer 0.50 -> 0.90"
+    assert f"- bottom50: {line}" in render_healing(("table2", "minilm", "sst2", 0), {"bottom50": result})
+    assert format_healing(result).endswith(f"Healed: {line}")

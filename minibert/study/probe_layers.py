@@ -28,7 +28,7 @@ from ..corrupt import corrupt, parse_spec
 from ..data.datasets import load_dataset
 from ..data.encoding import encode
 from ..tokenizer import load_tokenizer
-from ..training.cka import layer_features, read_run
+from ..training.cka import layer_features, layer_name, read_run
 from ..training.metrics import majority_baseline
 from ..training.rundir import read_result, saved_model
 from .cells import Cell
@@ -134,7 +134,7 @@ def format_probes(result: dict) -> str:
     for i in result["layers"]:
         mark = "yes" if i in result["corrupted_layers"] else ""
         cells = " | ".join(f"{result[k][i]:.3f}" for k in ENCODERS)
-        lines.append(f"| {'emb' if i == 0 else i} | {mark} | {cells} |")
+        lines.append(f"| {layer_name(i)} | {mark} | {cells} |")
     return "\n".join(lines)
 
 
