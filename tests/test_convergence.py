@@ -9,6 +9,7 @@ import pytest
 from minibert.study.cells import GridConfig, cells, write_manifest
 from minibert.study.grid import cell_config, grid_config
 from minibert.study.report import convergence_warning, report
+from minibert.study.summary import Row
 from minibert.training.convergence import convergence, describe
 
 
@@ -113,9 +114,11 @@ def test_the_report_sets_unsettled_comparisons_apart(budget):
 
 
 def test_the_report_warns_loudly_when_more_than_a_fifth_still_improve():
-    rows = [{"done": 3, "improving": 1}, {"done": 2, "improving": 1}]
+    def row(done, improving):
+        return Row("table2", "base", 0, "", "sst2", done=done, improving=improving)
+    rows = [row(3, 1), row(2, 1)]
     assert convergence_warning(rows).startswith("**Not converged: 2 of 5 finished runs (40%) were still improving")
-    assert convergence_warning([{"done": 5, "improving": 1}]) is None
+    assert convergence_warning([row(5, 1)]) is None
 
 
 def test_the_budget_section_and_figure(budget):

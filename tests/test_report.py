@@ -12,7 +12,7 @@ from minibert.study.findings import paired_interval, t975
 from minibert.study.healing import render_healing
 from minibert.study.paper import ERRATA, TABLE1, TABLES, errata_of, paper_value
 from minibert.study.report import level_panels, render_figures, report, write_csv
-from minibert.study.summary import Summary
+from minibert.study.summary import Row, Summary
 
 SEEDS = (0, 1, 2)
 
@@ -92,10 +92,10 @@ def test_sizes_recipe_selection_and_flags(synthetic):
     text, rows, _, out = synthetic
     assert "| table2 | IMDB | 100 / 50 ‡ | 25,000 / 5,000 |" in text
     assert "| table2 | SST-2 | 56,000 / 12,000 | 56,000 / 12,000 |" in text
-    small = {r["dataset"]: r["small"] for r in rows}
+    small = {r.dataset: r.small for r in rows}
     assert small == {"imdb": True, "sst2": False}
-    imdb_clean = next(r for r in rows if (r["dataset"], r["level"]) == ("imdb", 0))
-    assert imdb_clean["text"].startswith("90.") and "‡" in text.split("## Tables")[1]
+    imdb_clean = next(r for r in rows if (r.dataset, r.level) == ("imdb", 0))
+    assert imdb_clean.text.startswith("90.") and "‡" in text.split("## Tables")[1]
     assert "Training recipe: `bert`" in text and "Model selection: `test`" in text and "Selection on test" in text
     assert "Runs flagged: 1 diverged" in text and "1 collapsed" in text
     assert "(1 div)" in text and "(1 col)" in text
@@ -183,8 +183,17 @@ def test_healing_table_shows_the_floor_beside_each_layer():
 
 def test_paper_counts_name_the_comparisons_that_rest_on_errata():
     from minibert.study.findings import comparisons, tally
-    rows = [{"table": "table5", "model": "large", "dataset": "rte", "level": lv, "side": side, "by_seed": {0: 50.0 - lv / 10}}
+    rows = [Row("table5", "large", lv, side, "rte", by_seed={0: 50.0 - lv / 10})
             for lv, side in ((0, ""), (50, "bottom"), (50, "top"), (100, ""))]
     t = tally(c for c in comparisons(rows) if c.claim == 1)
     assert t["cells"] == 3 and t["held"] == 3
     assert t["paper"]["large"] == (3, 3, 2)  # bottom50 and 100% are E2's 30.05
+
+
+def test_the_report_and_the_cka_command_say_what_healed_in_the_same_words():
+    from minibert.training.cka import format_healing, healed
+    result = healing_result(True)
+    line = healed(result)
+    assert line == "re-initialised layers 1-1: CKA 0.10 -> 0.60; the other layers: 0.50 -> 0.90; last layer 0.50 -> 0.90"
+    assert f"- bottom50: {line}" in render_healing(("table2", "minilm", "sst2", 0), {"bottom50": result})
+    assert format_healing(result).endswith(f"Healed: {line}")

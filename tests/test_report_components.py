@@ -46,7 +46,8 @@ def synthetic(tmp_path_factory):
         run.mkdir()
         (run / "config.json").write_text(json.dumps({"args": {"seed": cell.seed}, "num_train": 100, "num_test": 50}))
         (run / "result.json").write_text(json.dumps({"status": "done", "best": {"weighted_f1": f1_of(cell) / 100},
-                                                     "diverged": False, "best_epoch": 2, "lr": 1e-4, "seconds": 1.0}))
+                                                     "diverged": False, "best_epoch": 2, "lr": 1e-4, "seconds": 1.0,
+                                                     "convergence": {"still_improving": False}}))
         (run / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e, "drift": drift_of(cell, e)}) + "\n"
                                                    for e in (1, 2)))
     return out, grid

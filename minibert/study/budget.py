@@ -9,56 +9,47 @@ import statistics
 from pathlib import Path
 
 from ..data.datasets import DATASET_TITLES
+from .cells import setting_label
 from .figures import budget_figure
+from .summary import Row
 
 
-def setting_label(level: int, side: str, n_layers: int | None, total: int | None) -> str:
-    """'clean', 'bottom 2 of 6 layers', 'all 6 layers': a setting named by the layers it corrupts."""
-    if level == 0:
-        return "clean"
-    if level == 100:
-        return f"all {total} layers" if total else "all layers"
-    if n_layers is None or total is None:
-        return f"{side} {level}%"
-    return f"{side} {n_layers} of {total} layers"
-
-
-def _groups(rows: list[dict]) -> dict[tuple, list[dict]]:
+def _groups(rows: list[Row]) -> dict[tuple, list[Row]]:
     """(table, model, dataset) -> the rows of a data-budget grid, sizes in increasing order."""
     out = {}
-    for r in sorted((r for r in rows if r["limit"] is not None), key=lambda r: r["limit"]):
-        out.setdefault((r["table"], r["model"].partition(" n=")[0], r["dataset"]), []).append(r)
+    for r in sorted((r for r in rows if r.limit is not None), key=lambda r: r.limit):
+        out.setdefault((r.table, r.model.partition(" n=")[0], r.dataset), []).append(r)
     return out
 
 
-def _settings(members: list[dict]) -> list[tuple[tuple, str]]:
+def _settings(members: list[Row]) -> list[tuple[tuple, str]]:
     """The settings of one group, in the order clean, bottom, top, all; each with its label."""
-    total = next((r["n_layers"] for r in members if r["level"] == 100), None)
-    keys = sorted({(r["level"], r["side"]) for r in members}, key=lambda k: (k[0] == 100, k[0] > 0, k[1], k[0]))
+    total = next((r.n_layers for r in members if r.level == 100), None)
+    keys = sorted({(r.level, r.side) for r in members}, key=lambda k: (k[0] == 100, k[0] > 0, k[1], k[0]))
     labels = {}
     for r in members:
-        labels[(r["level"], r["side"])] = setting_label(r["level"], r["side"], r["n_layers"], total)
+        labels[(r.level, r.side)] = setting_label(r.level, r.side, r.n_layers, total)
     return [(k, labels[k]) for k in keys]
 
 
-def budget_panels(rows: list[dict]) -> list[tuple]:
+def budget_panels(rows: list[Row]) -> list[tuple]:
     """viz.budget_figure's panels: per model and dataset, each setting's seeds at every size, and the baseline."""
     panels = []
     for (_, model, dataset), members in _groups(rows).items():
         lines = {}
         for key, label in _settings(members):
-            points = [(r["limit"], list(r["by_seed"].values())) for r in members
-                      if (r["level"], r["side"]) == key and r["by_seed"]]
+            points = [(r.limit, list(r.by_seed.values())) for r in members
+                      if (r.level, r.side) == key and r.by_seed]
             if points:
                 lines[label] = points
-        majorities = [r["majority"] for r in members if r["majority"] is not None]
+        majorities = [r.majority for r in members if r.majority is not None]
         if lines:
             panels.append((f"{model}, {DATASET_TITLES.get(dataset, dataset)}", lines,
                            statistics.fmean(majorities) if majorities else None))
     return panels
 
 
-def render_budget_figure(out: Path, rows: list[dict], ylim: tuple) -> str:
+def render_budget_figure(out: Path, rows: list[Row], ylim: tuple) -> str:
     """Draw <out>/figures/budget.png; returns its path relative to `out`."""
     png = budget_figure(budget_panels(rows), out / "figures" / "budget.png",
                         "Recovery against task data: weighted F1 at the best epoch", ylim)
@@ -69,7 +60,7 @@ BUDGET_CAPTION = ("Weighted F1 against the number of training examples (log scal
                   "over seeds, the band from the lowest to the highest seed, the majority-class baseline dashed.")
 
 
-def budget_section(rows: list[dict]) -> str | None:
+def budget_section(rows: list[Row]) -> str | None:
     """The '## Data budget' section: a table per model and dataset, sizes as columns; None without --limits."""
     groups = _groups(rows)
     if not groups:
@@ -78,14 +69,14 @@ def budget_section(rows: list[dict]) -> str | None:
              "that did not diverge; (k imp) seeds still improving when they stopped, (k div) diverged. Every size "
              "is tested on the same examples. Findings compare the settings at each size (model n=size)."]
     for (table, model, dataset), members in groups.items():
-        sizes = sorted({r["limit"] for r in members})
-        at = {(r["level"], r["side"], r["limit"]): r for r in members}
+        sizes = sorted({r.limit for r in members})
+        at = {(r.level, r.side, r.limit): r for r in members}
         lines += ["", f"### {model}, {DATASET_TITLES.get(dataset, dataset)} ({table})", "",
                   "| setting | " + " | ".join(f"{n:,} examples" for n in sizes) + " |", "|---|" + "---|" * len(sizes)]
         for (level, side), label in _settings(members):
-            cells = [at[level, side, n]["text"] if (level, side, n) in at else "" for n in sizes]
+            cells = [at[level, side, n].text if (level, side, n) in at else "" for n in sizes]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
-        majority = [statistics.fmean(r["majority"] for r in members if r["limit"] == n and r["majority"] is not None)
-                    if any(r["limit"] == n and r["majority"] is not None for r in members) else None for n in sizes]
+        majority = [statistics.fmean(r.majority for r in members if r.limit == n and r.majority is not None)
+                    if any(r.limit == n and r.majority is not None for r in members) else None for n in sizes]
         lines.append("| majority class | " + " | ".join("" if m is None else f"{m:.2f}" for m in majority) + " |")
     return "\n".join(lines)

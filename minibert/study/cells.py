@@ -8,12 +8,14 @@ import json
 from dataclasses import MISSING, asdict, dataclass
 from pathlib import Path
 
+from ..corrupt import COMPONENTS as PARTS
 from ..files import write_text
 from ..locks import locked
 from .paper import LEVELS, SIDES, SIX, TABLES, PaperTable
 
-# Not a paper table: what in the chosen layers is corrupted, at the levels given (default 0 and 50%).
-COMPONENTS = ("all", "attn", "ffn", "norm", "qk")
+# Not a paper table: what in the chosen layers is corrupted, at the levels given (default 0 and 50%): the whole
+# layers, or one of corrupt.py's components.
+COMPONENTS = ("all", *PARTS)
 
 
 COMPONENTS_TABLE = PaperTable("components", "Components: fine-tuned, mean pooling, a part of each corrupted layer",
@@ -39,21 +41,42 @@ class Cell:
     def corrupt(self) -> str:
         """The train.py --corrupt spec: none, all, or e.g. bottom:0.25 (rounded half up to whole layers), with
         /attn etc. for a component."""
-        if self.level == 0:
-            return "none"
-        spec = "all" if self.level == 100 else f"{self.side}:{self.level / 100:g}"
-        return spec if self.component == "all" else f"{spec}/{self.component}"
+        spec = corrupt_spec(self.level, self.side)
+        return spec if self.component == "all" or self.level == 0 else f"{spec}/{self.component}"
 
     @property
     def setting(self) -> str:
         """Short corruption label: 0, bottom25, top25, ..., 100; bottom50-attn for a component."""
-        label = str(self.level) if self.side is None else f"{self.side}{self.level}"
+        label = setting(self.level, self.side, percent=False)
         return label if self.component == "all" or self.level == 0 else f"{label}-{self.component}"
 
     @property
     def name(self) -> str:
         size = "" if self.limit is None else f"-n{self.limit}"
         return f"{self.table}-{self.model}-{self.dataset}{size}-{self.setting}-s{self.seed}"
+
+
+# The names of a (level, side) position, side None or "" at 0% and 100% (one run serves both sides)
+
+def corrupt_spec(level: int, side: str | None) -> str:
+    """The train.py --corrupt spec of the whole layers: none, all, or e.g. bottom:0.25."""
+    return "none" if level == 0 else "all" if level == 100 else f"{side}:{level / 100:g}"
+
+
+def setting(level: int, side: str | None, percent: bool = True) -> str:
+    """The short label: bottom25, top50; 0% and 100% (in cell names, without the %: 0, 100)."""
+    return f"{side}{level}" if side else f"{level}%" if percent else str(level)
+
+
+def setting_label(level: int, side: str, n_layers: int | None, total: int | None) -> str:
+    """The label by layers (the data-budget tables): 'clean', 'bottom 2 of 6 layers', 'all 6 layers'."""
+    if level == 0:
+        return "clean"
+    if level == 100:
+        return f"all {total} layers" if total else "all layers"
+    if n_layers is None or total is None:
+        return f"{side} {level}%"
+    return f"{side} {n_layers} of {total} layers"
 
 
 @dataclass

@@ -18,10 +18,11 @@ pre-trained encoder's, on the run's own train/test examples (cached in <out>/pro
 """
 from pathlib import Path
 
+from ..corrupt import parse_spec
 from ..data.datasets import DATASET_TITLES
-from ..training import rundir
-from ..training.rundir import read_result
-from .cells import COMPONENTS, Cell
+from ..training.rundir import read_metrics, read_result
+from .cells import COMPONENTS, Cell, corrupt_spec, setting
+from .figures import drift_figure, layer_probe_figure
 from .findings import Comparison, paired_interval, tally, verdict
 from .paper import SIDES
 from .probe_layers import probe_results
@@ -61,12 +62,9 @@ def component_comparisons(rows: list[dict]) -> list[Comparison]:
                 continue
             better, worse = ((level, side, component), other) if question == "cheaper" else (other, (level, side, component))
             ours, lo, hi, pairs = paired_interval(at[(model, dataset, *better)], at[(model, dataset, *worse)])
-            comps.append(Comparison(question, TABLE, model, dataset, better, worse, (), ours, lo, hi, pairs, {}))
+            comps.append(Comparison(claim=question, table=TABLE, model=model, dataset=dataset, better=better,
+                                    worse=worse, ours=ours, lo=lo, hi=hi, pairs=pairs))
     return comps
-
-
-def _label(level: int, side: str) -> str:
-    return f"{side}{level}" if side else f"{level}%"
 
 
 def render_table(model: str, dataset: str, rows: list[dict], layers) -> str:
@@ -75,7 +73,7 @@ def render_table(model: str, dataset: str, rows: list[dict], layers) -> str:
     settings = sorted({(r["level"], r["side"]) for r in mine if r["level"]}, key=lambda k: (k[0], SIDES.index(k[1])
                                                                                          if k[1] in SIDES else -1))
     at = {(r["level"], r["side"], r["component"]): r for r in mine}
-    head = [f"{_label(lv, s)} ({layers(lv, s)})" if layers(lv, s) else _label(lv, s) for lv, s in settings]
+    head = [f"{setting(lv, s)} ({layers(lv, s)})" if layers(lv, s) else setting(lv, s) for lv, s in settings]
     lines = [f"### Components: {model} on {DATASET_TITLES.get(dataset, dataset)}", "",
              "| corrupted | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
     clean = at.get((0, "", "all"))
@@ -102,7 +100,7 @@ def render_answers(comps: list[Comparison]) -> str:
                      "t-interval over seeds)" if t["tested"] else "; one seed: no interval")
             cells = "; ".join(
                 f"{c.model} {DATASET_TITLES.get(c.dataset, c.dataset)} "
-                f"{_label(*(c.better if question == 'cheaper' else c.worse)[:2])}: {c.ours:+.2f}"
+                f"{setting(*(c.better if question == 'cheaper' else c.worse)[:2])}: {c.ours:+.2f}"
                 + (f" [{c.lo:+.2f}, {c.hi:+.2f}]" if c.lo is not None else "") for c in mine)
             lines.append(f"- {component}: {verdict(t)} ({t['held']} of {t['cells']} hold{seeds}): {cells}")
     return "\n".join(lines)
@@ -111,11 +109,9 @@ def render_answers(comps: list[Comparison]) -> str:
 def drift_panels(out: Path, cells: list[Cell]) -> list[list]:
     """viz.drift_figure's grid for one model, dataset and seed: clean first, then a row per side, a column per
     component; each panel the drift of the group its cell corrupted, per layer, epoch 0 (= 0) first."""
-    from ..corrupt import parse_spec
-
     def panel(cell):
         result = read_result(out / cell.name)
-        history = rundir.read_metrics(out / cell.name / (result or {}).get("run_dir", "."))
+        history = read_metrics(out / cell.name / (result or {}).get("run_dir", "."))
         if result is None or not history or "drift" not in history[0]:
             return None  # unfinished, or run before the drift was logged
         group = GROUP[cell.component]
@@ -135,9 +131,6 @@ def drift_panels(out: Path, cells: list[Cell]) -> list[list]:
 
 def render_figures(out: Path, rows: list[dict], checkpoints: dict, device: str, probes: bool) -> list[str]:
     """Per model and dataset (lowest seed): the drift figure and, with saved models, the probe figure; links."""
-    from ..corrupt import parse_spec
-    from .figures import drift_figure, layer_probe_figure
-
     lines = []
     for model, dataset in sorted({(r["model"], r["dataset"]) for r in rows}):
         cells = [c for r in rows if (r["model"], r["dataset"]) == (model, dataset) for c in r["cells"]]
@@ -157,11 +150,11 @@ def render_figures(out: Path, rows: list[dict], checkpoints: dict, device: str, 
                 settings = sorted({(c.level, c.side or "") for c in cells if c.level and c.side})
                 panels = []
                 for level, side in settings:
-                    label = _label(level, side)
+                    label = setting(level, side)
                     lines_ = {"pre-trained (clean, not fine-tuned)": pre, "clean, fine-tuned": result.get("clean")}
                     lines_ |= {p: result.get(label if p == "all" else f"{label}-{p}") for p in COMPONENTS}
                     panels.append((label, {k: v for k, v in lines_.items() if v is not None},
-                                   parse_spec(f"{side}:{level / 100:g}", n).layers))
+                                   parse_spec(corrupt_spec(level, side), n).layers))
                 png = layer_probe_figure(panels, out / "figures" / f"components-probes-{name}.png",
                                          f"{where}: logistic-regression probes on the fine-tuned encoders", majority)
                 lines += [f"![probe accuracy per layer, {where}]({png.relative_to(out)})", ""]

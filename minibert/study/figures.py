@@ -238,9 +238,10 @@ def layer_probe_figure(panels, out, title: str = "", majority: float | None = No
     return _save(fig, plt, out)
 
 
-def _save(fig, plt, out) -> Path:
+def _save(fig, plt, out, dpi: int = 120) -> Path:
+    """Write `fig` to the PNG `out` (its folder made if needed) and close it; returns the path."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
+    fig.savefig(out, dpi=dpi)
     plt.close(fig)
     return out

@@ -1,6 +1,6 @@
 """The paper's three claims, tested on a grid's numbers and counted on the paper's own.
 
-    comps = comparisons(rows)            # rows: report.table_rows() of one table (with "by_seed")
+    comps = comparisons(rows)            # rows: summary.table_rows()
     tally(c for c in comps if c.claim == 3)  # -> cells, held, supported, contradicted, paper counts
 
 The claims (section 4.2 of the paper), each as comparisons of two cells of one model and dataset where
@@ -21,9 +21,11 @@ more training could flip it, so it is listed apart and counted neither for nor a
 """
 import math
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from .cells import setting
 from .paper import MODELS, SIDES, errata_of, paper_value
+from .summary import Row
 
 CLAIMS = {1: "corrupted models do not fully recover (clean > corrupted)",
           2: "more corruption is worse (each level > the next, per side)",
@@ -56,21 +58,22 @@ def paired_interval(better: dict, worse: dict) -> tuple[float | None, float | No
     return mean, mean - half, mean + half, len(diffs)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Comparison:
-    """One test of one claim: cell `better` is expected above cell `worse` (settings like "0", "bottom25")."""
-    claim: int
+    """One test of one claim: cell `better` is expected above cell `worse`; ours, lo, hi and pairs are
+    paired_interval()'s. Built with keywords only."""
+    claim: int | str  # 1-3; components.py's questions by name
     table: str
     model: str
     dataset: str
-    better: tuple  # (level, side), side "" at 0% and 100%
+    better: tuple  # (level, side), side "" at 0% and 100% (components.py: (level, side, component))
     worse: tuple
-    chains: tuple  # claim 2: the sides whose chain the step belongs to
     ours: float | None  # better - worse, F1 points
     lo: float | None
     hi: float | None
     pairs: int
-    paper: dict  # paper model -> better - worse in the paper's numbers
+    chains: tuple = ()  # claim 2: the sides whose chain the step belongs to
+    paper: dict = field(default_factory=dict)  # paper model -> better - worse in the paper's numbers
     unsettled: bool = False  # a seed of either cell was still improving when it stopped
 
     @property
@@ -84,11 +87,6 @@ class Comparison:
     @property
     def contradicted(self) -> bool:
         return self.hi is not None and self.hi < 0
-
-
-def setting(key: tuple) -> str:
-    level, side = key
-    return f"{side}{level}" if side else f"{level}%"
 
 
 def paper_marks(c: Comparison, model: str) -> list[str]:
@@ -123,23 +121,24 @@ def _paper_diffs(table: str, model: str, dataset: str, better: tuple, worse: tup
     return out
 
 
-def comparisons(rows: list[dict]) -> list[Comparison]:
-    """Every comparison of the three claims over `rows` (table positions with a by_seed dict: seed -> F1)."""
+def comparisons(rows: list[Row]) -> list[Comparison]:
+    """Every comparison of the three claims over `rows` (those with a finished seed)."""
     groups, improving = {}, {}
     for r in rows:
-        if r["by_seed"]:
-            key = (r["table"], r["model"], r["dataset"])
-            groups.setdefault(key, {})[(r["level"], r["side"])] = r["by_seed"]
-            improving.setdefault(key, {})[(r["level"], r["side"])] = r.get("improving_seeds", set())
+        if r.by_seed:
+            key = (r.table, r.model, r.dataset)
+            groups.setdefault(key, {})[(r.level, r.side)] = r.by_seed
+            improving.setdefault(key, {})[(r.level, r.side)] = r.improving_seeds
     out = []
     for (table, model, dataset), at in groups.items():
         levels = sorted({lv for lv, _ in at})
         for claim, better, worse, chains in _steps(levels, lambda k: k in at):
             ours, lo, hi, pairs = paired_interval(at[better], at[worse])
             still = improving[table, model, dataset]
-            out.append(Comparison(claim, table, model, dataset, better, worse, chains, ours, lo, hi, pairs,
-                                  _paper_diffs(table, model.partition(" n=")[0], dataset, better, worse),
-                                  bool(still[better] or still[worse])))
+            out.append(Comparison(claim=claim, table=table, model=model, dataset=dataset, better=better, worse=worse,
+                                  ours=ours, lo=lo, hi=hi, pairs=pairs, chains=chains,
+                                  paper=_paper_diffs(table, model.partition(" n=")[0], dataset, better, worse),
+                                  unsettled=bool(still[better] or still[worse])))
     return out
 
 
@@ -216,29 +215,33 @@ def render_findings(comps: list[Comparison], titles: dict, table_titles: dict) -
         failing = [c for c in mine if c.ours is not None and not c.holds and not c.unsettled]
         if failing:
             lines += ["", "Where a claim does not hold (better - worse, F1 points):"]
-            lines += [f"- claim {c.claim}, {titles.get(c.dataset, c.dataset)}: {setting(c.better)} vs {setting(c.worse)}: "
+            lines += [f"- claim {c.claim}, {titles.get(c.dataset, c.dataset)}: {setting(*c.better)} vs {setting(*c.worse)}: "
                       f"{_diff(c)}" for c in sorted(failing, key=lambda c: (c.claim, c.dataset, c.worse))]
         unsettled = [c for c in mine if c.ours is not None and c.unsettled]
         if unsettled:
             lines += ["", "Unsettled (a seed of either cell was still improving when it stopped; not counted):"]
-            lines += [f"- claim {c.claim}, {titles.get(c.dataset, c.dataset)}: {setting(c.better)} vs {setting(c.worse)}: "
+            lines += [f"- claim {c.claim}, {titles.get(c.dataset, c.dataset)}: {setting(*c.better)} vs {setting(*c.worse)}: "
                       f"{_diff(c)}" for c in sorted(unsettled, key=lambda c: (c.claim, c.dataset, c.worse))]
     return "\n".join(lines)
 
 
-def claim_columns(rows: list[dict], comps: list[Comparison]):
-    """Add to each row the comparisons in which it is the `worse` cell, for report.csv: claim1 (clean - this),
-    claim2_bottom / claim2_top (the previous level on that side - this), claim3 (top - this bottom); each with
-    _lo, _hi (95% interval over seeds) and _paper (the paper's, for a model not in the paper its BERT-base's)."""
+def claim_columns(rows: list[Row], comps: list[Comparison]) -> dict[tuple, dict]:
+    """Row.key -> report.csv's CSV_FIELDS of that row: the comparisons in which it is the `worse` cell, claim1
+    (clean - this), claim2_bottom / claim2_top (the previous level on that side - this), claim3 (top - this
+    bottom); each with _lo, _hi (95% interval over seeds) and _paper (the paper's, for a model not in the paper
+    its BERT-base's); None where the row is in no such comparison."""
     index = {}
     for c in comps:
         for name in ([f"claim2_{s}" for s in c.chains] if c.claim == 2 else [f"claim{c.claim}"]):
             index[(c.table, c.model, c.dataset, c.worse, name)] = c
+    columns = {}
     for r in rows:
+        values = columns[r.key] = {}
         for name in CSV_CLAIMS:
-            c = index.get((r["table"], r["model"], r["dataset"], (r["level"], r["side"]), name))
-            r[name], r[f"{name}_lo"], r[f"{name}_hi"] = (c.ours, c.lo, c.hi) if c else (None, None, None)
-            r[f"{name}_paper"] = (c.paper.get(r["model"], c.paper.get("base")) if c else None)
+            c = index.get((r.table, r.model, r.dataset, (r.level, r.side), name))
+            values[name], values[f"{name}_lo"], values[f"{name}_hi"] = (c.ours, c.lo, c.hi) if c else (None, None, None)
+            values[f"{name}_paper"] = c.paper.get(r.model, c.paper.get("base")) if c else None
+    return columns
 
 
 CSV_CLAIMS = ("claim1", "claim2_bottom", "claim2_top", "claim3")

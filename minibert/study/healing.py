@@ -4,12 +4,11 @@
 
 Results are cached per cell in <out>/healing/<cell>.json; report.py puts the section at the end of the report.
 """
-import statistics
 from dataclasses import replace
 from pathlib import Path
 
 from ..data.datasets import DATASET_TITLES
-from ..training.cka import healing
+from ..training.cka import healed, healing, layer_name
 from ..training.rundir import read_json, read_result, saved_model, write_json
 from .cells import Cell
 from .figures import cka_figure
@@ -51,10 +50,6 @@ def cached_healing(out: Path, clean: Cell, cell: Cell, n: int, device: str, feat
     return result
 
 
-def _mean(values) -> float:
-    return statistics.fmean(values) if values else float("nan")
-
-
 def _floor(r: dict, i: int) -> str:
     """The shuffled-rows floor of one layer: before -> after fine-tuning when both exist."""
     after = r.get("floor_after")
@@ -63,7 +58,7 @@ def _floor(r: dict, i: int) -> str:
 
 def render_healing(key: tuple, results: dict[str, dict]) -> str:
     """A layer x setting table of CKA before -> after (and, when cka.healing gave one, each setting's shuffled-rows
-    floor), and one line per setting on what healed."""
+    floor), and one line per setting on what healed (cka.healed, as `python -m minibert cka` prints it)."""
     table, model, dataset, seed = key
     first = next(iter(results.values()))
     floors = [name for name, r in results.items() if r.get("floor") is not None]
@@ -84,7 +79,7 @@ def render_healing(key: tuple, results: dict[str, dict]) -> str:
             after = "-" if r["after"] is None else f"{r['after'][i]:.2f}"
             entries.append(f"{r['before'][i]:.2f} -> {after}{' *' if i in r['corrupted_layers'] else ''}")
         entries += [_floor(results[name], i) for name in floors]
-        lines.append(f"| {'emb' if i == 0 else i} | " + " | ".join(entries) + " |")
+        lines.append(f"| {layer_name(i)} | " + " | ".join(entries) + " |")
     reference = results.get("100") if results.get("100", {}).get("after") is not None else None
     if reference is not None:
         lines += ["", "Reference: `100` is the model with every layer re-initialised, fine-tuned the same way: the CKA "
@@ -95,16 +90,7 @@ def render_healing(key: tuple, results: dict[str, dict]) -> str:
         if r["after"] is None:
             lines.append(f"- {name}: no saved fine-tuned models (run the grid with --save-models) for the after column")
             continue
-        hit = r["corrupted_layers"]
-        rest = [i for i in r["layers"][1:] if i not in hit]
-        ref = (lambda layers: f" (all re-initialised: {_mean([reference['after'][i] for i in layers]):.2f})") \
-            if reference is not None and name != "100" else (lambda layers: "")
-        text = (f"- {name}: re-initialised layers {hit[0]}-{hit[-1]}: CKA {_mean([r['before'][i] for i in hit]):.2f} -> "
-                f"{_mean([r['after'][i] for i in hit]):.2f}{ref(hit)}")
-        if rest:
-            text += (f"; the other layers: {_mean([r['before'][i] for i in rest]):.2f} -> "
-                     f"{_mean([r['after'][i] for i in rest]):.2f}{ref(rest)}")
-        lines.append(text + f"; last layer {r['before'][-1]:.2f} -> {r['after'][-1]:.2f}")
+        lines.append(f"- {name}: {healed(r, reference if name != '100' else None)}")
     return "\n".join(lines)
 
 

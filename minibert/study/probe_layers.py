@@ -28,9 +28,11 @@ from ..corrupt import corrupt, parse_spec
 from ..data.datasets import load_dataset
 from ..data.encoding import encode
 from ..tokenizer import load_tokenizer
-from ..training.cka import layer_features, read_run
+from ..training.cka import layer_features, layer_name, read_run
+from ..training.metrics import majority_baseline
 from ..training.rundir import read_result, saved_model
 from .cells import Cell
+from .figures import _pyplot, _save
 
 ENCODERS = ("clean", "corrupted", "finetuned")
 
@@ -84,10 +86,9 @@ def probe_layers(run_dir, max_train: int = 5000, max_test: int = 2000, batch_siz
     touched = corrupt(broken, args["corrupt"], seed=args["seed"]).params
     accuracy["corrupted"] = probes(broken) if touched else accuracy["clean"]  # spec none: the same encoder
     accuracy["finetuned"] = probes(load_classifier(model_dir).encoder)
-    counts = np.bincount(train.labels)
     L = len(accuracy["clean"]) - 1
     return {"layers": list(range(L + 1)), **accuracy,
-            "majority": float(np.mean(np.asarray(test.labels) == counts.argmax())),
+            "majority": majority_baseline(train.labels, test.labels)["accuracy"],
             "pooling": pooling, "corrupt": args["corrupt"],
             "corrupted_layers": parse_spec(args["corrupt"], L).layers,
             "n_train": len(train), "n_test": len(test), "model": str(model_dir)}
@@ -121,8 +122,7 @@ def probe_results(out: Path, cells: list[Cell], checkpoint: str, device: str = "
                                      lambda: load_pretrained(checkpoint))}
     for cell, model_dir in saved.items():
         results[cell.setting if cell.level else "clean"] = probes(cell.name, lambda m=model_dir: load_classifier(m).encoder)
-    counts = np.bincount(train.labels)
-    results["majority"] = float(np.mean(np.asarray(test.labels) == counts.argmax()))
+    results["majority"] = majority_baseline(train.labels, test.labels)["accuracy"]
     return results
 
 
@@ -134,14 +134,12 @@ def format_probes(result: dict) -> str:
     for i in result["layers"]:
         mark = "yes" if i in result["corrupted_layers"] else ""
         cells = " | ".join(f"{result[k][i]:.3f}" for k in ENCODERS)
-        lines.append(f"| {'emb' if i == 0 else i} | {mark} | {cells} |")
+        lines.append(f"| {layer_name(i)} | {mark} | {cells} |")
     return "\n".join(lines)
 
 
 def probe_figure(result: dict, out) -> Path:
     """Probe accuracy per layer, one line per encoder, corrupted layers shaded. Returns the PNG path."""
-    from .figures import _pyplot, _save
-
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for i in result["corrupted_layers"]:

@@ -1,5 +1,5 @@
 """The grid's report: the paper's claims tested (Findings), our tables beside the paper's, data sizes, figures,
-the healing analysis (layer-wise CKA, report_healing.py) and Figure 1.
+the healing analysis (layer-wise CKA, healing.py) and Figure 1.
 
     python -m minibert grid report runs/grid        # writes runs/grid/report.md, report.csv, figures/; prints the md
     python -m minibert grid tsne runs/grid          # Figure 1: t-SNE of [CLS] features on AG News
@@ -8,7 +8,7 @@ the healing analysis (layer-wise CKA, report_healing.py) and Figure 1.
 
 report.md, top to bottom: how the numbers were made (recipe, model selection, flagged runs), Findings (a line
 per claim, then per table and model), figures, data sizes beside Table 1, the tables, the paper's errata, the
-components table when the grid has one (report_components.py; also written alone to components.md), healing.
+components table when the grid has one (components.py; also written alone to components.md), healing.
 report.csv: one line per table position, with the claim comparisons in which it is the worse cell (findings.py).
 """
 import csv
@@ -32,16 +32,16 @@ from .findings import CSV_FIELDS as CLAIM_FIELDS
 from .findings import claim_columns, comparisons, render_findings
 from .healing import healing_section
 from .paper import ERRATA, SIDES, TABLES
-from .summary import model_order, table_rows
+from .summary import Row, model_order, table_rows
 
 
-def _entry(row: dict | None) -> str:
+def _entry(row: Row | None) -> str:
     if row is None:
         return ""
-    marks = ("‡" if row["small"] else "") + (f" {row['errata']}" if row["errata"] else "")
-    if row["diff"] is not None:
-        return f"{row['text']} / {row['paper']:.2f} ({row['diff']:+.2f}){marks}"
-    return row["text"] + (f" / {row['paper']:.2f}" if row["paper"] is not None else "") + marks
+    marks = ("‡" if row.small else "") + (f" {row.errata}" if row.errata else "")
+    if row.diff is not None:
+        return f"{row.text} / {row.paper:.2f} ({row.diff:+.2f}){marks}"
+    return row.text + (f" / {row.paper:.2f}" if row.paper is not None else "") + marks
 
 
 def table_datasets(table: str, present: set) -> list[str]:
@@ -49,10 +49,10 @@ def table_datasets(table: str, present: set) -> list[str]:
     return [d for d in TABLES[table].datasets if d in present] + sorted(present - set(TABLES[table].datasets))
 
 
-def render_markdown(table: str, rows: list[dict]) -> str:
+def render_markdown(table: str, rows: list[Row]) -> str:
     """The paper's layout: rows model x corruption, columns dataset x bottom/top; ours / paper (difference)."""
-    datasets = table_datasets(table, {r["dataset"] for r in rows})
-    at = {(r["model"], r["level"], r["side"], r["dataset"]): r for r in rows}
+    datasets = table_datasets(table, {r.dataset for r in rows})
+    at = {(r.model, r.level, r.side, r.dataset): r for r in rows}
     head = ["model", "corruption"] + [f"{DATASET_TITLES.get(d, d)} {s}" for d in datasets for s in SIDES]
     lines = [f"### {TABLES[table].title}", "",
              "Weighted F1 (%) at the best epoch: ours / paper (ours - paper). 0% and 100% are one run per dataset, "
@@ -62,10 +62,10 @@ def render_markdown(table: str, rows: list[dict]) -> str:
              "collapsed (predicted one class), kept in the mean; ‡ run on less data than the paper's Table 1 (sizes "
              "under Data); E1-E4: the paper's value is marked under Paper errata.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for model in model_order({r["model"] for r in rows}):
-        for level in sorted({r["level"] for r in rows if r["model"] == model}):
+    for model in model_order({r.model for r in rows}):
+        for level in sorted({r.level for r in rows if r.model == model}):
             whole = level in (0, 100)
-            ranges = [next((r["layers"] for r in rows if (r["model"], r["level"], r["side"]) == (model, level, s)), "")
+            ranges = [next((r.layers for r in rows if (r.model, r.level, r.side) == (model, level, s)), "")
                       for s in SIDES]
             label = f"{level}%" if whole or not all(ranges) else f"{level}% ({' / '.join(ranges)})"
             entries = []
@@ -81,44 +81,47 @@ CSV_FIELDS = ("table", "model", "level", "side", "dataset", "seeds", "done", "di
               "errata", *CLAIM_FIELDS)
 
 
-def write_csv(rows: list[dict], path: Path):
-    """Long format, one line per table position; F1 in %, empty where there is no value yet."""
+def write_csv(rows: list[Row], path: Path):
+    """Long format, one line per table position, with the claim comparisons in which it is the worse cell
+    (findings.claim_columns); F1 in %, empty where there is no value yet."""
+    claims = claim_columns(rows, comparisons(rows))
     with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, CSV_FIELDS, extrasaction="ignore")
+        writer = csv.DictWriter(f, CSV_FIELDS)
         writer.writeheader()
         for r in rows:
-            writer.writerow({k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()})
+            values = {k: getattr(r, k) for k in CSV_FIELDS if k not in CLAIM_FIELDS} | claims[r.key]
+            writer.writerow({k: round(v, 4) if isinstance(v, float) else v for k, v in values.items()})
 
 
-def render_header(rows: list[dict]) -> str:
+def render_header(rows: list[Row]) -> str:
     """How the numbers were made: recipe, model selection, diverged and collapsed runs."""
-    recipes = sorted({x for r in rows for x in r["recipe"].split("/") if x})
-    select = sorted({x for r in rows for x in r["select_on"].split("/") if x})
+    recipes = sorted({x for r in rows for x in r.recipe.split("/") if x})
+    select = sorted({x for r in rows for x in r.select_on.split("/") if x})
     lines = [f"Training recipe: {', '.join(f'`{x}`' for x in recipes) or 'none finished yet'} (train.py --recipe; "
              "runs from before recipes existed count as `bert`). Model selection: "
              f"{', '.join(f'`{x}`' for x in select) or 'none finished yet'} (--select-on; absent = `test`)."]
     if "test" in select:
-        tests = [r["num_test"] for r in rows if r["select_on"] != "val" and r["num_test"]]
+        tests = [r.num_test for r in rows if r.select_on != "val" and r.num_test]
         lines.append("Selection on test: the best epoch and learning rate are chosen by test-set score (the paper's "
                      "way: \"we test every epoch and choose the best indicator\"), so every number is the best of "
                      "several test scores and optimistic" + (f", the more so on small test sets (here as few as "
                                                              f"{min(tests):,} examples)." if tests else "."))
-    finished, improving = sum(r["done"] for r in rows), sum(r["improving"] for r in rows)
+    finished, improving = sum(r.done for r in rows), sum(r.improving for r in rows)
     lines.append(f"Convergence: {improving} of {finished} finished runs were still improving when they stopped "
                  f"(over the last {WINDOW} epochs against the {WINDOW} before, the test metric's mean rose more than "
                  f"{100 * MIN_GAIN:g} points, or the train loss fell more than {MIN_LOSS_DROP:.0%} while above "
                  f"{FIT_FRACTION:.0%} of chance; minibert/training/convergence.py), marked (k imp) in the tables; Findings count "
                  "no comparison that rests on one.")
-    diverged, collapsed = sum(r["diverged"] for r in rows), sum(r["collapsed"] for r in rows)
+    diverged, collapsed = sum(r.diverged for r in rows), sum(r.collapsed for r in rows)
     lines.append(f"Runs flagged: {diverged} diverged (weighted F1 at or below the majority-class baseline), left out of "
                  f"the table means unless all seeds of a cell diverged; {collapsed} collapsed (predicted one class), "
                  "kept in the table means and marked (k col); Findings count every finished run.")
     return "\n\n".join(lines)
 
 
-def convergence_warning(rows: list[dict]) -> str | None:
+def convergence_warning(rows: list[Row]) -> str | None:
     """A loud first line when more than a fifth of the finished runs were still learning when they stopped."""
-    finished, improving = sum(r["done"] for r in rows), sum(r["improving"] for r in rows)
+    finished, improving = sum(r.done for r in rows), sum(r.improving for r in rows)
     if finished and improving > finished / 5:
         return (f"**Not converged: {improving} of {finished} finished runs ({improving / finished:.0%}) were still "
                 "improving when they stopped. More training would change their numbers: read this report as a "
@@ -126,12 +129,12 @@ def convergence_warning(rows: list[dict]) -> str | None:
     return None
 
 
-def render_sizes(rows: list[dict]) -> str:
+def render_sizes(rows: list[Row]) -> str:
     """Train/test examples per table and dataset beside Table 1's; ‡ where a run had less."""
     seen = {}
     for r in rows:
-        entry = seen.setdefault((r["table"], r["dataset"]), [set(), r["paper_train"], r["paper_test"]])
-        entry[0].update(r["sizes"])
+        entry = seen.setdefault((r.table, r.dataset), [set(), r.paper_train, r.paper_test])
+        entry[0].update(r.sizes)
     lines = ["## Data", "", "Examples each run trained and was tested on, beside the paper's Table 1 (MRPC and RTE: "
              "GLUE's official splits, not in Table 1).", "", "| table | dataset | train / test (ours) | Table 1 |",
              "|---|---|---|---|"]
@@ -143,39 +146,39 @@ def render_sizes(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def level_panels(rows: list[dict], table: str, dataset: str) -> list[tuple]:
+def level_panels(rows: list[Row], table: str, dataset: str) -> list[tuple]:
     """viz.level_figure's panels of one table and dataset: per model, every finished seed per number of layers
     corrupted and side, the paper's values for a paper model, and the majority-class baseline."""
     panels = []
-    for model in model_order({r["model"] for r in rows if (r["table"], r["dataset"]) == (table, dataset)}):
-        at = {(r["level"], r["side"]): r for r in rows
-              if (r["table"], r["model"], r["dataset"]) == (table, model, dataset) and r["by_seed"]}
-        x = {k: r["level"] if r["n_layers"] is None else r["n_layers"] for k, r in at.items()}
+    for model in model_order({r.model for r in rows if (r.table, r.dataset) == (table, dataset)}):
+        at = {(r.level, r.side): r for r in rows
+              if (r.table, r.model, r.dataset) == (table, model, dataset) and r.by_seed}
+        x = {k: r.level if r.n_layers is None else r.n_layers for k, r in at.items()}
         ours, paper = {}, {}
         for side in SIDES:
             keys = sorted((lv, s) for lv, s in at if s in ("", side))
             if len(keys) > 1:
-                ours[side] = [(x[k], list(at[k]["by_seed"].values())) for k in keys]
-                marks = [(x[k], at[k]["paper"]) for k in keys if at[k]["paper"] is not None]
+                ours[side] = [(x[k], list(at[k].by_seed.values())) for k in keys]
+                marks = [(x[k], at[k].paper) for k in keys if at[k].paper is not None]
                 if marks:
                     paper[side] = marks
-        majorities = [r["majority"] for r in at.values() if r["majority"] is not None]
+        majorities = [r.majority for r in at.values() if r.majority is not None]
         if ours:
             panels.append((model, ours, paper, statistics.fmean(majorities) if majorities else None))
     return panels
 
 
-def figure_range(rows: list[dict]) -> tuple[float, float]:
+def figure_range(rows: list[Row]) -> tuple[float, float]:
     """One y-range (F1 %) for every figure of a report: from 5 points under the lowest seed or baseline, down to a
     multiple of 10, up to 100."""
-    values = [v for r in rows for v in r["by_seed"].values()] + [r["majority"] for r in rows if r["majority"]]
+    values = [v for r in rows for v in r.by_seed.values()] + [r.majority for r in rows if r.majority]
     return (10 * math.floor((min(values, default=5) - 5) / 10), 100.0)
 
 
-def render_figures(out: Path, rows: list[dict]) -> str:
+def render_figures(out: Path, rows: list[Row]) -> str:
     """One PNG per table and dataset in <out>/figures/ (F1 against layers corrupted), and with a data-budget axis
     one of F1 against training examples; linked; a note without matplotlib."""
-    pairs = [(t, d) for t in TABLES for d in table_datasets(t, {r["dataset"] for r in rows if r["table"] == t})]
+    pairs = [(t, d) for t in TABLES for d in table_datasets(t, {r.dataset for r in rows if r.table == t})]
     drawn = [(t, d, p) for t, d in pairs if (p := level_panels(rows, t, d))]
     crosses = any(panel[2] for _, _, panels in drawn for panel in panels)
     lines = ["## Figures", "", "Weighted F1 against the number of layers corrupted: bottom (red) and top (blue), the "
@@ -189,7 +192,7 @@ def render_figures(out: Path, rows: list[dict]) -> str:
             title = f"{TABLES[table].title.split(':')[0]}, {DATASET_TITLES.get(dataset, dataset)}"
             png = level_figure(panels, out / "figures" / f"{table}-{dataset}.png", title, ylim)
             lines += ["", f"![{title}]({png.relative_to(out)})"]
-        if any(r["limit"] is not None for r in rows):
+        if any(r.limit is not None for r in rows):
             lines += ["", BUDGET_CAPTION, "", f"![data budget]({render_budget_figure(out, rows, ylim)})"]
     except ImportError as e:
         return "\n".join(lines + ["", f"(no figures: {e})"])
@@ -201,9 +204,9 @@ def render_errata() -> str:
 
 
 def report(out: Path, healing_n: int = 2000, device: str = "cpu", healing_on: bool = True,
-           figures_on: bool = True, probes_on: bool = True) -> tuple[str, list[dict]]:
+           figures_on: bool = True, probes_on: bool = True) -> tuple[str, list[Row]]:
     """The report of a grid folder as markdown, and its rows (for the CSV); figures go to <out>/figures/.
-    A components grid's section (report_components.py) is also written alone to <out>/components.md."""
+    A components grid's section (components.py) is also written alone to <out>/components.md."""
 
     grid, checkpoints = load_manifest(out)
     tables, rows = [], []
@@ -215,10 +218,9 @@ def report(out: Path, healing_n: int = 2000, device: str = "cpu", healing_on: bo
             counts = {s: sum(status(out / c.name) == s for c in group) for s in ("done", "partial", "pending")}
             tables.append(render_markdown(table, table_rows_) + "\n\n" +
                           f"{len(group)} cells: {counts['done']} done, {counts['partial']} partial, {counts['pending']} pending; "
-                          f"{sum(r['diverged'] for r in table_rows_)} diverged runs. "
-                          f"{sum(r['collapsed'] for r in table_rows_)} collapsed runs.")
+                          f"{sum(r.diverged for r in table_rows_)} diverged runs. "
+                          f"{sum(r.collapsed for r in table_rows_)} collapsed runs.")
     comps = comparisons(rows)
-    claim_columns(rows, comps)
     parts = [f"# Grid report: {out}", *filter(None, [convergence_warning(rows)]), render_header(rows),
              render_findings(comps, DATASET_TITLES, {t: TABLES[t].title for t in TABLES}),
              *([render_figures(out, rows)] if figures_on else []), *filter(None, [budget_section(rows)]),

@@ -1,6 +1,7 @@
 """A grid's numbers, one row per table position: each finished cell's facts (sizes, recipe, selection, flags,
 convergence) and the summary over its seeds (mean, spread, diverged, collapsed, still improving), beside the paper's
-value. report.py renders the rows; findings.py, components.py, budget.py and healing.py read them.
+value (a Row). report.py renders the rows, findings.py and budget.py read them; components.py summarises its own
+cells with summarise().
 
     rows = table_rows(Path("runs/grid"), "table2", cells_of_table2, checkpoints)
 """
@@ -13,7 +14,7 @@ from ..config import PRESETS, BertConfig
 from ..corrupt import parse_spec
 from ..training.convergence import convergence
 from ..training.rundir import read_json, read_metrics, read_result
-from .cells import Cell
+from .cells import Cell, corrupt_spec
 from .paper import MODELS, TABLE1, errata_of, paper_value
 
 
@@ -110,7 +111,7 @@ def corrupted_layers(checkpoint: str, level: int, side: str | None, run_dirs=())
         config = PRESETS[checkpoint][1] if checkpoint in PRESETS else BertConfig.from_json(Path(checkpoint) / "config.json")
     except (OSError, ValueError):
         return None
-    return parse_spec("all" if level == 100 else f"{side}:{level / 100:g}", config.num_hidden_layers).layers
+    return parse_spec(corrupt_spec(level, side), config.num_hidden_layers).layers
 
 
 def layer_range(checkpoint: str, level: int, side: str, run_dirs=()) -> str:
@@ -121,8 +122,49 @@ def layer_range(checkpoint: str, level: int, side: str, run_dirs=()) -> str:
     return f"{layers[0]}-{layers[-1]}" if len(layers) > 1 else str(layers[0])
 
 
-def table_rows(out: Path, table: str, group: list[Cell], checkpoints: dict) -> list[dict]:
-    """One dict per (model, level, side, dataset) of `table`: ours over the seeds, the paper's, the difference,
+@dataclass(frozen=True)
+class Row:
+    """One table position (model, level, side, dataset) of a report: ours over the seeds (F1 in %), the paper's,
+    the data sizes beside Table 1's, how the runs were made and what was flagged. report.csv's columns (less
+    the claim comparisons, findings.claim_columns) are its fields of the same names."""
+    table: str
+    model: str  # row_model(): the label, with the training-set size on a data-budget grid
+    level: int
+    side: str  # "" at 0% and 100%
+    dataset: str
+    seeds: int = 0  # cells expected
+    done: int = 0  # finished, diverged or not
+    diverged: int = 0
+    f1: float | None = None  # Summary.mean()
+    f1_std: float | None = None  # over the non-diverged seeds, with two or more
+    paper: float | None = None
+    diff: float | None = None  # f1 - paper
+    text: str = "pending"  # Summary.text(): what the table shows
+    layers: str = ""  # layer_range(): '1-3', '' at 0% and 100%
+    n_layers: int | None = None  # layers corrupted (None if they cannot be read)
+    collapsed: int = 0
+    by_seed: dict = field(default_factory=dict)  # seed -> F1 of every finished seed
+    improving: int = 0  # finished seeds still improving when they stopped
+    improving_seeds: set = field(default_factory=set)
+    limit: int | None = None  # the training-set size on a data-budget grid
+    sizes: list = field(default_factory=list)  # sorted (train, test) examples of the finished seeds
+    majority: float | None = None  # the majority-class baseline's weighted F1, mean over seeds
+    num_train: int | None = None  # the smallest of sizes
+    num_test: int | None = None
+    paper_train: int | None = None  # Table 1's
+    paper_test: int | None = None
+    small: bool = False  # a run had less data than Table 1's
+    recipe: str = ""  # "/"-joined over the seeds
+    select_on: str = ""
+    errata: str = ""  # the paper.ERRATA ids that mark the paper's cell, space-separated
+
+    @property
+    def key(self) -> tuple:
+        return self.table, self.model, self.dataset, self.level, self.side
+
+
+def table_rows(out: Path, table: str, group: list[Cell], checkpoints: dict) -> list[Row]:
+    """One Row per (model, level, side, dataset) of `table`: ours over the seeds, the paper's, the difference,
     the data sizes beside Table 1's, the recipe and model selection, and the paper's errata marks."""
     positions = {}
     for cell in group:
@@ -133,23 +175,22 @@ def table_rows(out: Path, table: str, group: list[Cell], checkpoints: dict) -> l
         ours, paper = s.mean(), paper_value(table, base, level, side or None, dataset)
         sizes = sorted({(f["num_train"], f["num_test"]) for f in s.facts if f["num_train"] is not None})
         paper_train, paper_test = TABLE1.get(dataset, (None, None))
-        rows.append({"table": table, "model": model, "level": level, "side": side, "dataset": dataset,
-                     "seeds": s.seeds, "done": len(s.done) + len(s.diverged), "diverged": len(s.diverged),
-                     "f1": ours, "f1_std": statistics.stdev(s.done) if len(s.done) > 1 else None, "paper": paper,
-                     "diff": None if ours is None or paper is None else ours - paper, "text": s.text(),
-                     "layers": layer_range(checkpoints[base], level, side, [out / c.name for c in members]) if side else "",
-                     "n_layers": _count(corrupted_layers(checkpoints[base], level, side, [out / c.name for c in members])),
-                     "collapsed": s.collapsed, "by_seed": s.by_seed, "improving": len(s.improving),
-                     "improving_seeds": s.improving, "limit": members[0].limit, "sizes": sizes,
-                     "majority": statistics.fmean(m) if (m := [f["majority_f1"] for f in s.facts
-                                                               if f["majority_f1"] is not None]) else None,
-                     "num_train": min((a for a, _ in sizes), default=None),
-                     "num_test": min((b for _, b in sizes), default=None),
-                     "paper_train": paper_train, "paper_test": paper_test,
-                     "small": bool(paper_train and sizes and any(a < paper_train or b < paper_test for a, b in sizes)),
-                     "recipe": "/".join(sorted({f["recipe"] for f in s.facts})),
-                     "select_on": "/".join(sorted({f["select_on"] for f in s.facts})),
-                     "errata": " ".join(errata_of(table, base, level, side or None, dataset))})
+        run_dirs = [out / c.name for c in members]
+        majority = [f["majority_f1"] for f in s.facts if f["majority_f1"] is not None]
+        rows.append(Row(
+            table, model, level, side, dataset, seeds=s.seeds, done=len(s.done) + len(s.diverged),
+            diverged=len(s.diverged), f1=ours, f1_std=statistics.stdev(s.done) if len(s.done) > 1 else None,
+            paper=paper, diff=None if ours is None or paper is None else ours - paper, text=s.text(),
+            layers=layer_range(checkpoints[base], level, side, run_dirs) if side else "",
+            n_layers=_count(corrupted_layers(checkpoints[base], level, side, run_dirs)), collapsed=s.collapsed,
+            by_seed=s.by_seed, improving=len(s.improving), improving_seeds=s.improving, limit=members[0].limit,
+            sizes=sizes, majority=statistics.fmean(majority) if majority else None,
+            num_train=min((a for a, _ in sizes), default=None), num_test=min((b for _, b in sizes), default=None),
+            paper_train=paper_train, paper_test=paper_test,
+            small=bool(paper_train and sizes and any(a < paper_train or b < paper_test for a, b in sizes)),
+            recipe="/".join(sorted({f["recipe"] for f in s.facts})),
+            select_on="/".join(sorted({f["select_on"] for f in s.facts})),
+            errata=" ".join(errata_of(table, base, level, side or None, dataset))))
     return rows
 
 

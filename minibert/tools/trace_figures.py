@@ -14,6 +14,7 @@ matplotlib comes from the `plot` extra and is imported only when a figure is dra
 from pathlib import Path
 
 from ..study.figures import _pyplot as pyplot
+from ..study.figures import _save
 
 SEGMENT_COLOURS = ("black", "tab:orange")  # token type 0, 1
 
@@ -102,10 +103,10 @@ def write_figures(data, directory, title: str = "", dpi: int = 90, layers=None) 
     for layer in (range(len(data["attention"]["clean"])) if layers is None else [i - 1 for i in layers]):
         fig = plt.figure(figsize=_attention_size(data), layout="constrained")
         draw_attention(fig, data, layer, title)
-        paths.append(_save(plt, fig, directory / f"attention_layer{layer + 1}.png", dpi))
+        paths.append(_save(fig, plt, directory / f"attention_layer{layer + 1}.png", dpi))
     fig = plt.figure(figsize=_hidden_size(data), layout="constrained")
     draw_hidden(fig, data, title)
-    paths.append(_save(plt, fig, directory / "hidden.png", dpi))
+    paths.append(_save(fig, plt, directory / "hidden.png", dpi))
     return paths
 
 
@@ -119,11 +120,4 @@ def write_png(data, out, title: str = "", dpi: int = 80) -> Path:
     for layer in range(L):
         draw_attention(subfigs[layer], data, layer, title if layer == 0 else "")
     draw_hidden(subfigs[L], data)
-    return _save(plt, fig, Path(out), dpi)
-
-
-def _save(plt, fig, out: Path, dpi: int) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=dpi)
-    plt.close(fig)
-    return out
+    return _save(fig, plt, Path(out), dpi)

@@ -28,6 +28,7 @@ applied to the loaded checkpoint, exactly as the run did) against the clean pre-
 needs both runs saved with --save-model.
 """
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -182,8 +183,35 @@ def healing(clean_dir, corrupted_dir, n: int = 2000, batch_size: int = 32, devic
             "corrupt": bad["corrupt"], "corrupted_layers": layers}
 
 
+def layer_name(i: int) -> str:
+    """A hidden state's name in tables: emb (the embeddings), then 1..L."""
+    return "emb" if i == 0 else str(i)
+
+
+def _mean(values) -> float:
+    return statistics.fmean(values) if values else float("nan")
+
+
+def healed(result: dict, reference: dict | None = None) -> str:
+    """What healed, in one line: the mean CKA before -> after fine-tuning over the corrupted layers, over the
+    others, and at the last layer; with `reference` (the model with every layer re-initialised, fine-tuned the
+    same way), its after value over the same layers. Needs the after column."""
+    before, after, hit = result["before"], result["after"], result["corrupted_layers"]
+    rest = [i for i in result["layers"][1:] if i not in hit]
+
+    def ref(layers):
+        return "" if reference is None else f" (all re-initialised: {_mean([reference['after'][i] for i in layers]):.2f})"
+    parts = [f"re-initialised layers {hit[0]}-{hit[-1]}: CKA {_mean([before[i] for i in hit]):.2f} -> "
+             f"{_mean([after[i] for i in hit]):.2f}{ref(hit)}"] if hit else []
+    if rest:
+        parts.append(f"the other layers: {_mean([before[i] for i in rest]):.2f} -> {_mean([after[i] for i in rest]):.2f}"
+                     f"{ref(rest)}")
+    return "; ".join(parts + [f"last layer {before[-1]:.2f} -> {after[-1]:.2f}"])
+
+
 def format_healing(result: dict) -> str:
-    """A markdown table: layer, corrupted?, CKA before, CKA after, change, and the shuffled-rows floors."""
+    """A markdown table: layer, corrupted?, CKA before, CKA after, change, and the shuffled-rows floors; under it,
+    with the after column, what healed (healed(): the line the grid report gives each setting)."""
     estimator = f"{result['estimator']} " if "estimator" in result else ""
     lines = [f"{estimator}linear CKA with the clean model ({result['corrupt']}, n={result['n']}, mean-pooled "
              "hidden states); floor = the same against the corrupted features with their rows shuffled "
@@ -194,11 +222,12 @@ def format_healing(result: dict) -> str:
     for i in result["layers"]:
         before, after = result["before"][i], (result["after"] or none)[i]
         floors = [(result.get(key) or none)[i] for key in ("floor", "floor_after")]
-        name = "emb" if i == 0 else str(i)
         mark = "yes" if i in result["corrupted_layers"] else ""
         tail = "| - | - |" if after is None else f"| {after:.3f} | {round(after - before, 3) + 0.0:+.3f} |"  # + 0.0: no "-0.000"
         tail += "".join(" - |" if f is None else f" {f:.3f} |" for f in floors)
-        lines.append(f"| {name} | {mark} | {before:.3f} {tail}")
+        lines.append(f"| {layer_name(i)} | {mark} | {before:.3f} {tail}")
+    if result["after"] is not None:
+        lines += ["", f"Healed: {healed(result)}"]
     return "\n".join(lines)
 
 
