@@ -313,7 +313,8 @@ def load_dataset(name: str, data_dir=None, split: str = "paper", seed: int = 0, 
         held_out = "test" if "test" in splits else "validation"
         train, test = splits["train"], splits[held_out]
         notes.append(f"official split: train {len(train)} / {held_out} {len(test)}")
-        if limit is not None or test_limit is not None:  # official files are often sorted by label: cap with a seeded random subset
+        # official files are often sorted by label: cap with a seeded random subset
+        if limit is not None or test_limit is not None:
             rng = np.random.default_rng(seed)
             train, test = (s.take(rng.permutation(len(s))) for s in (train, test))
     test_cap = test_limit if test_limit is not None else limit

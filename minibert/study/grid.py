@@ -200,7 +200,8 @@ def grid_config(table: str, args) -> GridConfig:
     if args.models:
         unknown = set(_csv_list(args.models)) - set(models)
         if unknown:
-            raise ValueError(f"--models {args.models}: unknown {', '.join(sorted(unknown))}; this grid has {', '.join(models)}")
+            raise ValueError(f"--models {args.models}: unknown {', '.join(sorted(unknown))}; "
+                             f"this grid has {', '.join(models)}")
         models = {m: models[m] for m in _csv_list(args.models)}
     datasets = _csv_list(args.datasets) or (QUICK_DATASETS[table] if args.quick else GRID_TABLES[table].datasets)
     for d in datasets:

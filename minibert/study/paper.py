@@ -154,7 +154,8 @@ ERRATA = {
     "E2": Erratum("Table 5's BERT-large RTE is 30.05 at bottom 50%, bottom 75% and 100%: one value three times, below "
                   "the majority-class baseline of RTE's labelled evaluation set (GLUE validation: 146 of 277 examples "
                   "are entailment, so predicting it scores weighted F1 36.38); the paper does not mark them.", _rte_3005),
-    "E3": Erratum("Section 4.3 quotes Table 5's BERT-base RTE numbers (0%, bottom 25/50/75%) as MRPC (\"on the MRPC dataset ... 25% bottom "
+    "E3": Erratum("Section 4.3 quotes Table 5's BERT-base RTE numbers (0%, bottom 25/50/75%) as MRPC "
+                  "(\"on the MRPC dataset ... 25% bottom "
                   "corruption (54.22%) outperforming the undamaged model (55.84%), and 75% bottom corruption (53.34%) "
                   "scoring higher than 50% (53.71%)\"); neither comparison holds as stated.",
                   tuple(("table5", "base", lv, side, "rte") for lv, side in ((0, None), (25, "bottom"), (50, "bottom"),

@@ -77,8 +77,8 @@ def render_markdown(table: str, rows: list[Row]) -> str:
 
 
 CSV_FIELDS = ("table", "model", "level", "side", "dataset", "seeds", "done", "diverged", "f1", "f1_std", "paper", "diff",
-              "collapsed", "improving", "majority", "num_train", "num_test", "paper_train", "paper_test", "small", "recipe", "select_on",
-              "errata", *CLAIM_FIELDS)
+              "collapsed", "improving", "majority", "num_train", "num_test", "paper_train", "paper_test", "small",
+              "recipe", "select_on", "errata", *CLAIM_FIELDS)
 
 
 def write_csv(rows: list[Row], path: Path):
@@ -110,8 +110,8 @@ def render_header(rows: list[Row]) -> str:
     lines.append(f"Convergence: {improving} of {finished} finished runs were still improving when they stopped "
                  f"(over the last {WINDOW} epochs against the {WINDOW} before, the test metric's mean rose more than "
                  f"{100 * MIN_GAIN:g} points, or the train loss fell more than {MIN_LOSS_DROP:.0%} while above "
-                 f"{FIT_FRACTION:.0%} of chance; minibert/training/convergence.py), marked (k imp) in the tables; Findings count "
-                 "no comparison that rests on one.")
+                 f"{FIT_FRACTION:.0%} of chance; minibert/training/convergence.py), marked (k imp) in the tables; "
+                 "Findings count no comparison that rests on one.")
     diverged, collapsed = sum(r.diverged for r in rows), sum(r.collapsed for r in rows)
     lines.append(f"Runs flagged: {diverged} diverged (weighted F1 at or below the majority-class baseline), left out of "
                  f"the table means unless all seeds of a cell diverged; {collapsed} collapsed (predicted one class), "
@@ -217,7 +217,8 @@ def report(out: Path, healing_n: int = 2000, device: str = "cpu", healing_on: bo
             rows += table_rows_
             counts = {s: sum(status(out / c.name) == s for c in group) for s in ("done", "partial", "pending")}
             tables.append(render_markdown(table, table_rows_) + "\n\n" +
-                          f"{len(group)} cells: {counts['done']} done, {counts['partial']} partial, {counts['pending']} pending; "
+                          f"{len(group)} cells: {counts['done']} done, {counts['partial']} partial, "
+                          f"{counts['pending']} pending; "
                           f"{sum(r.diverged for r in table_rows_)} diverged runs. "
                           f"{sum(r.collapsed for r in table_rows_)} collapsed runs.")
     comps = comparisons(rows)
@@ -277,7 +278,8 @@ def figure1(out: Path, table: str = "table2", model: str | None = None, dataset:
         label_names = data.label_names
     png = png or out / f"figure1-{table}-{model}-{dataset}-s{seed}.png"
     return tsne_figure(panels, label_names, png, seed=seed,
-                       title=f"t-SNE of fine-tuned {model} features on {DATASET_TITLES.get(dataset, dataset)} (n={len(test)})")
+                       title=f"t-SNE of fine-tuned {model} features on {DATASET_TITLES.get(dataset, dataset)} "
+                             f"(n={len(test)})")
 
 
 def run_command(args) -> int:

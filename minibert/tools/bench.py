@@ -319,7 +319,8 @@ class Bench:
         split, max_length = real_split(dataset, root, self.s.epoch_examples[dataset], self.s.seed)
         enc = encoding.encode(split, tok, max_length)
         sync_reference(self.ours, self.ref)
-        to_dev = lambda bs: [{k: v.to(self.device) for k, v in b.items()} for b in bs]
+        def to_dev(bs):
+            return [{k: v.to(self.device) for k, v in b.items()} for b in bs]
         ours = to_dev(minibert_batches(enc, self.s.epoch_batch, self.s.seed, tok.pad_id))
         theirs = to_dev(reference_batches(enc, self.s.epoch_batch, max_length if reference_max_length else None,
                                           self.s.seed, tok.pad_id))
@@ -423,7 +424,8 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=None, help="timed calls per system and row (median reported)")
     p.add_argument("--sst2", type=int, default=None, help="examples of SST-2 in the epoch rows")
     p.add_argument("--imdb", type=int, default=None, help="examples of IMDB in the epoch rows (0: skip)")
-    p.add_argument("--data-dir", default=None, help="the real data folder, one sub-folder per dataset (default: $MINIBERT_DATA)")
+    p.add_argument("--data-dir", default=None,
+                   help="the real data folder, one sub-folder per dataset (default: $MINIBERT_DATA)")
     p.add_argument("--tokenizer", default=None, help="tokenizer dir or preset (default: bert-base-uncased's vocab)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--json", default="bench.json", help="where to write the results")

@@ -63,7 +63,8 @@ def format_listing(root=None) -> str:
 
 @main_wrapper
 def main(argv=None) -> int:
-    parser = Parser(prog="python -m minibert download", description="Fetch the files minibert needs from the Hugging Face Hub.")
+    parser = Parser(prog="python -m minibert download",
+                    description="Fetch the files minibert needs from the Hugging Face Hub.")
     parser.add_argument("models", nargs="*", help=f"presets ({', '.join(PRESETS)}) or hub ids")
     parser.add_argument("--dir", default=None,
                         help="where to put them (default weights/, or $MINIBERT_WEIGHTS; loading by preset "

@@ -173,7 +173,8 @@ def main(argv=None) -> int:
     parser.add_argument("--pair", action="append", default=[],
                         help="second sentence paired with the --text of the same position (repeatable)")
     parser.add_argument("--tol", type=float, default=None,
-                        help=f"max |diff| allowed (default {DEFAULT_TOL['fp32']:g} for fp32, {DEFAULT_TOL['bf16']:g} for bf16)")
+                        help=f"max |diff| allowed (default {DEFAULT_TOL['fp32']:g} for fp32, "
+                             f"{DEFAULT_TOL['bf16']:g} for bf16)")
     parser.add_argument("--dtype", default="fp32", choices=list(DTYPES), help="precision of both models")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     try:

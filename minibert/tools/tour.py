@@ -237,7 +237,8 @@ def experiment(model, tok, name: str, walked, data_dir, setting, out: Path, dpi:
             + f"\n\nThe corrupted layers' heads, beside the clean ones:\n\n![layer 1 corrupted]"
             f"({figs['attention_layer1']})\n\n![hidden states corrupted]({figs['hidden']})\n\n"
             f"Then a new [CLS] classification head on each model, full fine-tuning on {len(ds.train)} SST-2 "
-            f"training sentences for {setting['epochs']} epoch{'s' * (setting['epochs'] > 1)} (Adam, lr {setting['lr']}, batch 32), "
+            f"training sentences for {setting['epochs']} epoch{'s' * (setting['epochs'] > 1)} "
+            f"(Adam, lr {setting['lr']}, batch 32), "
             f"accuracy on {len(ds.test)} SST-2 validation sentences:\n\n"
             + table(["model", "accuracy before", "accuracy after", "fine-tuning time (s, CPU)"],
                     [[n, f"{s['before']:.3f}", f"{s['after']:.3f}", f"{s['seconds']:.0f}"] for n, s in scores.items()])

@@ -98,10 +98,12 @@ def entropy(weights: torch.Tensor) -> torch.Tensor:
 
 
 def _shapes(s: dict, activation: str) -> list[str]:
-    fmt = lambda shape: "(" + ", ".join(map(str, shape)) + ")"
+    def fmt(shape):
+        return "(" + ", ".join(map(str, shape)) + ")"
     return [f"  attention     x {fmt(s['x'])} -> qkv {fmt(s['qkv'])} -> q,k,v {fmt(s['q,k,v'])} -> "
             f"softmax(QK^T/sqrt(d)) {fmt(s['weights'])} -> out {fmt(s['attention out'])} -> +x, LayerNorm",
-            f"  feed-forward  {fmt(s['attention out'])} -> up {fmt(s['ffn up'])} -> {activation} -> down {fmt(s['ffn down'])}"
+            f"  feed-forward  {fmt(s['attention out'])} -> up {fmt(s['ffn up'])} -> {activation} "
+            f"-> down {fmt(s['ffn down'])}"
             " -> +x, LayerNorm"]
 
 
@@ -132,7 +134,8 @@ def format_trace(tokens, ids, clean: dict, corrupted: dict | None = None, corrup
         mark = "  <- corrupted" if (i + 1) in corrupted_layers else ""
         lines += ["", f"layer {i + 1}/{len(clean['layers'])}{mark}", *_shapes(layer["shapes"], clean["activation"])]
         runs = [("clean", layer)] + ([("corrupted", corrupted["layers"][i])] if corrupted else [])
-        label = lambda name: f"{name:<10}" if corrupted else ""
+        def label(name):
+            return f"{name:<10}" if corrupted else ""
         for name, run in runs:
             lines.append(f"  |h|           {label(name)}{_norms(run['hidden'], tokens)}")
         for name, run in runs:
