@@ -20,7 +20,8 @@ from minibert.data.encoding import encode
 from minibert.tokenizer import load_tokenizer
 from minibert.training import rundir
 from minibert.training.config import TrainConfig, check_numbers
-from minibert.training.evaluation import PRECISIONS, evaluate, extract, resolve_precision, setup_device
+from minibert.training.device import PRECISIONS, resolve_precision, setup_device
+from minibert.training.evaluation import evaluate, extract
 from minibert.training.inputs import clamp_max_length
 from minibert.training.metrics import confusion, format_confusion, majority_baseline
 

@@ -8,14 +8,16 @@ import json
 import shutil
 import subprocess
 import sys
+from dataclasses import fields, replace
 from pathlib import Path
 
 import pytest
 import torch
 
-from minibert import load_classifier, load_pretrained, rundir, save_pretrained
+from minibert import load_classifier, load_pretrained, save_pretrained
 from minibert.heads import SequenceClassifier
-from minibert.training.config import TrainConfig, train_flags
+from minibert.training import rundir
+from minibert.training.config import NO_FLAG, TrainConfig, train_flags, validate
 from minibert.training.evaluation import extract
 from minibert.training.optim import RECIPES, make_optimizer
 from minibert.training.trainer import train
@@ -116,6 +118,21 @@ def test_train_flags_round_trip_through_the_parser(tmp_path):
     again = TRAIN.parse_args(flags)
     assert again == TrainConfig(**{**cfg.__dict__, "lr": "2e-05"})  # argparse keeps --lr as the text given
     assert train_flags(TrainConfig()) == []
+
+
+def test_every_field_is_a_flag_with_its_default_and_choices():
+    assert TRAIN.parse_args([]) == TrainConfig()  # the flags' defaults are the fields'
+    for f in fields(TrainConfig):
+        if f.name in NO_FLAG:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if "choices" in f.metadata:  # argparse and validate() refuse the same values
+            with pytest.raises(SystemExit):
+                TRAIN.parse_args([flag, "nope"])
+            with pytest.raises(ValueError, match=f"{flag} must be one of"):
+                validate(replace(TrainConfig(), **{f.name: "nope"}))
+        elif f.type is int:
+            assert getattr(TRAIN.parse_args([flag, "7"]), f.name) == 7
 
 
 def test_help_calls_only_the_papers_own_settings_the_papers(capsys):

@@ -4,19 +4,21 @@
     cfg = validate(TrainConfig(model="large", corrupt="top:0.5"))   # a ValueError names a bad argument
     train_flags(cfg)                                                # ['--model', 'large', '--corrupt', 'top:0.5']
 
-train.py builds its argparse flags from TrainConfig's fields and the choices below, grid.py turns a cell into
-train.py flags with train_flags(), and minibert/training/trainer.py runs a config. A run's identity is every field but
+Each field carries its train.py flag's help text (and metavar, choices): add_flags() builds train.py's argparse
+flags from them, so a new option is written once, here. grid.py turns a cell into train.py flags with
+train_flags(), and minibert/training/trainer.py runs a config. A run's identity is every field but
 NOT_IDENTITY: a resumed run must match the interrupted one in all the others.
 """
 import math
 import re
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import get_args
 
 from ..config import PRESETS
-from ..corrupt import parse_spec
+from ..corrupt import GRAMMAR, parse_spec
 from ..data.datasets import DATASETS, SPLITS
-from .evaluation import PRECISIONS, world_size
+from .device import PRECISIONS, world_size
 from .optim import RECIPES, settings
 
 PAPER_LRS = (1e-5, 2e-5, 5e-5)
@@ -27,48 +29,103 @@ LOWEST = {"epochs": 1, "batch_size": 1, "grad_accum": 1, "limit": 1, "test_limit
 MAX_SEED = 2**32 - 1  # scikit-learn's and numpy's legacy seeds are 32-bit unsigned
 
 
+def option(default, help: str, **flag):
+    """A TrainConfig field with its train.py flag's help text (and metavar, choices) beside the default."""
+    return field(default=default, metadata={"help": help, **flag})
+
+
 @dataclass
 class TrainConfig:
-    # what
-    model: str = "base"            # preset base|large|distil, a checkpoint directory, or a hub id
-    dataset: str = "sst2"
-    data_dir: str | None = None    # local folder with the dataset's files; None = the Hugging Face Hub
-    split: str = "paper"           # paper (Table 1 sizes) | official
-    limit: int | None = None       # cap train and test at this many examples each
-    test_limit: int | None = None  # cap test at this many instead (the same test set for every --limit)
-    max_length: int | None = None  # None = the dataset's default (128 for SST-2)
-    corrupt: str = "none"          # corruption spec, see minibert/corrupt.py
-    pooling: str = "cls"           # cls | mean
-    mode: str = "finetune"         # finetune | probe
-    seed: int = 0
-    # how
-    lr: float | str = "sweep"      # a learning rate, or "sweep" over PAPER_LRS
-    epochs: int = 10
-    batch_size: int = 32           # examples per optimiser step, over all ranks and accumulation steps
-    grad_accum: int = 1
-    recipe: str = "hf-trainer"     # a key of RECIPES; the three fields below override its values
-    weight_decay: float | None = None
-    warmup: float | None = None    # fraction of all steps
-    grad_clip: float | None = None  # 0: no clipping
-    metric: str = "weighted_f1"    # picks the best epoch and the best lr
-    select_on: str = "test"        # test (the paper's way) | val (a held-out 10% of train)
-    precision: str = "auto"        # auto | bf16 | fp16 | fp32
-    compile: bool = False
-    device: str = "auto"
-    # where
-    out: str | None = None         # None = runs/<dataset>-<model>-<corrupt>-<mode>-<pooling>-lr<lr>-s<seed>
-    save_model: bool = False
-    resume: bool = False
-    keep_checkpoint: bool = False
-    cache_dir: str | None = None   # token cache folder (tokenise each split once across runs)
-    stop_after_epoch: int | None = None
-    track_cka: bool = False        # log per epoch each layer's CKA with the clean pre-trained encoder (dynamics.py)
+    # what to train
+    model: str = option("base", "base (bert-base-uncased), large (bert-large-uncased), distil (distilbert-base-uncased), "
+                        "a local checkpoint directory (config.json + model.safetensors + vocab), or a hub id")
+    dataset: str = option("sst2", f"one of {', '.join(DATASETS)}", choices=tuple(DATASETS), metavar="NAME")
+    data_dir: str | None = option(None, "local folder with the dataset's train/validation/test files, e.g. "
+                                  "../shared/data/sst2; default: download from the Hugging Face Hub")
+    split: str = option("paper", "paper: pool the labelled data and take Table 1's train/test sizes (seeded); "
+                        "official: the dataset's own train and test (GLUE: validation)", choices=SPLITS)
+    limit: int | None = option(None, "use at most N train and N test examples, for a quick look", metavar="N")
+    test_limit: int | None = option(None, "use at most M test examples instead of N (the same test set at every "
+                                    "--limit)", metavar="M")
+    max_length: int | None = option(None, "truncate to T tokens; default: the dataset's (128 for SST-2, 512 for IMDB)",
+                                    metavar="T")
+    corrupt: str = option("none", f"corrupt the encoder before training: {GRAMMAR}. The paper: "
+                          "bottom:0.25|0.5|0.75, top:0.25|0.5|0.75, all", metavar="SPEC")
+    pooling: str = option("cls", "cls: [CLS] through BERT's pooler (the paper's Table 2); mean: average of the tokens "
+                          "(Table 3)", choices=POOLINGS)
+    mode: str = option("finetune", "finetune: train every parameter (Tables 2, 3); probe: freeze the encoder and train "
+                       "the linear head on cached features (Table 4)", choices=MODES)
+    seed: int = option(0, "seeds the split, the corruption, the head and the batch order")
+    # how to train
+    lr: float | str = option("sweep", f"learning rate, or 'sweep': one sub-run per lr in "
+                             f"{', '.join(f'{x:g}' for x in PAPER_LRS)} and keep the best (the paper's lrs; three runs)",
+                             metavar="LR|sweep")
+    epochs: int = option(10, "epochs; every one is evaluated and the best is reported")
+    batch_size: int = option(32, "examples per optimiser step (all GPUs together)", metavar="B")
+    grad_accum: int = option(1, "split each batch into K micro-batches (same result, less memory)", metavar="K")
+    recipe: str = option("hf-trainer", "what the paper leaves open. paper: plain Adam at a constant lr, nothing else "
+                         "(the paper's words); hf-trainer: the HF Trainer defaults of transformers 4.41.1, the version "
+                         "the paper used (AdamW with weight decay 0, no warmup, linear decay to 0, clipping at 1.0); "
+                         "bert: BERT's recipe (AdamW, weight decay 0.01 on matrices, 10% warmup, linear decay, "
+                         "clipping at 1.0)", choices=tuple(RECIPES))
+    # the three below override the recipe's values
+    weight_decay: float | None = option(None, "weight decay on matrices only (AdamW: decoupled; the paper recipe's "
+                                        "Adam: L2); default: the recipe's")
+    warmup: float | None = option(None, "fraction of the steps for the linear lr warmup; default: the recipe's")
+    grad_clip: float | None = option(None, "clip the gradient norm at this value, 0: no clipping; default: the recipe's")
+    metric: str = option("weighted_f1", "picks the best epoch and, with --lr sweep, the best lr (the paper: weighted "
+                         "F1)", choices=METRICS)
+    select_on: str = option("test", "where the best epoch and lr are chosen. test: on the test set, as the paper does "
+                            "(optimistic on small test sets); val: on a seeded, stratified 10% of train held out for "
+                            "it. Either way the test scores are reported", choices=SELECT_ON)
+    precision: str = option("auto", "auto: bf16 autocast on GPUs that support it, else fp16 with loss scaling; fp32 on "
+                            "a CPU (fp16 needs a GPU)", choices=PRECISIONS)
+    compile: bool = option(False, "torch.compile the model (faster on a GPU after a warm-up)")
+    device: str = option("auto", "auto (a GPU when there is one), cpu, cuda, cuda:1, ...")
+    # output
+    out: str | None = option(None, "run directory; default runs/<dataset>-<model>-<corrupt>-<mode>-<pooling>-lr<lr>-"
+                             "s<seed>", metavar="DIR")
+    save_model: bool = option(False, "save the best epoch's classifier to <out>/model: a [CLS] head loads in "
+                              "transformers with the same logits; a mean-pooled one loads there as its encoder only "
+                              "(the head is minibert's own file)")
+    resume: bool = option(False, "continue an interrupted run in --out from its last completed epoch")
+    keep_checkpoint: bool = option(False, "keep <out>/checkpoint.pt (model + optimiser, large) after the run finishes")
+    cache_dir: str | None = option(None, "cache tokenised splits here, reused by later runs", metavar="DIR")
+    stop_after_epoch: int | None = None  # MINIBERT_STOP_AFTER_EPOCH: stop as if killed after this epoch (tests)
+    track_cka: bool = option(False, "also log per epoch in metrics.jsonl each layer's debiased CKA with the clean "
+                             "pre-trained encoder, on a seeded sample of 256 test examples (one more forward pass "
+                             "over them per epoch)")
 
 
+# train.py's --help groups: each starts at the field named here and runs to the next one
+GROUPS = {"model": "what to train",
+          "lr": "how to train (the paper states: Adam, lr from 1e-5/2e-5/5e-5, 10 epochs, batch 32, best epoch; the "
+                "rest is --recipe)",
+          "out": "output"}
 # Fields that do not change what a run computes: a resume may differ in them.
 NOT_IDENTITY = {"out", "resume", "keep_checkpoint", "stop_after_epoch", "device", "compile", "cache_dir",
                 "save_model", "track_cka"}
 NO_FLAG = {"stop_after_epoch"}  # set by MINIBERT_STOP_AFTER_EPOCH, not by a train.py flag
+
+
+def add_flags(parser) -> None:
+    """train.py's flags: one per field (but NO_FLAG), named after it, with its default, help, metavar and choices."""
+    group = parser
+    for f in fields(TrainConfig):
+        if f.name in NO_FLAG:
+            continue
+        if f.name in GROUPS:
+            group = parser.add_argument_group(GROUPS[f.name])
+        kinds = [t for t in get_args(f.type) or (f.type,) if t is not type(None)]
+        if kinds == [bool]:
+            kind = {"action": "store_true"}
+        elif kinds in ([int], [float]):
+            kind = {"type": kinds[0]}
+        else:
+            kind = {}  # str, and lr's "2e-5 or sweep": kept as the text given, validate() reads it
+        extra = {k: v for k, v in f.metadata.items() if k != "help"}
+        group.add_argument("--" + f.name.replace("_", "-"), default=f.default, help=f.metadata["help"].replace("%", "%%"),
+                           **kind, **extra)  # argparse formats help with %: a literal % is written %%
 
 
 def train_flags(cfg: TrainConfig) -> list[str]:
@@ -83,14 +140,20 @@ def train_flags(cfg: TrainConfig) -> list[str]:
     return flags
 
 
+def micro_batch(cfg: TrainConfig, world: int) -> int:
+    """Examples in one forward pass of one process: the batch split over grad_accum steps and `world` processes."""
+    if cfg.batch_size % (cfg.grad_accum * world):
+        raise ValueError(f"--batch-size {cfg.batch_size} must be divisible by --grad-accum {cfg.grad_accum} "
+                         f"x {world} processes")
+    return cfg.batch_size // (cfg.grad_accum * world)
+
+
 def validate(cfg: TrainConfig) -> TrainConfig:
     """Check every argument that needs no files; returns cfg with lr as a float (or "sweep")."""
-    for name, options in (("dataset", DATASETS), ("split", SPLITS), ("mode", MODES), ("pooling", POOLINGS),
-                          ("precision", PRECISIONS), ("metric", METRICS), ("recipe", RECIPES),
-                          ("select_on", SELECT_ON)):
-        if getattr(cfg, name) not in options:
-            raise ValueError(f"--{name.replace('_', '-')} must be one of {', '.join(options)}, "
-                             f"got {getattr(cfg, name)!r}")
+    for f in fields(TrainConfig):
+        if "choices" in f.metadata and getattr(cfg, f.name) not in f.metadata["choices"]:
+            raise ValueError(f"--{f.name.replace('_', '-')} must be one of {', '.join(f.metadata['choices'])}, "
+                             f"got {getattr(cfg, f.name)!r}")
     lr = cfg.lr
     if lr != "sweep":
         try:
@@ -100,9 +163,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         if not (lr > 0 and math.isfinite(lr)):
             raise ValueError(f"--lr must be positive, got {cfg.lr!r}")
     check_numbers(seed=cfg.seed, **{name: getattr(cfg, name) for name in LOWEST})
-    if cfg.batch_size % (cfg.grad_accum * world_size()):
-        raise ValueError(f"--batch-size {cfg.batch_size} must be divisible by --grad-accum {cfg.grad_accum} "
-                         f"x {world_size()} processes")
+    micro_batch(cfg, world_size())  # refuses a batch that does not split evenly
     r = settings(cfg)
     if not 0 <= r.warmup < 1 or r.weight_decay < 0 or (r.grad_clip is not None and r.grad_clip < 0):
         raise ValueError("need 0 <= --warmup < 1, --weight-decay >= 0 and --grad-clip >= 0")

@@ -20,7 +20,8 @@ from ..corrupt import parse_spec
 from ..data.datasets import load_dataset
 from ..data.encoding import encode
 from ..tokenizer import load_tokenizer
-from .evaluation import resolve_precision, setup_device
+from .config import micro_batch
+from .device import resolve_precision, setup_device
 from .optim import settings
 
 VAL_FRACTION = 0.1  # select_on="val": the share of train held out to choose the epoch and lr
@@ -67,7 +68,7 @@ def prepare(cfg) -> Prepared:
     max_length = clamp_max_length(cfg.max_length, ds.spec.max_length, config, rank == 0)
     enc = [encode(s, tokenizer, max_length, cfg.cache_dir) if s is not None else None
            for s in (train_split, ds.test, val_split)]
-    if cfg.mode == "finetune" and len(enc[0]) <= cfg.batch_size // (cfg.grad_accum * world) * (world - 1):
+    if cfg.mode == "finetune" and len(enc[0]) <= micro_batch(cfg, world) * (world - 1):
         raise ValueError(f"{len(enc[0])} training examples leave some of the {world} processes without a batch; "
                          "use fewer processes or a smaller --batch-size")
     return Prepared(device, rank, world, precision, checkpoint, config, ds, tokenizer, max_length, *enc)

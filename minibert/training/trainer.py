@@ -6,9 +6,10 @@
 A run is one directory (`out`, see minibert/training/rundir.py): config.json, corruption.json, metrics.jsonl (one
 line per epoch: test weighted/macro F1, accuracy, loss, the share of the most predicted class; train
 loss, tokens/s; "drift": each layer's relative weight change since the start of fine-tuning, and with
-track_cka "cka": each layer's CKA with the clean pre-trained encoder, see minibert/training/dynamics.py), result.json (the best epoch, the majority baseline, `diverged`, `collapsed`, `convergence` (minibert/training/convergence.py), sizes),
-model/ with save_model, checkpoint.pt while unfinished. Scores are fractions in [0, 1]; printed summaries
-show percentages like the paper.
+track_cka "cka": each layer's CKA with the clean pre-trained encoder, see minibert/training/dynamics.py),
+result.json (the best epoch, the majority baseline, `diverged`, `collapsed`, `convergence`
+(minibert/training/convergence.py), sizes), model/ with save_model, checkpoint.pt while unfinished.
+Scores are fractions in [0, 1]; printed summaries show percentages like the paper.
 
 What the paper states (section 4): Adam, lr from {1e-5, 2e-5, 5e-5} (lr="sweep" runs all three as
 sub-runs out/lr_1e-05, ... and keeps the best), 10 epochs, batch 32, evaluate after every epoch, report
@@ -31,7 +32,12 @@ which epoch the checkpoint holds. One process at a time works in a run folder: i
 Multi-GPU (`torchrun --nproc_per_node=N train.py ...`): batch_size stays the global batch; each rank
 takes every N-th micro-batch, DDP averages gradients, every rank evaluates every N-th test batch and the
 predictions are gathered so that all ranks agree on the metrics. Rank 0 writes the files.
+
+Reading order: train() -> sweep() -> run() -> finetune() or probe() -> Run.end_epoch() (record the epoch,
+keep the best, checkpoint, say why the run stops) -> finish(); the run folder's helpers come last.
 """
+from __future__ import annotations  # the loops name Run, defined below them
+
 import math
 import os
 import sys
@@ -52,114 +58,112 @@ from ..corrupt import corrupt
 from ..data.encoding import batches
 from ..heads import SequenceClassifier
 from . import rundir
-from .config import METRICS, NOT_IDENTITY, PAPER_LRS, TrainConfig, default_out, validate
+from .config import METRICS, NOT_IDENTITY, PAPER_LRS, TrainConfig, default_out, micro_batch, validate
 from .convergence import convergence, describe
+from .device import autocast, to_device
 from .dynamics import Dynamics
-from .evaluation import autocast, evaluate, extract, to_device
+from .evaluation import evaluate, extract
 from .inputs import Prepared, prepare, run_info, save_model
 from .metrics import majority_baseline
 from .optim import load_model_state, load_state, make_optimizer, save_state, settings
 
 COLLAPSE_FRACTION = 0.95  # a best epoch predicting one class for this share of the test set has collapsed
 LOG_EVERY = 20  # optimiser steps between the loss syncs that feed the progress bar and the NaN check
+# Why a run stops before its last epoch. NONFINITE finishes it as diverged; STOP_AFTER_EPOCH leaves it to --resume.
+NONFINITE, STOP_AFTER_EPOCH = "nonfinite", "stop_after_epoch"
 
 
-@dataclass
-class Run:
-    """One run in progress: what the two loops share with the per-epoch bookkeeping."""
-    cfg: TrainConfig
-    data: Prepared
-    clf: SequenceClassifier
-    out: Path
-    t_start: float = field(default_factory=time.time)
-    history: list = field(default_factory=list)
-    seconds: float = 0.0  # of earlier sessions of this run (resume)
-    train_tokens: int = 0
-    train_seconds: float = 0.0
-    dynamics: Dynamics | None = None  # the start of fine-tuning: what the per-epoch drift (and CKA) measure from
-    saved: int = 0  # the epoch checkpoint.pt holds: where a resume after Ctrl-C starts
+# ---- a run, a sweep ----------------------------------------------------------------------------
 
-    @property
-    def main(self) -> bool:
-        return self.data.rank == 0
-
-    def resume(self, optimizer, scheduler, scaler=None) -> int:
-        """Load checkpoint.pt if there is one; returns the epoch to start from."""
-        path = self.out / rundir.CHECKPOINT
-        if not path.is_file():
-            return 0
-        p = load_state(path, self.clf, optimizer, scheduler, scaler, self.data.device)
-        self.history, self.seconds = p["history"], p["seconds"]
-        self.train_tokens, self.train_seconds = p["train_tokens"], p["train_seconds"]
-        self.saved = p["epoch"]
-        if self.main:
-            print(f"resuming {self.out} after epoch {p['epoch']}")
-        return p["epoch"]
-
-    def end_epoch(self, epoch: int, t0: float, stats: dict, test: dict, val: dict | None, state) -> bool:
-        """Record an evaluated epoch (metrics.jsonl, best model, checkpoint); True when the run stops here.
-
-        stats: train_loss, tokens, lr, nonfinite, train_seconds (before evaluating);
-        state: (optimizer, scheduler, scaler) for the checkpoint.
-        """
-        cfg, out, seconds = self.cfg, self.out, time.time() - t0
-        record = {"epoch": epoch + 1, **{k: test[k] for k in (*METRICS, "loss")},
-                  "top_class_fraction": top_class_fraction(test["preds"]),
-                  "train_loss": stats["train_loss"] if math.isfinite(stats["train_loss"]) else None,
-                  "lr": stats["lr"], "seconds": round(seconds, 3),
-                  "tokens_per_s": round(stats["tokens"] / max(seconds, 1e-9), 1)}
-        if val is not None:
-            record.update({f"val_{k}": val[k] for k in (*METRICS, "loss")})
-        if stats["nonfinite"]:
-            record["nonfinite_loss"] = True
-        if self.main and self.dynamics is not None:
-            record.update(self.dynamics.measure(self.clf))
-        self.history.append(record)
-        self.train_seconds += stats["train_seconds"]
-        self.train_tokens += stats["tokens"]
-        best = max(self.history, key=self.score)  # ties: the earliest epoch
-        if self.main:
-            if cfg.save_model and best is record and not stats["nonfinite"]:
-                save_model(self.clf, out / rundir.MODEL, self.data)
-            rundir.write_jsonl(out / rundir.METRICS, self.history)
-            print(f"epoch {epoch + 1}/{cfg.epochs} | train loss {stats['train_loss']:.4f} | test weighted F1 "
-                  f"{100 * test['weighted_f1']:.2f} macro F1 {100 * test['macro_f1']:.2f} acc {100 * test['accuracy']:.2f} "
-                  f"loss {test['loss'] if test['loss'] is None else round(test['loss'], 4)} | "
-                  f"{record['tokens_per_s']:,.0f} tok/s | {record['seconds']:.1f}s{' | best' if best is record else ''}",
-                  flush=True)
-        if stats["nonfinite"]:
-            if self.main:
-                print(f"error: non-finite training loss in epoch {epoch + 1}; stopping this run and marking it "
-                      "diverged (lower the lr, or use --precision bf16/fp32 instead of fp16)", file=sys.stderr)
-            return True
-        if self.main and (epoch + 1 < cfg.epochs or cfg.keep_checkpoint):  # after the last, result.json counts
-            save_state(out / rundir.CHECKPOINT, self.clf, *state, self.data.device,
-                       {"epoch": epoch + 1, "history": self.history, "seconds": self.seconds + time.time() - self.t_start,
-                        "train_tokens": self.train_tokens, "train_seconds": self.train_seconds})
-            self.saved = epoch + 1
-        if cfg.stop_after_epoch == epoch + 1 and epoch + 1 < cfg.epochs:
-            if self.main:
-                print(f"stopped after epoch {epoch + 1} (stop_after_epoch); continue with --resume")
-            return True
-        return False
-
-    def score(self, record: dict) -> float:
-        """What chooses the best epoch: cfg.metric on the test set (the paper's way) or on the held-out val."""
-        return record[("val_" if self.cfg.select_on == "val" else "") + self.cfg.metric]
+def train(cfg: TrainConfig) -> dict:
+    """Run one configuration (or an lr sweep of three) and return its result.json contents."""
+    cfg = validate(cfg)
+    if cfg.stop_after_epoch is None and os.environ.get("MINIBERT_STOP_AFTER_EPOCH"):
+        cfg = replace(cfg, stop_after_epoch=int(os.environ["MINIBERT_STOP_AFTER_EPOCH"]))
+    cfg = replace(cfg, out=str(cfg.out or default_out(cfg)))
+    rundir.check_writable(cfg.out)  # before the data is loaded: a bad --out fails in a second, not minutes
+    if cfg.cache_dir is not None:
+        rundir.check_writable(cfg.cache_dir, "--cache-dir")
+    try:
+        # torchrun's other ranks follow rank 0, which holds the folder for them all
+        with rundir.hold(cfg.out) if os.environ.get("RANK", "0") == "0" else nullcontext():
+            finished = rundir.check_out_dir(cfg.out, identity(cfg), cfg.resume, announce=False)
+            if finished is not None and cfg.save_model and rundir.saved_model(cfg.out, finished) is None:
+                kept_checkpoint(cfg, finished)  # refuses before the data is loaded when no model can be saved
+            data = prepare(cfg)
+            return sweep(cfg, data) if cfg.lr == "sweep" else run(cfg, data)
+    except KeyboardInterrupt as e:  # run() names the epoch; before it, there is nothing to lose
+        raise KeyboardInterrupt(str(e) or f"interrupted; rerun with --resume to continue {cfg.out}") from None
 
 
-def top_class_fraction(preds) -> float:
-    """Share of the examples given the most frequent predicted class (1.0: the model predicts one class)."""
-    return float(np.bincount(np.asarray(preds)).max() / max(len(preds), 1)) if len(preds) else 0.0
+def sweep(cfg: TrainConfig, data: Prepared) -> dict:
+    """One sub-run per lr in PAPER_LRS (the paper's lrs), keep the best by cfg.metric on the selection set."""
+    out = Path(cfg.out)
+    if finished := open_out(cfg, data):
+        return finished
+    runs = {}
+    for lr in PAPER_LRS:
+        runs[lr] = run(replace(cfg, lr=lr, out=str(out / f"lr_{lr:g}")), data)
+        if runs[lr]["status"] != "done":
+            return runs[lr]  # stopped by the test hook: so is the sweep
+    # a diverged sub-run never wins over one that learned something
+    best_lr = max(runs, key=lambda lr: (not runs[lr]["diverged"], runs[lr]["selection_score"]))
+    result = {**runs[best_lr], "run_dir": f"lr_{best_lr:g}", "seconds": sum(r["seconds"] for r in runs.values()),
+              "sweep": {f"{lr:g}": {"best_epoch": r["best_epoch"], **r["best"], "diverged": r["diverged"],
+                                    "selection_score": r["selection_score"]} for lr, r in runs.items()}}
+    if data.rank == 0:
+        rundir.write_json(out / rundir.RESULT, result)
+    return result
+
+
+def run(cfg: TrainConfig, data: Prepared) -> dict:
+    """Train one configuration at one lr; see the module docstring for what it writes."""
+    out = Path(cfg.out)
+    t_start = time.time()
+    if finished := open_out(cfg, data):
+        return finished
+    clf, report = classifier(cfg, data)
+    if data.rank == 0:
+        rundir.write_json(out / rundir.CORRUPTION, report.to_dict())
+        print(report)
+    # W_0 of the drift: the corrupted pre-trained encoder, rebuilt as above on a resume (corruption is seeded)
+    r = Run(cfg, data, clf, out, t_start,
+            dynamics=Dynamics.start(clf, data, cfg.track_cka, cfg.seed, cfg.batch_size) if data.rank == 0 else None)
+    try:
+        if (probe if cfg.mode == "probe" else finetune)(r) == STOP_AFTER_EPOCH:
+            return {"status": "stopped", "epoch": len(r.history), "out": str(out)}
+        result = finish(r, report)  # after the last epoch, or after a NONFINITE one: then diverged
+    except KeyboardInterrupt:  # Ctrl-C: the checkpoint, written atomically, holds epoch r.saved
+        raise KeyboardInterrupt(f"interrupted after epoch {r.saved} of {out}; rerun with --resume") from None
+    if data.world > 1:
+        dist.barrier()  # rank 0 has written everything before any rank returns
+    return result
+
+
+def classifier(cfg: TrainConfig, data: Prepared):
+    """(classifier, corruption report): the pre-trained encoder, corrupted as asked, with a fresh head (drawn from
+    the seeded RNG); in probe mode only the head trains."""
+    torch.manual_seed(cfg.seed)
+    encoder = load_pretrained(data.checkpoint)
+    report = corrupt(encoder, cfg.corrupt, seed=cfg.seed)
+    clf = SequenceClassifier(encoder, len(data.dataset.label_names), cfg.pooling).to(data.device)
+    if cfg.mode == "probe":  # the whole HF head trains: classifier, and DistilBERT's pre_classifier
+        clf.requires_grad_(False)
+        for layer in (clf.pre_classifier, clf.classifier):
+            if layer is not None:
+                layer.requires_grad_(True)
+    if cfg.pooling == "mean" and clf.encoder.pooler is not None:
+        clf.encoder.pooler.requires_grad_(False)  # unused by mean pooling; DDP wants a gradient for every trainable
+    return clf, report
 
 
 # ---- the two loops ------------------------------------------------------------------------------
 
-def finetune(run: Run) -> bool:
-    """Train every parameter (DDP over ranks, gradient accumulation, optional compile). True if stopped early."""
+def finetune(run: Run) -> str | None:
+    """Train every parameter (DDP over ranks, gradient accumulation, optional compile). Why it stopped early, or None."""
     cfg, clf, data = run.cfg, run.clf, run.data
     device, rank, world, precision, pad_id = data.device, data.rank, data.world, data.precision, data.tokenizer.pad_id
-    micro = cfg.batch_size // (cfg.grad_accum * world)
+    micro = micro_batch(cfg, world)
     n_micro = math.ceil(len(data.train) / micro) // world  # per rank; ranks need equal counts
     steps_per_epoch = math.ceil(n_micro / cfg.grad_accum)
     params, optimizer, scheduler, clip = make_optimizer(cfg, clf, cfg.epochs * steps_per_epoch, device)
@@ -207,23 +211,23 @@ def finetune(run: Run) -> bool:
                     break
                 bar.set_postfix(loss=f"{mean:.4f}", tok_s=f"{tokens * world / (time.time() - t0):,.0f}")
         bar.close()
-        train_seconds = time.time() - t0
+        stats = EpochStats((loss_sum / max(n_loss, 1)).item(), tokens * world, time.time() - t0,
+                           scheduler.get_last_lr()[0], nonfinite)
 
         # Evaluate: pooled features of the test set, then the head in fp32 with dropout off.
         test, val = (evaluate(clf, *extract(clf, enc, cfg.batch_size, device, precision, pad_id, rank, world,
                                             desc=name), world) if enc is not None else None
                      for name, enc in (("test", data.test), ("val", data.val)))
-        stats = {"train_loss": (loss_sum / max(n_loss, 1)).item(), "tokens": tokens * world, "train_seconds": train_seconds,
-                 "lr": scheduler.get_last_lr()[0], "nonfinite": nonfinite}
-        if run.end_epoch(epoch, t0, stats, test, val, (optimizer, scheduler, scaler)):
-            return not nonfinite
-    return False
+        if stop := run.end_epoch(epoch, t0, stats, test, val, (optimizer, scheduler, scaler)):
+            return stop
+    return None
 
 
-def probe(run: Run) -> bool:
+def probe(run: Run) -> str | None:
     """Linear probe: the frozen encoder sees every example once; the head trains on the cached features.
 
     No DDP, compile or loss scaling: every rank trains the same small head in fp32 on the same features.
+    Returns why it stopped early, or None.
     """
     cfg, clf, data = run.cfg, run.clf, run.data
     t0 = time.time()
@@ -251,37 +255,175 @@ def probe(run: Run) -> bool:
             scheduler.step()
             losses.append(loss.detach())
         train_loss = torch.stack(losses).mean().item()
-        stats = {"train_loss": train_loss, "tokens": 0, "train_seconds": time.time() - t0, "lr": scheduler.get_last_lr()[0],
-                 "nonfinite": not math.isfinite(train_loss)}
+        stats = EpochStats(train_loss, 0, time.time() - t0, scheduler.get_last_lr()[0], not math.isfinite(train_loss))
         test_m, val_m = (evaluate(clf, *xy, head=clf.trainable_head) if xy is not None else None
                          for xy in (test, val))
-        if run.end_epoch(epoch, t0, stats, test_m, val_m, (optimizer, scheduler, None)):
-            return not stats["nonfinite"]
-    return False
+        if stop := run.end_epoch(epoch, t0, stats, test_m, val_m, (optimizer, scheduler, None)):
+            return stop
+    return None
 
 
-# ---- a run, a sweep ----------------------------------------------------------------------------
+# ---- per epoch: record it, keep the best, checkpoint, decide whether to go on -------------------
 
-def train(cfg: TrainConfig) -> dict:
-    """Run one configuration (or an lr sweep of three) and return its result.json contents."""
-    cfg = validate(cfg)
-    if cfg.stop_after_epoch is None and os.environ.get("MINIBERT_STOP_AFTER_EPOCH"):
-        cfg = replace(cfg, stop_after_epoch=int(os.environ["MINIBERT_STOP_AFTER_EPOCH"]))
-    cfg = replace(cfg, out=str(cfg.out or default_out(cfg)))
-    rundir.check_writable(cfg.out)  # before the data is loaded: a bad --out fails in a second, not minutes
-    if cfg.cache_dir is not None:
-        rundir.check_writable(cfg.cache_dir, "--cache-dir")
-    try:
-        # torchrun's other ranks follow rank 0, which holds the folder for them all
-        with rundir.hold(cfg.out) if os.environ.get("RANK", "0") == "0" else nullcontext():
-            finished = rundir.check_out_dir(cfg.out, identity(cfg), cfg.resume, announce=False)
-            if finished is not None and cfg.save_model and rundir.saved_model(cfg.out, finished) is None:
-                kept_checkpoint(cfg, finished)  # refuses before the data is loaded when no model can be saved
-            data = prepare(cfg)
-            return sweep(cfg, data) if cfg.lr == "sweep" else run(cfg, data)
-    except KeyboardInterrupt as e:  # run() names the epoch; before it, there is nothing to lose
-        raise KeyboardInterrupt(str(e) or f"interrupted; rerun with --resume to continue {cfg.out}") from None
+@dataclass
+class EpochStats:
+    """What an epoch's training measured, before it is evaluated."""
+    train_loss: float
+    tokens: int  # over all ranks
+    train_seconds: float
+    lr: float  # at the end of the epoch
+    nonfinite: bool  # a NaN/inf loss cut the epoch short
 
+
+@dataclass
+class Run:
+    """One run in progress: what the two loops share with the per-epoch bookkeeping."""
+    cfg: TrainConfig
+    data: Prepared
+    clf: SequenceClassifier
+    out: Path
+    t_start: float = field(default_factory=time.time)
+    history: list = field(default_factory=list)
+    seconds: float = 0.0  # of earlier sessions of this run (resume)
+    train_tokens: int = 0
+    train_seconds: float = 0.0
+    dynamics: Dynamics | None = None  # the start of fine-tuning: what the per-epoch drift (and CKA) measure from
+    saved: int = 0  # the epoch checkpoint.pt holds: where a resume after Ctrl-C starts
+
+    @property
+    def main(self) -> bool:
+        return self.data.rank == 0
+
+    def resume(self, optimizer, scheduler, scaler=None) -> int:
+        """Load checkpoint.pt if there is one; returns the epoch to start from."""
+        path = self.out / rundir.CHECKPOINT
+        if not path.is_file():
+            return 0
+        p = load_state(path, self.clf, optimizer, scheduler, scaler, self.data.device)
+        self.history, self.seconds = p["history"], p["seconds"]
+        self.train_tokens, self.train_seconds = p["train_tokens"], p["train_seconds"]
+        self.saved = p["epoch"]
+        if self.main:
+            print(f"resuming {self.out} after epoch {p['epoch']}")
+        return p["epoch"]
+
+    def end_epoch(self, epoch: int, t0: float, stats: EpochStats, test: dict, val: dict | None, state) -> str | None:
+        """After an evaluated epoch: record it, keep its model if best, checkpoint. Why the run stops here, or None.
+
+        state: (optimizer, scheduler, scaler) for the checkpoint.
+        """
+        record = self.record(epoch, time.time() - t0, stats, test, val)
+        is_best = self.best() is record
+        if self.main:
+            if self.cfg.save_model and is_best and not stats.nonfinite:
+                save_model(self.clf, self.out / rundir.MODEL, self.data)
+            rundir.write_jsonl(self.out / rundir.METRICS, self.history)
+            self.say(record, stats, test, is_best)
+        stop = self.stop_reason(epoch + 1, stats.nonfinite)
+        if stop == NONFINITE:  # its weights are not worth resuming from: no checkpoint
+            if self.main:
+                print(f"error: non-finite training loss in epoch {epoch + 1}; stopping this run and marking it "
+                      "diverged (lower the lr, or use --precision bf16/fp32 instead of fp16)", file=sys.stderr)
+            return stop
+        self.checkpoint(epoch + 1, state)
+        if stop == STOP_AFTER_EPOCH and self.main:
+            print(f"stopped after epoch {epoch + 1} (stop_after_epoch); continue with --resume")
+        return stop
+
+    def record(self, epoch: int, seconds: float, stats: EpochStats, test: dict, val: dict | None) -> dict:
+        """Append the epoch's line of metrics.jsonl to the history, and count its tokens and training time."""
+        record = {"epoch": epoch + 1, **{k: test[k] for k in (*METRICS, "loss")},
+                  "top_class_fraction": top_class_fraction(test["preds"]),
+                  "train_loss": stats.train_loss if math.isfinite(stats.train_loss) else None,
+                  "lr": stats.lr, "seconds": round(seconds, 3),
+                  "tokens_per_s": round(stats.tokens / max(seconds, 1e-9), 1)}
+        if val is not None:
+            record.update({f"val_{k}": val[k] for k in (*METRICS, "loss")})
+        if stats.nonfinite:
+            record["nonfinite_loss"] = True
+        if self.main and self.dynamics is not None:
+            record.update(self.dynamics.measure(self.clf))
+        self.history.append(record)
+        self.train_seconds += stats.train_seconds
+        self.train_tokens += stats.tokens
+        return record
+
+    def score(self, record: dict) -> float:
+        """What chooses the best epoch: cfg.metric on the test set (the paper's way) or on the held-out val."""
+        return record[("val_" if self.cfg.select_on == "val" else "") + self.cfg.metric]
+
+    def best(self) -> dict:
+        return max(self.history, key=self.score)  # ties: the earliest epoch
+
+    def say(self, record: dict, stats: EpochStats, test: dict, is_best: bool) -> None:
+        """The epoch's one line on stdout."""
+        loss = test["loss"] if test["loss"] is None else round(test["loss"], 4)
+        print(f"epoch {record['epoch']}/{self.cfg.epochs} | train loss {stats.train_loss:.4f} | test weighted F1 "
+              f"{100 * test['weighted_f1']:.2f} macro F1 {100 * test['macro_f1']:.2f} acc {100 * test['accuracy']:.2f} "
+              f"loss {loss} | {record['tokens_per_s']:,.0f} tok/s | {record['seconds']:.1f}s{' | best' if is_best else ''}",
+              flush=True)
+
+    def stop_reason(self, done: int, nonfinite: bool) -> str | None:
+        """Why the run stops after `done` epochs: NONFINITE, STOP_AFTER_EPOCH (not after the last), or None."""
+        if nonfinite:
+            return NONFINITE
+        if self.cfg.stop_after_epoch == done and done < self.cfg.epochs:
+            return STOP_AFTER_EPOCH
+        return None
+
+    def checkpoint(self, done: int, state) -> None:
+        """checkpoint.pt after `done` epochs; after the last only with keep_checkpoint (result.json then counts)."""
+        if self.main and (done < self.cfg.epochs or self.cfg.keep_checkpoint):
+            save_state(self.out / rundir.CHECKPOINT, self.clf, *state, self.data.device,
+                       {"epoch": done, "history": self.history, "seconds": self.seconds + time.time() - self.t_start,
+                        "train_tokens": self.train_tokens, "train_seconds": self.train_seconds})
+            self.saved = done
+
+
+def top_class_fraction(preds) -> float:
+    """Share of the examples given the most frequent predicted class (1.0: the model predicts one class)."""
+    return float(np.bincount(np.asarray(preds)).max() / max(len(preds), 1)) if len(preds) else 0.0
+
+
+# ---- the end of a run ---------------------------------------------------------------------------
+
+def finish(r: Run, report) -> dict:
+    """result.json of a finished run: the best epoch, baselines and the diverged / collapsed flags."""
+    cfg, data, out = r.cfg, r.data, r.out
+    best = r.best()
+    majority = majority_baseline(data.train.labels, data.test.labels)
+    reason = None
+    if r.history[-1].get("nonfinite_loss"):
+        reason = f"non-finite training loss in epoch {r.history[-1]['epoch']}"
+    elif best["weighted_f1"] <= majority["weighted_f1"]:
+        reason = "best weighted F1 at or below the majority-class baseline"
+    collapsed = best["top_class_fraction"] >= COLLAPSE_FRACTION or best["accuracy"] <= majority["accuracy"]
+    converged = convergence(r.history, cfg.metric, len(data.dataset.label_names))
+    result = {"status": "done", "best_epoch": best["epoch"], "best": {k: best[k] for k in (*METRICS, "loss")},
+              "selection_score": r.score(best), "select_on": cfg.select_on,
+              "majority_f1": majority["weighted_f1"], "majority": majority, "majority_accuracy": majority["accuracy"],
+              "diverged": reason is not None, "diverged_reason": reason,
+              "collapsed": collapsed, "top_class_fraction": best["top_class_fraction"],
+              "lr": cfg.lr, "recipe": cfg.recipe, "recipe_settings": asdict(settings(cfg)),
+              "epochs_run": len(r.history), "metric": cfg.metric, "convergence": converged,
+              "num_train": len(data.train), "num_test": len(data.test),
+              "num_val": len(data.val) if data.val is not None else None,
+              "seconds": round(r.seconds + time.time() - r.t_start, 2),
+              "tokens_per_s": round(r.train_tokens / max(r.train_seconds, 1e-9), 1),
+              "model": cfg.model, "dataset": cfg.dataset, "corrupt": cfg.corrupt, "mode": cfg.mode,
+              "pooling": cfg.pooling, "seed": cfg.seed, "corruption": report.to_dict(),
+              "model_dir": str(out / rundir.MODEL) if cfg.save_model else None}
+    if r.main:
+        rundir.write_json(out / rundir.RESULT, result)
+        if not cfg.keep_checkpoint:
+            (out / rundir.CHECKPOINT).unlink(missing_ok=True)
+        flags = (" DIVERGED: " + reason if reason else "") + (" COLLAPSED" if collapsed else "")
+        print(f"best epoch {best['epoch']}: weighted F1 {100 * best['weighted_f1']:.2f} (majority baseline "
+              f"{100 * majority['weighted_f1']:.2f}){flags}; {describe(converged)} -> {out / rundir.RESULT}")
+    return result
+
+
+# ---- the run folder -----------------------------------------------------------------------------
 
 def identity(cfg: TrainConfig) -> dict:
     """The arguments that define what a run computes: an existing run folder must match them."""
@@ -323,95 +465,3 @@ def save_kept_model(cfg: TrainConfig, data: Prepared, finished: dict) -> None:
         result = rundir.read_result(result_dir)
         rundir.write_json(result_dir / rundir.RESULT, {**result, "model_dir": str(path.parent / rundir.MODEL)})
     print(f"saved its best epoch ({finished['best_epoch']}) from {path} -> {path.parent / rundir.MODEL}")
-
-
-def sweep(cfg: TrainConfig, data: Prepared) -> dict:
-    """One sub-run per lr in PAPER_LRS (the paper's lrs), keep the best by cfg.metric on the selection set."""
-    out = Path(cfg.out)
-    if finished := open_out(cfg, data):
-        return finished
-    runs = {}
-    for lr in PAPER_LRS:
-        runs[lr] = run(replace(cfg, lr=lr, out=str(out / f"lr_{lr:g}")), data)
-        if runs[lr]["status"] != "done":
-            return runs[lr]  # stopped by the test hook: so is the sweep
-    # a diverged sub-run never wins over one that learned something
-    best_lr = max(runs, key=lambda lr: (not runs[lr]["diverged"], runs[lr]["selection_score"]))
-    result = {**runs[best_lr], "run_dir": f"lr_{best_lr:g}", "seconds": sum(r["seconds"] for r in runs.values()),
-              "sweep": {f"{lr:g}": {"best_epoch": r["best_epoch"], **r["best"], "diverged": r["diverged"],
-                                    "selection_score": r["selection_score"]} for lr, r in runs.items()}}
-    if data.rank == 0:
-        rundir.write_json(out / rundir.RESULT, result)
-    return result
-
-
-def run(cfg: TrainConfig, data: Prepared) -> dict:
-    """Train one configuration at one lr; see the module docstring for what it writes."""
-    out = Path(cfg.out)
-    t_start = time.time()
-    if finished := open_out(cfg, data):
-        return finished
-
-    # The model: pre-trained encoder, corrupted as asked, with a fresh head (drawn from the seeded RNG).
-    torch.manual_seed(cfg.seed)
-    encoder = load_pretrained(data.checkpoint)
-    report = corrupt(encoder, cfg.corrupt, seed=cfg.seed)
-    clf = SequenceClassifier(encoder, len(data.dataset.label_names), cfg.pooling).to(data.device)
-    if data.rank == 0:
-        rundir.write_json(out / rundir.CORRUPTION, report.to_dict())
-        print(report)
-    if cfg.mode == "probe":  # the whole HF head trains: classifier, and DistilBERT's pre_classifier
-        clf.requires_grad_(False)
-        for layer in (clf.pre_classifier, clf.classifier):
-            if layer is not None:
-                layer.requires_grad_(True)
-    if cfg.pooling == "mean" and clf.encoder.pooler is not None:
-        clf.encoder.pooler.requires_grad_(False)  # unused by mean pooling; DDP wants a gradient for every trainable
-    # W_0 of the drift: the corrupted pre-trained encoder, rebuilt as above on a resume (corruption is seeded)
-    r = Run(cfg, data, clf, out, t_start,
-            dynamics=Dynamics.start(clf, data, cfg.track_cka, cfg.seed, cfg.batch_size) if data.rank == 0 else None)
-    try:
-        if (probe if cfg.mode == "probe" else finetune)(r):
-            return {"status": "stopped", "epoch": len(r.history), "out": str(out)}
-        result = finish(r, report)
-    except KeyboardInterrupt:  # Ctrl-C: the checkpoint, written atomically, holds epoch r.saved
-        raise KeyboardInterrupt(f"interrupted after epoch {r.saved} of {out}; rerun with --resume") from None
-    if data.world > 1:
-        dist.barrier()  # rank 0 has written everything before any rank returns
-    return result
-
-
-def finish(r: Run, report) -> dict:
-    """result.json of a finished run: the best epoch, baselines and the diverged / collapsed flags."""
-    cfg, data, out = r.cfg, r.data, r.out
-    best = max(r.history, key=r.score)
-    majority = majority_baseline(data.train.labels, data.test.labels)
-    reason = None
-    if r.history[-1].get("nonfinite_loss"):
-        reason = f"non-finite training loss in epoch {r.history[-1]['epoch']}"
-    elif best["weighted_f1"] <= majority["weighted_f1"]:
-        reason = "best weighted F1 at or below the majority-class baseline"
-    collapsed = best["top_class_fraction"] >= COLLAPSE_FRACTION or best["accuracy"] <= majority["accuracy"]
-    converged = convergence(r.history, cfg.metric, len(data.dataset.label_names))
-    result = {"status": "done", "best_epoch": best["epoch"], "best": {k: best[k] for k in (*METRICS, "loss")},
-              "selection_score": r.score(best), "select_on": cfg.select_on,
-              "majority_f1": majority["weighted_f1"], "majority": majority, "majority_accuracy": majority["accuracy"],
-              "diverged": reason is not None, "diverged_reason": reason,
-              "collapsed": collapsed, "top_class_fraction": best["top_class_fraction"],
-              "lr": cfg.lr, "recipe": cfg.recipe, "recipe_settings": asdict(settings(cfg)),
-              "epochs_run": len(r.history), "metric": cfg.metric, "convergence": converged,
-              "num_train": len(data.train), "num_test": len(data.test),
-              "num_val": len(data.val) if data.val is not None else None,
-              "seconds": round(r.seconds + time.time() - r.t_start, 2),
-              "tokens_per_s": round(r.train_tokens / max(r.train_seconds, 1e-9), 1),
-              "model": cfg.model, "dataset": cfg.dataset, "corrupt": cfg.corrupt, "mode": cfg.mode,
-              "pooling": cfg.pooling, "seed": cfg.seed, "corruption": report.to_dict(),
-              "model_dir": str(out / rundir.MODEL) if cfg.save_model else None}
-    if r.main:
-        rundir.write_json(out / rundir.RESULT, result)
-        if not cfg.keep_checkpoint:
-            (out / rundir.CHECKPOINT).unlink(missing_ok=True)
-        flags = (" DIVERGED: " + reason if reason else "") + (" COLLAPSED" if collapsed else "")
-        print(f"best epoch {best['epoch']}: weighted F1 {100 * best['weighted_f1']:.2f} (majority baseline "
-              f"{100 * majority['weighted_f1']:.2f}){flags}; {describe(converged)} -> {out / rundir.RESULT}")
-    return result
