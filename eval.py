@@ -56,7 +56,8 @@ def main(argv=None) -> int:
                    help=f"one of {', '.join(DATASETS)} (default: the run's, else {d.dataset})")
     p.add_argument("--data-dir", help="local folder with the dataset's files (default: the run's, else the hub)")
     p.add_argument("--split", choices=SPLITS, help="default: the run's, else paper")
-    p.add_argument("--which", default="test", choices=["test", "train"], help="which part of the split to evaluate (default: test)")
+    p.add_argument("--which", default="test", choices=["test", "train"],
+                   help="which part of the split to evaluate (default: test)")
     p.add_argument("--seed", type=int, help="seed of the paper split; default: the run's, else 0")
     p.add_argument("--limit", type=int, metavar="N", help="at most N examples; default: the run's")
     p.add_argument("--max-length", type=int, metavar="T", help="default: the run's, else the dataset's")
@@ -64,7 +65,8 @@ def main(argv=None) -> int:
     p.add_argument("--precision", choices=PRECISIONS, help="default: the run's, else auto")
     p.add_argument("--device", default="auto", help="auto (default: a GPU when there is one), cpu, cuda, cuda:1, ...")
     p.add_argument("--tsne", metavar="PNG", help="also save a t-SNE figure of the pooled features here (needs matplotlib)")
-    p.add_argument("--json", action="store_true", help="also print the metrics as one JSON line (full precision) after the tables")
+    p.add_argument("--json", action="store_true",
+                   help="also print the metrics as one JSON line (full precision) after the tables")
     args = p.parse_args(argv)
     check_numbers(seed=args.seed, limit=args.limit, max_length=args.max_length, batch_size=args.batch_size)
     model_dir, run, finished = find_model(Path(args.path))

@@ -115,7 +115,8 @@ def test_the_report_says_what_was_kept_and_lists_the_rows():
     assert "pooler corrupted" in str(corrupt(tiny(), "none+pooler"))
 
 
-@pytest.mark.parametrize("spec", ["top:0.5/attn@noise=0.2", "bottom:1/qk", "all/ffn+pooler+embeddings", "top:1/norm@noise=1e-3"])
+@pytest.mark.parametrize("spec", ["top:0.5/attn@noise=0.2", "bottom:1/qk", "all/ffn+pooler+embeddings",
+                                  "top:1/norm@noise=1e-3"])
 def test_component_specs_are_seeded(spec):
     base = tiny()
     a, b, c = copy.deepcopy(base), copy.deepcopy(base), copy.deepcopy(base)

@@ -8,7 +8,8 @@ import torch
 from helpers import max_diff, scramble_
 
 import minibert
-from minibert import Bert, BertConfig, SequenceClassifier, load_pretrained, rundir, save_pretrained
+from minibert import Bert, BertConfig, SequenceClassifier, load_pretrained, save_pretrained
+from minibert.training import rundir
 
 transformers = pytest.importorskip("transformers")
 TOL = 1e-5

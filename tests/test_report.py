@@ -171,7 +171,8 @@ def healing_result(floor: bool) -> dict:
 
 
 def test_healing_table_shows_the_floor_beside_each_layer():
-    text = render_healing(("table2", "minilm", "sst2", 0), {"bottom50": healing_result(True), "top50": healing_result(False)})
+    results = {"bottom50": healing_result(True), "top50": healing_result(False)}
+    text = render_healing(("table2", "minilm", "sst2", 0), results)
     assert "Debiased linear CKA" in text and "floor = " in text
     assert "| layer | bottom50 | top50 | floor bottom50 |" in text
     assert "| 1 | 0.10 -> 0.60 * | 0.10 -> 0.60 * | -0.02 |" in text

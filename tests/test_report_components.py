@@ -135,7 +135,8 @@ def test_a_tiny_real_components_grid(tmp_path, minilm_dir, data_root):
     assert proc.stdout.count("weighted F1") == 11
     corruption = json.loads((out / "components-minilm-sst2-top50-qk-s0" / "corruption.json").read_text())
     assert json.dumps(corruption).count("attention.qkv") >= 3  # rows of qkv in layers 4-6
-    history = [json.loads(x) for x in (out / "components-minilm-sst2-top50-ffn-s0" / "metrics.jsonl").read_text().split("\n") if x]
+    metrics = (out / "components-minilm-sst2-top50-ffn-s0" / "metrics.jsonl").read_text()
+    history = [json.loads(x) for x in metrics.split("\n") if x]
     assert len(history[0]["drift"]["ffn"]) == 6 and min(history[0]["drift"]["ffn"]) > 0
     report_ = subprocess.run([sys.executable, "-m", "minibert.study.grid", "report", str(out), "--no-healing"], cwd=REPO,
                              capture_output=True, text=True, timeout=1200)

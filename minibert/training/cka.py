@@ -91,7 +91,8 @@ def shuffled_floor(x, y, seed: int = 0, debiased: bool = True) -> float:
 
 
 @torch.no_grad()
-def layer_features(encoder, enc, pad_id: int, batch_size: int = 32, device="cpu", pooling: str = "mean") -> list[torch.Tensor]:
+def layer_features(encoder, enc, pad_id: int, batch_size: int = 32, device="cpu",
+                   pooling: str = "mean") -> list[torch.Tensor]:
     """Pooled hidden states of every example of `enc` (an Encoded), one (n, H) float64 tensor per hidden
     state (L+1: embeddings, then each layer), row i for example i. pooling="mean": the mean over real tokens,
     [CLS] excluded (heads.mean_pool); "cls": the hidden state at [CLS] (no pooler: that exists for the last layer only)."""
@@ -223,7 +224,8 @@ def format_healing(result: dict) -> str:
         before, after = result["before"][i], (result["after"] or none)[i]
         floors = [(result.get(key) or none)[i] for key in ("floor", "floor_after")]
         mark = "yes" if i in result["corrupted_layers"] else ""
-        tail = "| - | - |" if after is None else f"| {after:.3f} | {round(after - before, 3) + 0.0:+.3f} |"  # + 0.0: no "-0.000"
+        # + 0.0: no "-0.000"
+        tail = "| - | - |" if after is None else f"| {after:.3f} | {round(after - before, 3) + 0.0:+.3f} |"
         tail += "".join(" - |" if f is None else f" {f:.3f} |" for f in floors)
         lines.append(f"| {layer_name(i)} | {mark} | {before:.3f} {tail}")
     if result["after"] is not None:
