@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_runs import tiny_run
+from helpers import assert_one_line_error, run_main
 
 from minibert import corrupt, load_pretrained, load_tokenizer
 from minibert.data.datasets import load_dataset
@@ -55,13 +55,19 @@ def test_cka_rejects_mismatched_shapes():
         linear_cka(torch.ones(10, 3), torch.randn(10, 3))
 
 
-def test_layerwise_cka_of_corrupted_minilm_on_real_data(minilm_dir, data_root):
-    """Top corruption leaves the layers below untouched (CKA exactly 1); the layers it re-initialises
-    and bottom corruption's whole stack drift away from the clean model."""
+@pytest.fixture(scope="module")
+def ag_news_96(minilm_dir, data_root):
+    """96 real AG News test examples encoded for MiniLM, and clean MiniLM's features of them at every layer."""
     ds = load_dataset("ag_news", data_root / "ag_news", seed=0, limit=96)
     tok = load_tokenizer(minilm_dir)
     enc = encode(ds.test, tok, 64)
-    clean = layer_features(load_pretrained(minilm_dir), enc, tok.pad_id)
+    return enc, tok, layer_features(load_pretrained(minilm_dir), enc, tok.pad_id)
+
+
+def test_layerwise_cka_of_corrupted_minilm_on_real_data(minilm_dir, ag_news_96):
+    """Top corruption leaves the layers below untouched (CKA exactly 1); the layers it re-initialises
+    and bottom corruption's whole stack drift away from the clean model."""
+    enc, tok, clean = ag_news_96
     assert len(clean) == 7 and clean[0].shape == (96, 384)
 
     top = load_pretrained(minilm_dir)
@@ -123,10 +129,8 @@ def test_the_debiased_estimator_matches_its_formula_on_a_small_case():
     assert linear_cka(x, y) == pytest.approx(want.item(), abs=1e-12)
 
 
-def test_shuffled_floor_of_real_features_is_near_zero_debiased(minilm_dir, data_root):
-    ds = load_dataset("ag_news", data_root / "ag_news", seed=0, limit=96)
-    tok = load_tokenizer(minilm_dir)
-    clean = layer_features(load_pretrained(minilm_dir), encode(ds.test, tok, 64), tok.pad_id)
+def test_shuffled_floor_of_real_features_is_near_zero_debiased(ag_news_96):
+    _, _, clean = ag_news_96
     floors = [shuffled_floor(f, f, seed=0) for f in clean]
     biased = [shuffled_floor(f, f, seed=0, debiased=False) for f in clean]
     print("shuffled floor per layer, debiased:", [round(f, 3) for f in floors], "biased:", [round(f, 3) for f in biased])
@@ -136,11 +140,9 @@ def test_shuffled_floor_of_real_features_is_near_zero_debiased(minilm_dir, data_
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, minilm_dir, data_root):
+def runs(tiny_runs):
     """A clean and a top:2 corrupted real run of the same cell, both with their fine-tuned models saved."""
-    root = tmp_path_factory.mktemp("healing")
-    return (tiny_run(root / "clean", minilm_dir, data_root),
-            tiny_run(root / "top2", minilm_dir, data_root, corrupt="top:2"))
+    return tiny_runs
 
 
 def test_healing_reports_the_floor_and_the_estimator(runs, capsys):
@@ -151,18 +153,19 @@ def test_healing_reports_the_floor_and_the_estimator(runs, capsys):
     assert result["before"][:5] == pytest.approx([1.0] * 5, abs=1e-9)  # below the corruption: the same model
     assert max(abs(f) for f in result["floor"] + result["floor_after"]) < 0.2
     assert all(b > f for b, f in zip(result["before"][:5], result["floor"][:5]))
-    assert healing(clean, bad, n=10_000)["n"] == 48  # the whole test set when it is smaller than n
-    assert main([str(clean), str(bad), "--n", "40"]) == 0
-    table = capsys.readouterr().out
+    table = format_healing(result)  # what the command prints without --json
     assert table.startswith("debiased linear CKA") and "| floor before | floor after |" in table
     assert re.search(r"\| 6 \| yes \| -?\d\.\d{3} \| -?\d\.\d{3} \| [+-]\d\.\d{3} \| -?\d\.\d{3} \| -?\d\.\d{3} \|", table)
-    assert main([str(clean), str(bad), "--n", "40", "--biased", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["estimator"] == "biased"
+    assert main([str(clean), str(bad), "--n", "10000", "--biased", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["estimator"] == "biased" and printed["n"] == 48  # the whole test set when it is smaller than n
 
 
-def test_cka_cli_errors_are_one_line(runs, tmp_path):
+def test_cka_cli_errors_are_one_line(runs, tmp_path, capsys):
     clean, _ = runs
-    for argv in ([str(clean), str(tmp_path / "missing")], [str(clean), str(clean), "--n", "2"], [str(clean)]):
-        proc = subprocess.run([sys.executable, "-m", "minibert.training.cka", *argv], capture_output=True, text=True,
-                              env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO)
-        assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: "), proc.stderr
+    for argv in ([str(clean), str(clean), "--n", "2"], [str(clean)]):
+        assert_one_line_error(*run_main(main, argv, capsys))
+    # the real command, once
+    proc = subprocess.run([sys.executable, "-m", "minibert.training.cka", str(clean), str(tmp_path / "missing")],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO)
+    assert_one_line_error(proc.returncode, proc.stderr)

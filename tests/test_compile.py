@@ -1,9 +1,11 @@
 """torch.compile (the trainer's --compile) works on a CPU and computes what eager mode computes."""
+import pytest
 import torch
 
 from minibert import Bert, BertConfig, SequenceClassifier
 
 
+@pytest.mark.slow  # inductor compiles C++: tens of seconds
 def test_compiled_classifier_matches_eager_on_a_padded_batch():
     torch.manual_seed(0)
     cfg = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,

@@ -10,25 +10,19 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from helpers import tiny_bert
 
 import minibert
-from minibert import PRESETS, Bert, BertConfig, SequenceClassifier
+from minibert import PRESETS, Bert, SequenceClassifier
 from minibert.corrupt import GRAMMAR, corrupt, parse_spec
 from minibert.heads import mean_pool
 
 TINY = dict(vocab_size=100, hidden_size=64, num_attention_heads=4, intermediate_size=128, max_position_embeddings=32)
 
 
-def tiny(num_layers=4, flavour="bert", moved=True) -> Bert:
-    """A small encoder; `moved` shifts every tensor off its init, so LayerNorm = 1 and bias = 0 are real changes."""
-    torch.manual_seed(0)
-    model = Bert(BertConfig(flavour=flavour, num_hidden_layers=num_layers,
-                            type_vocab_size=0 if flavour == "distilbert" else 2, **TINY))
-    if moved:
-        with torch.no_grad():
-            for p in model.parameters():
-                p.add_(torch.randn_like(p) * 0.3 + 0.1)
-    return model
+def tiny(num_layers=4) -> Bert:
+    """A small encoder with every tensor shifted well off its init, so LayerNorm = 1 and bias = 0 are real changes."""
+    return tiny_bert(num_layers=num_layers, moved=0.3, shift=0.1)
 
 
 def tensors(model: nn.Module) -> dict:
@@ -82,7 +76,7 @@ def test_embeddings_only_with_the_flag():
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed == {k for k in before if k.startswith(("embeddings.", "layers.0."))}
     assert torch.all(model.embeddings.norm.weight == 1) and torch.all(model.embeddings.norm.bias == 0)
-    assert model.embeddings.word_embeddings.weight.abs().max() <= math.sqrt(6 / TINY["hidden_size"])
+    assert model.embeddings.word_embeddings.weight.abs().max() <= math.sqrt(6 / model.config.hidden_size)
 
 
 @pytest.mark.parametrize("preset, expected", [

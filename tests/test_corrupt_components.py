@@ -6,23 +6,19 @@ import math
 
 import pytest
 import torch
-from helpers import scramble_
+from helpers import scramble_, tiny_bert
 
 import minibert
-from minibert import PRESETS, Bert, BertConfig
+from minibert import PRESETS, Bert
 from minibert.corrupt import GRAMMAR, corrupt, parse_spec
 
-TINY = dict(vocab_size=100, hidden_size=64, num_attention_heads=4, intermediate_size=128, max_position_embeddings=32)
 PARTS = {"all": ("attention.qkv.", "attention.proj.", "attn_norm.", "ffn.up.", "ffn.down.", "ffn_norm."),
          "attn": ("attention.qkv.", "attention.proj."), "ffn": ("ffn.up.", "ffn.down."),
          "norm": ("attn_norm.", "ffn_norm."), "qk": ("attention.qkv.",)}
 
 
-def tiny(flavour="bert", num_layers=4) -> Bert:
-    torch.manual_seed(0)
-    model = Bert(BertConfig(flavour=flavour, num_hidden_layers=num_layers,
-                            type_vocab_size=0 if flavour == "distilbert" else 2, **TINY))
-    return scramble_(model)  # LayerNorm weights off 1 and biases off 0: resetting them is a real change
+def tiny(flavour="bert") -> Bert:
+    return tiny_bert(flavour=flavour, moved=0.02)  # LayerNorm weights off 1, biases off 0: resetting them changes them
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +86,7 @@ def test_each_component_changes_exactly_its_tensors_on_a_bert_base_shaped_model(
 
 def test_reinit_values_of_components_and_pooler():
     model = tiny()
-    H = TINY["hidden_size"]
+    H = model.config.hidden_size
     report, broken = check_exactly(model, "top:1/qk+pooler")
     qkv = broken.layers[3].attention.qkv
     bound = math.sqrt(6 / H)  # the fan of the full (3H, H) matrix: its H columns

@@ -4,17 +4,14 @@ import math
 
 import pytest
 import torch
+from helpers import tiny_bert
 
-from minibert import Bert, BertConfig, SequenceClassifier
+from minibert import Bert, SequenceClassifier
 from minibert.training.drift import snapshot, weight_drift
-
-TINY = dict(vocab_size=100, hidden_size=32, num_attention_heads=4, intermediate_size=64, max_position_embeddings=16)
 
 
 def tiny(flavour="bert") -> Bert:
-    torch.manual_seed(0)
-    return Bert(BertConfig(flavour=flavour, num_hidden_layers=3, type_vocab_size=0 if flavour == "distilbert" else 2,
-                           **TINY))
+    return tiny_bert(num_layers=3, flavour=flavour, hidden_size=32, max_position_embeddings=16)
 
 
 def direct(model, start, prefixes) -> float:

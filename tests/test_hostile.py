@@ -5,7 +5,7 @@ expensive work; a meaningful input gets the right behaviour and a one-line note.
 hostile input is one more row (entry point, flags, a fragment of the expected line, exit status). The tests
 below it cover what needs a run folder, Ctrl-C and the one-process-per-run-folder lock.
 
-Runs use a tiny random BERT (tiny_runs.tiny_checkpoint, 64 positions) on 16 real AG News examples: a second each.
+Runs use a tiny random BERT (helpers.tiny_checkpoint, 64 positions) on 16 real AG News examples: a second each.
 """
 import importlib.util
 import json
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_runs import tiny_checkpoint
+from helpers import tiny_checkpoint
 
 from minibert.locks import claim, holder
 from minibert.study import grid
@@ -42,7 +42,7 @@ MAINS = {"train": TRAIN.main, "eval": EVAL.main, "grid": grid.main, "trace": tra
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, minilm_dir) -> Path:
-    return tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "bert", minilm_dir)
+    return tiny_checkpoint(tmp_path_factory.mktemp("tiny") / "bert", minilm_dir, positions=64)
 
 
 def train_argv(tiny, data_root, out, *extra) -> list[str]:

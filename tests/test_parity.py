@@ -94,7 +94,7 @@ def bert_config(**kw):
     return transformers.BertConfig(vocab_size=VOCAB, **kw)
 
 
-@pytest.mark.parametrize("shape", ["base", "large"])
+@pytest.mark.parametrize("shape", ["base", pytest.param("large", marks=pytest.mark.slow)])
 def test_legacy_bert_checkpoint(tmp_path, shape):
     kw = {} if shape == "base" else dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
                                          intermediate_size=4096)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny_runs import tiny_run
+from helpers import assert_one_line_error, run_main
 
 from minibert import Bert, BertConfig
 from minibert.data.encoding import Encoded
@@ -58,8 +58,8 @@ def test_the_probe_finds_a_signal_at_the_layer_it_was_planted_in(k, pooling):
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, minilm_dir, data_root):
-    return tiny_run(tmp_path_factory.mktemp("probe") / "top2", minilm_dir, data_root, corrupt="top:2")
+def run(tiny_runs):
+    return tiny_runs[1]  # top:2, saved
 
 
 def test_probe_layers_cli_on_a_real_run(run, tmp_path, capsys):
@@ -75,8 +75,10 @@ def test_probe_layers_cli_on_a_real_run(run, tmp_path, capsys):
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 
-def test_probe_layers_cli_errors_are_one_line(run, tmp_path):
-    for argv in ([str(tmp_path / "missing")], [str(run), "--max-train", "1"], [str(run), "--bogus"]):
-        proc = subprocess.run([sys.executable, "-m", "minibert.study.probe_layers", *argv], capture_output=True, text=True,
-                              env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO)
-        assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: "), proc.stderr
+def test_probe_layers_cli_errors_are_one_line(run, tmp_path, capsys):
+    for argv in ([str(run), "--max-train", "1"], [str(run), "--bogus"]):
+        assert_one_line_error(*run_main(main, argv, capsys))
+    # the real command, once
+    proc = subprocess.run([sys.executable, "-m", "minibert.study.probe_layers", str(tmp_path / "missing")],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO)
+    assert_one_line_error(proc.returncode, proc.stderr)

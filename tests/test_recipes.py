@@ -1,18 +1,17 @@
 """Recipes, probe heads, model selection, the collapse flag, and bad run folders: issue 12 and 14's trainer parts.
 
 Unit tests check what each recipe builds (optimiser, schedule, clipping); the rest runs the real trainer
-and the real train.py on the MiniLM checkpoint and real SST-2 sentences, kept tiny.
+and train.py's main on real SST-2 sentences, kept tiny: on the MiniLM checkpoint where what a run learns matters,
+on a tiny random BERT (tiny_dir) where only the mechanics do.
 """
-import importlib.util
 import json
 import shutil
-import subprocess
-import sys
 from dataclasses import fields, replace
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import load_script, tiny_checkpoint, tiny_config
 
 from minibert import load_classifier, load_pretrained, save_pretrained
 from minibert.heads import SequenceClassifier
@@ -26,24 +25,14 @@ REPO = Path(__file__).resolve().parent.parent
 CPU = torch.device("cpu")
 
 
-def small(minilm_dir, data_root, out, **overrides) -> TrainConfig:
-    args = dict(model=str(minilm_dir), data_dir=str(data_root / "sst2"), limit=64, epochs=1, lr=3e-4,
-                batch_size=16, max_length=32, pooling="mean", out=str(out), device="cpu")
-    return TrainConfig(**{**args, **overrides})
+small = tiny_config  # 64 real SST-2 sentences of max length 32, one epoch at lr 3e-4
 
 
 def read_jsonl(path):
     return [json.loads(line) for line in Path(path).read_text().splitlines()]
 
 
-def load_train_script():
-    spec = importlib.util.spec_from_file_location("train_script", REPO / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-TRAIN = load_train_script()
+TRAIN = load_script("train.py")
 
 
 def run_cli(argv, capsys):
@@ -148,11 +137,9 @@ def test_help_calls_only_the_papers_own_settings_the_papers(capsys):
 # ---- recipes end to end -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("recipe", ["paper", "hf-trainer"])
-def test_train_py_runs_each_recipe_end_to_end(recipe, minilm_dir, data_root, tmp_path):
-    cfg = small(minilm_dir, data_root, tmp_path / recipe, epochs=2, recipe=recipe)
-    proc = subprocess.run([sys.executable, "train.py", *train_flags(cfg)], cwd=REPO, capture_output=True, text=True,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def test_train_py_runs_each_recipe_end_to_end(recipe, tiny_dir, data_root, tmp_path, capsys):
+    cfg = small(tiny_dir, data_root, tmp_path / recipe, epochs=2, recipe=recipe)
+    assert TRAIN.main(train_flags(cfg)) == 0, capsys.readouterr().err[-3000:]  # train.py's main, in this process
     result = json.loads((tmp_path / recipe / "result.json").read_text())
     config = json.loads((tmp_path / recipe / "config.json").read_text())
     assert result["status"] == "done" and result["recipe"] == recipe == config["args"]["recipe"]
@@ -165,7 +152,6 @@ def test_train_py_runs_each_recipe_end_to_end(recipe, minilm_dir, data_root, tmp
 # ---- probe heads --------------------------------------------------------------------------------
 
 def test_distilbert_probe_trains_the_whole_head_and_not_the_encoder(minilm_dir, data_root, tmp_path):
-    from test_tools import tiny_checkpoint
     ckpt = tiny_checkpoint(tmp_path / "distil", minilm_dir, flavour="distilbert")
     cfg = small(ckpt, data_root, tmp_path / "run", mode="probe", pooling="cls", lr=1e-2, epochs=2, save_model=True)
     assert train(cfg)["status"] == "done"
@@ -234,12 +220,20 @@ def test_bad_out_is_one_line_before_the_data_is_loaded(where, minilm_dir, data_r
     assert (tmp_path / "a_file").read_text() == "not a folder" and not Path("/proc/minibert-run").exists()
 
 
+@pytest.fixture(scope="module")
+def stopped_run(tiny_dir, data_root, tmp_path_factory) -> TrainConfig:
+    """A run stopped after its first epoch of two, as if killed: its checkpoint.pt waits for --resume."""
+    cfg = small(tiny_dir, data_root, tmp_path_factory.mktemp("stopped") / "run", limit=16, epochs=2,
+                stop_after_epoch=1)
+    assert train(cfg)["status"] == "stopped"
+    return cfg
+
+
 @pytest.mark.parametrize("damage", [lambda b: b[: len(b) // 2], lambda b: b"garbage" * 10, lambda b: b""],
                          ids=["truncated", "garbage", "empty"])
-def test_damaged_checkpoint_on_resume_is_one_line_saying_how_to_restart(damage, minilm_dir, data_root, tmp_path,
-                                                                        capsys):
-    cfg = small(minilm_dir, data_root, tmp_path / "run", limit=16, epochs=2, stop_after_epoch=1)
-    assert train(cfg)["status"] == "stopped"
+def test_damaged_checkpoint_on_resume_is_one_line_saying_how_to_restart(damage, stopped_run, tmp_path, capsys):
+    shutil.copytree(stopped_run.out, tmp_path / "run")
+    cfg = TrainConfig(**{**stopped_run.__dict__, "out": str(tmp_path / "run")})
     ckpt = tmp_path / "run" / "checkpoint.pt"
     ckpt.write_bytes(damage(ckpt.read_bytes()))
     rc, err = run_cli([*train_flags(TrainConfig(**{**cfg.__dict__, "stop_after_epoch": None})), "--resume"], capsys)

@@ -122,6 +122,7 @@ def test_the_drift_figure_is_written_and_linked(synthetic):
     assert "components-probes" not in text  # no saved models, and probes off
 
 
+@pytest.mark.slow
 def test_a_tiny_real_components_grid(tmp_path, minilm_dir, data_root):
     """11 cells of MiniLM on 24 real SST-2 sentences, one epoch, saved; then the report with figures and probes."""
     pytest.importorskip("matplotlib")

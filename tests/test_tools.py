@@ -6,30 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import TOKENIZER_FILES, tiny_checkpoint
 
 import minibert
-from minibert.checkpoint import load_pretrained, save_pretrained
-from minibert.config import BertConfig
-from minibert.model import Bert
+from minibert.checkpoint import load_pretrained
 from minibert.tools import download, parity, trace
 
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
 NEEDED = {"config.json", "model.safetensors", *TOKENIZER_FILES}
-
-
-def tiny_checkpoint(directory, tokenizer_from, flavour="bert"):
-    """A small random encoder saved as the hub stores it, with a real (MiniLM) tokenizer beside it."""
-    torch.manual_seed(0)
-    config = BertConfig(flavour=flavour, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=64, type_vocab_size=2 if flavour == "bert" else 0)
-    model = Bert(config)
-    with torch.no_grad():  # LayerNorms off their 1/0 init, so that a mix-up of weight and bias would show
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape) * 0.02)
-    save_pretrained(model, directory)
-    for name in TOKENIZER_FILES:
-        shutil.copy(tokenizer_from / name, directory / name)
-    return directory
 
 
 def run(main, argv, capsys):

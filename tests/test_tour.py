@@ -1,4 +1,6 @@
 """The tour page: regenerated on a tiny setting, its excerpts match the code and its figures exist."""
+import shutil
+
 import pytest
 
 from minibert.tools import tour
@@ -8,6 +10,7 @@ REPO = tour.Path(__file__).resolve().parent.parent
 pytest.importorskip("matplotlib")
 
 
+@pytest.mark.slow  # a tiny training run and a dozen figures
 def test_tiny_tour_writes_a_page_whose_excerpts_and_figures_check_out(minilm_dir, data_root, tmp_path):
     page = tour.write_tour(minilm_dir, tmp_path, data_root / "sst2", tiny=True)
     text = page.read_text()
@@ -35,3 +38,17 @@ def test_the_committed_tour_matches_the_code():
     """docs/tour.md is generated: after changing model.py or heads.py, rerun `python -m minibert tour`."""
     problems = tour.check(REPO / "docs" / "tour.md")
     assert problems == [], "\n".join(problems)
+
+
+def test_the_check_finds_a_changed_excerpt_and_a_missing_figure(tmp_path):
+    """The committed page, copied and damaged (the slow test above does this to a freshly generated page)."""
+    shutil.copytree(REPO / "docs" / "tour", tmp_path / "tour")
+    text = (REPO / "docs" / "tour.md").read_text()
+    name = tour.MARK.findall(text)[0][0]
+    figure = sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "tour").rglob("*.png"))[0]
+    page = tmp_path / "tour.md"
+    page.write_text(text.replace(tour.excerpt(name), tour.excerpt(name) + "    pass\n", 1))
+    (tmp_path / figure).unlink()
+    problems = tour.check(page)
+    assert len(problems) == 2, problems
+    assert name in problems[0] and "differs" in problems[0] and figure in problems[1]

@@ -4,11 +4,11 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import TOKENIZER_FILES
 
 from minibert.tools import trace
 
 pytest.importorskip("matplotlib")
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
 
 
 def assert_plotted_attention_is_a_distribution(data):
@@ -41,7 +41,8 @@ def distil_dir(tmp_path_factory, minilm_dir):
     return directory
 
 
-def test_minilm_clean_vs_bottom2_figures_and_their_attention(minilm_dir, tmp_path, capsys):
+@pytest.mark.slow  # eight figures: drawing them takes most of a minute
+def test_minilm_clean_vs_bottom2_figures(minilm_dir, tmp_path, capsys):
     argv = [str(minilm_dir), "--text", "The cat sat on the mat.", "--corrupt", "bottom:2", "--pad-to", "12",
             "--figures", str(tmp_path / "figs"), "--png", str(tmp_path / "all.png")]
     assert trace.main(argv) == 0
@@ -51,6 +52,9 @@ def test_minilm_clean_vs_bottom2_figures_and_their_attention(minilm_dir, tmp_pat
     assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == sorted(p.name for p in figures)
     assert f"wrote {tmp_path / 'all.png'}" in out
 
+
+def test_minilm_clean_vs_bottom2_attention(minilm_dir):
+    """What the figures of the test above plot (the distilbert test below draws its figure in the fast suite)."""
     *_, data = trace.run_trace(minilm_dir, "The cat sat on the mat.", spec="bottom:2", pad_to=12)
     assert data["tokens"][-3:] == ["[PAD]"] * 3 and data["real"].sum() == 9
     assert data["attention"]["clean"].shape == (6, 12, 12, 12)

@@ -2,9 +2,9 @@
 
 Runs are kept tiny (a few hundred short sentences, max length 64, one or two epochs). MiniLM is a
 sentence-embedding model trained with mean pooling, so the runs use --pooling mean and a large lr to
-learn something in one epoch of ~20 steps.
+learn something in one epoch of ~20 steps. Tests of the mechanics alone (resume, the lr sweep, precision, a NaN
+loss) train a tiny random BERT with MiniLM's tokenizer instead (the tiny_dir fixture).
 """
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import load_script, tiny_config, tiny_run_config
 
 from minibert import load_classifier, load_pretrained, save_pretrained
 from minibert.corrupt import corrupt
@@ -23,17 +24,8 @@ REPO = Path(__file__).resolve().parent.parent
 TIMING = ("seconds", "tokens_per_s")  # the only fields of a run that may differ between identical runs
 
 
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(name.removesuffix(".py"), REPO / name)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def small(minilm_dir, data_root, out, **overrides) -> TrainConfig:
-    args = dict(model=str(minilm_dir), data_dir=str(data_root / "sst2"), limit=300, epochs=1, lr=3e-4,
-                batch_size=16, max_length=64, pooling="mean", out=str(out), device="cpu")
-    return TrainConfig(**{**args, **overrides})
+    return tiny_config(minilm_dir, data_root, out, **{"limit": 300, "max_length": 64, **overrides})
 
 
 def read_jsonl(path):
@@ -52,6 +44,7 @@ def cli_run(minilm_dir, data_root, tmp_path_factory):
     return cfg, Path(cfg.out), proc
 
 
+@pytest.mark.slow
 def test_train_cli_learns_sst2_and_writes_its_files(cli_run):
     cfg, out, proc = cli_run
     result = json.loads((out / "result.json").read_text())
@@ -76,6 +69,7 @@ def test_train_cli_learns_sst2_and_writes_its_files(cli_run):
     assert '"best_epoch": 1' in proc.stdout.splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_eval_reproduces_the_runs_best_epoch(cli_run):
     cfg, out, _ = cli_run
     proc = subprocess.run([sys.executable, "eval.py", str(out), "--json"], cwd=REPO, capture_output=True, text=True,
@@ -88,6 +82,7 @@ def test_eval_reproduces_the_runs_best_epoch(cli_run):
     assert got["n"] == 300 and "<- predicted" in table[2] and table[-1].split()[0] == "positive"
 
 
+@pytest.mark.slow
 def test_saved_model_loads_in_transformers(cli_run, data_root):
     """This run pools by mean: transformers' AutoModel loads its encoder exactly, and
     AutoModelForSequenceClassification (which pools [CLS]) reports the head missing instead of using it (issue 14)."""
@@ -109,8 +104,8 @@ def test_saved_model_loads_in_transformers(cli_run, data_root):
 # ---- probe, corruption, resume, precision, NaN: through the Python entry point ----------------------
 
 def test_probe_freezes_the_corrupted_encoder_and_trains_the_head(minilm_dir, data_root, tmp_path):
-    cfg = small(minilm_dir, data_root, tmp_path / "probe", mode="probe", corrupt="top:0.5", limit=128,
-                epochs=3, lr=1e-2, batch_size=16, save_model=True)
+    cfg = small(minilm_dir, data_root, tmp_path / "probe", mode="probe", corrupt="top:0.5", limit=64,
+                max_length=32, epochs=3, lr=1e-2, batch_size=16, save_model=True)
     result = train(cfg)
     assert result["status"] == "done"
     # top:0.5 of a 6-layer encoder is layers 4-6, corrupted before training, and the report says so
@@ -130,10 +125,10 @@ def test_probe_freezes_the_corrupted_encoder_and_trains_the_head(minilm_dir, dat
     assert len(losses) == 3 and losses[0] > losses[1] > losses[2]
 
 
-def test_resume_after_a_stop_matches_an_uninterrupted_run(minilm_dir, data_root, tmp_path):
+def test_resume_after_a_stop_matches_an_uninterrupted_run(tiny_dir, data_root, tmp_path):
     args = dict(limit=48, epochs=2)
-    whole = train(small(minilm_dir, data_root, tmp_path / "whole", **args))
-    cfg = small(minilm_dir, data_root, tmp_path / "split", **args)
+    whole = train(small(tiny_dir, data_root, tmp_path / "whole", **args))
+    cfg = small(tiny_dir, data_root, tmp_path / "split", **args)
     stopped = train(TrainConfig(**{**cfg.__dict__, "stop_after_epoch": 1}))
     assert stopped["status"] == "stopped"
     assert (tmp_path / "split" / "checkpoint.pt").is_file() and not (tmp_path / "split" / "result.json").exists()
@@ -148,10 +143,10 @@ def test_resume_after_a_stop_matches_an_uninterrupted_run(minilm_dir, data_root,
     assert train(cfg) == resumed  # a finished run is reported, not rerun
 
 
-def test_fp32_and_bf16_autocast_both_run_on_cpu(minilm_dir, data_root, tmp_path):
+def test_fp32_and_bf16_autocast_both_run_on_cpu(tiny_dir, data_root, tmp_path):
     losses = {}
     for precision in ("fp32", "bf16"):
-        result = train(small(minilm_dir, data_root, tmp_path / precision, limit=32, precision=precision))
+        result = train(small(tiny_dir, data_root, tmp_path / precision, limit=32, precision=precision))
         assert result["status"] == "done"
         assert json.loads((tmp_path / precision / "config.json").read_text())["precision"] == precision
         epoch = read_jsonl(tmp_path / precision / "metrics.jsonl")[0]
@@ -161,28 +156,27 @@ def test_fp32_and_bf16_autocast_both_run_on_cpu(minilm_dir, data_root, tmp_path)
     assert losses["fp32"] != losses["bf16"] and abs(losses["fp32"] - losses["bf16"]) < 0.1
 
 
-def test_nan_loss_gives_a_diverged_result_not_a_traceback(minilm_dir, data_root, tmp_path):
+def test_nan_loss_gives_a_diverged_result_not_a_traceback(tiny_dir, data_root, tmp_path, capsys):
     # a checkpoint with one NaN in the last LayerNorm: every output, hence the loss, is NaN
-    enc = load_pretrained(minilm_dir)
+    enc = load_pretrained(tiny_dir)
     with torch.no_grad():
         enc.layers[-1].ffn_norm.weight[0] = float("nan")
     broken = tmp_path / "broken"
     save_pretrained(enc, broken)
     for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json"):
-        shutil.copyfile(minilm_dir / name, broken / name)
+        shutil.copyfile(tiny_dir / name, broken / name)
     cfg = small(broken, data_root, tmp_path / "run", limit=32)
-    proc = subprocess.run([sys.executable, "train.py", *train_flags(cfg)], cwd=REPO, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr and "non-finite training loss" in proc.stderr
+    assert TRAIN.main(train_flags(cfg)) == 0  # train.py's main, in this process
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "non-finite training loss" in err, err[-3000:]
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     assert result["status"] == "done" and result["diverged"] is True
     assert "non-finite" in result["diverged_reason"]
     assert read_jsonl(tmp_path / "run" / "metrics.jsonl")[0]["nonfinite_loss"] is True
 
 
-def test_lr_sweep_runs_the_papers_three_lrs_and_resumes(minilm_dir, data_root, tmp_path, monkeypatch):
-    cfg = small(minilm_dir, data_root, tmp_path / "sweep", lr="sweep", limit=16, epochs=2)
+def test_lr_sweep_runs_the_papers_three_lrs_and_resumes(tiny_dir, data_root, tmp_path, monkeypatch):
+    cfg = small(tiny_dir, data_root, tmp_path / "sweep", lr="sweep", limit=16, epochs=2)
     monkeypatch.setenv("MINIBERT_STOP_AFTER_EPOCH", "1")
     assert train(cfg)["status"] == "stopped"  # stopped inside the first sub-run
     monkeypatch.delenv("MINIBERT_STOP_AFTER_EPOCH")
@@ -197,6 +191,7 @@ def test_lr_sweep_runs_the_papers_three_lrs_and_resumes(minilm_dir, data_root, t
     assert json.loads((tmp_path / "sweep" / "result.json").read_text()) == result
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_gather_every_test_example(minilm_dir, data_root, tmp_path):
     """DDP on the CPU (gloo): each rank evaluates half of the test batches; rank 0's metrics cover all of them."""
     cfg = small(minilm_dir, data_root, tmp_path / "ddp", limit=32)
@@ -246,8 +241,8 @@ def test_bad_input_is_one_line(bad, message, minilm_dir, data_root, tmp_path, ca
     assert not (tmp_path / "run").exists()
 
 
-def test_out_dir_of_another_run_is_refused(cli_run, tmp_path, capsys):
-    cfg, out, _ = cli_run
+def test_out_dir_of_another_run_is_refused(tiny_runs, tiny_dir, data_root, tmp_path, capsys):
+    cfg = tiny_run_config(tiny_runs[0], tiny_dir, data_root)  # the finished clean run
     rc, err = run_train_cli([*train_flags(cfg), "--seed", "1"], capsys)
     assert rc == 2 and len(err.splitlines()) == 1 and "holds a different run" in err and "seed" in err, err
     (tmp_path / "notes.txt").write_text("not a run")
