@@ -99,7 +99,7 @@ def load_script(name):
 def tiny_config(model_dir, data_root, out, dataset="sst2", **overrides):
     """A TrainConfig for a tiny real CPU run: mean pooling, 64 real examples of max length 32, one epoch.
     model_dir: MiniLM where what the run learns matters, the tiny_dir fixture's model where only the mechanics do."""
-    from minibert.train_config import TrainConfig
+    from minibert.training.config import TrainConfig
     args = dict(model=str(model_dir), dataset=dataset, data_dir=str(data_root / dataset), limit=64, epochs=1,
                 lr=3e-4, batch_size=16, max_length=32, pooling="mean", out=str(out), device="cpu")
     return TrainConfig(**{**args, **overrides})
@@ -114,7 +114,7 @@ def tiny_run_config(out, model_dir, data_root, corrupt="none", pooling="mean", *
 def tiny_run(out, model_dir, data_root, corrupt="none", pooling="mean", **overrides):
     """Train one saved run into `out` (tiny_run_config) and return its directory: for tests that read run
     directories (the healing analysis, the layer-wise probes, a folder that holds another run)."""
-    from minibert.trainer import train
+    from minibert.training.trainer import train
     train(tiny_run_config(out, model_dir, data_root, corrupt, pooling, **overrides))
     return out
 
