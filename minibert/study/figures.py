@@ -116,20 +116,11 @@ def level_figure(panels, out, title: str = "", ylim: tuple | None = None) -> Pat
         for side, points in paper.items():
             ax.plot([x for x, _ in points], [v for _, v in points], "x", color=colors[side], alpha=0.45,
                     markersize=6, label=f"{side} (paper)")
-        if majority is not None:
-            ax.axhline(majority, color="grey", linestyle="--", linewidth=1, label="majority class")
         ax.set_xticks(sorted({x for points in ours.values() for x, _ in points}))
         ax.set_xlabel("layers corrupted")
-        ax.set_title(name, fontsize=9)
-        ax.grid(alpha=0.3)
-        if ylim:
-            ax.set_ylim(*ylim)
+        _finish_panel(ax, name, majority, ylim)
     axes.flat[0].set_ylabel("weighted F1 (%)")
-    _legend_below(fig, axes)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout(rect=(0, 0.15, 1, 1))
-    return _save(fig, plt, out)
+    return _finish_figure(fig, axes, plt, out, title)
 
 
 def budget_figure(panels, out, title: str = "", ylim: tuple | None = None) -> Path:
@@ -146,18 +137,28 @@ def budget_figure(panels, out, title: str = "", ylim: tuple | None = None) -> Pa
             ax.plot(xs, [float(np.mean(v)) for _, v in points], "-o", color=color, markersize=4, label=label)
             ax.fill_between(xs, [min(v) for _, v in points], [max(v) for _, v in points], color=color, alpha=0.15,
                             linewidth=0)
-        if majority is not None:
-            ax.axhline(majority, color="grey", linestyle="--", linewidth=1, label="majority class")
         ax.set_xscale("log")
         sizes = sorted({x for points in lines.values() for x, _ in points})
         ax.set_xticks(sizes, [f"{x:,}" for x in sizes])
         ax.minorticks_off()
         ax.set_xlabel("training examples")
-        ax.set_title(name, fontsize=9)
-        ax.grid(alpha=0.3)
-        if ylim:
-            ax.set_ylim(*ylim)
+        _finish_panel(ax, name, majority, ylim)
     axes.flat[0].set_ylabel("weighted F1 (%), best epoch")
+    return _finish_figure(fig, axes, plt, out, title)
+
+
+def _finish_panel(ax, name: str, majority: float | None, ylim: tuple | None):
+    """What every F1 panel has: the majority-class baseline, its title, a grid, the family's y-range."""
+    if majority is not None:
+        ax.axhline(majority, color="grey", linestyle="--", linewidth=1, label="majority class")
+    ax.set_title(name, fontsize=9)
+    ax.grid(alpha=0.3)
+    if ylim:
+        ax.set_ylim(*ylim)
+
+
+def _finish_figure(fig, axes, plt, out, title: str) -> Path:
+    """One legend below the panels, the title, and the PNG."""
     _legend_below(fig, axes)
     if title:
         fig.suptitle(title, fontsize=10)
