@@ -56,8 +56,8 @@ table5() { nice -n 19 python -m minibert grid table5 "$@"; }
 
 cells() {
   grid --datasets sst2 --limits 1000 --epochs 20 --seeds 0 --save-models "${RUN[@]}"
-  grid "${BUDGET[@]}" --seeds 0 "${RUN[@]}"
   grid --datasets ag_news --limits 1000 --epochs 20 --seeds 0 --save-models "${RUN[@]}"
+  grid "${BUDGET[@]}" --seeds 0 "${RUN[@]}"
   grid "${TABLE2[@]}" --seeds 0,1,2 "${RUN[@]}"
   grid "${BUDGET[@]}" --seeds 0,1,2 "${RUN[@]}"
   table3 --datasets sst2 --limits 1000 --epochs 20 --seeds 0 --save-models "${RUN3[@]}"
