@@ -31,8 +31,8 @@
 # Figure 1 (t-SNE of the fine-tuned AG News features at 0%, top and bottom 25%, all layers) is drawn from table2/'s
 # seed-0 models before they are deleted.
 # Seed 0's models are saved for the healing analysis and Figure 1, whose results are committed (table2/healing/*.json,
-# figure1-ag_news.png): a machine that continues the study without those models reuses them. Every run: 64 tokens, lr 5e-5 (the paper's
-# highest), batch 32, the hf-trainer recipe: corruption and size are the only differences.
+# figure1-ag_news.png): a machine that continues the study without those models reuses them. Every run: 64 tokens,
+# lr 5e-5 (the paper's highest), batch 32, the hf-trainer recipe: corruption and size are the only differences.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 : "${MINIBERT_DATA:?set MINIBERT_DATA to the folder of real data samples (one sub-folder per dataset)}"
