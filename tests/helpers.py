@@ -1,6 +1,7 @@
 """What several test files share: tiny random models, checkpoints in the hub's exact file layouts (made with
 `transformers` from random configs), tiny real training runs, and the top-level scripts as modules."""
 import importlib.util
+import json
 from pathlib import Path
 
 import torch
@@ -131,3 +132,19 @@ def run_main(main, argv, capsys):
 def assert_one_line_error(status, stderr):
     assert status == 2 and stderr.count("\n") == 1 and stderr.startswith("error: "), (status, stderr)
     assert "Traceback" not in stderr, stderr
+
+
+# ---- finished runs written by hand: a grid cell with a chosen learning curve ----------
+
+def history(scores, losses):
+    return [{"epoch": i + 1, "weighted_f1": f, "train_loss": loss} for i, (f, loss) in enumerate(zip(scores, losses))]
+
+
+def write_cell(run_dir, scores, losses, majority=0.4):
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text(json.dumps({"args": {"seed": 0}, "label_names": ["neg", "pos"],
+                                                     "num_train": 100, "num_test": 50}))
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history(scores, losses)))
+    (run_dir / "result.json").write_text(json.dumps({
+        "status": "done", "best": {"weighted_f1": max(scores)}, "diverged": False, "best_epoch": 1, "lr": 2e-5,
+        "seconds": 1.0, "majority_f1": majority}))  # no convergence record: the report computes it from metrics

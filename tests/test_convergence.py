@@ -1,21 +1,16 @@
 """A run knows whether it stopped learning; the report counts, sets apart and warns about those that did not;
 the data-budget axis runs each cell at several sizes and draws F1 against examples."""
-import json
 import re
 from types import SimpleNamespace
 
 import pytest
+from helpers import history, write_cell
 
 from minibert.study.cells import GridConfig, cells, write_manifest
 from minibert.study.grid import cell_config, grid_config
 from minibert.study.report import convergence_warning, report
 from minibert.study.summary import Row
 from minibert.training.convergence import convergence, describe
-
-
-def history(scores, losses):
-    return [{"epoch": i + 1, "weighted_f1": f, "train_loss": loss} for i, (f, loss) in enumerate(zip(scores, losses))]
-
 
 PLATEAU = history([.70, .80, .84, .85, .85, .86, .85, .86, .85, .86], [.6, .4, .3, .2, .12, .07, .05, .04, .035, .03])
 RISING = history([.50, .55, .60, .63, .66, .69, .72, .74, .76, .78], [.68, .66, .63, .60, .57, .54, .51, .48, .45, .42])
@@ -47,16 +42,6 @@ def test_short_runs_compare_halves_and_one_epoch_cannot_have_converged():
 
 
 # ---- the report ------------------------------------------------------------------------------
-
-def write_cell(run_dir, scores, losses, majority=0.4):
-    run_dir.mkdir(parents=True)
-    (run_dir / "config.json").write_text(json.dumps({"args": {"seed": 0}, "label_names": ["neg", "pos"],
-                                                     "num_train": 100, "num_test": 50}))
-    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history(scores, losses)))
-    (run_dir / "result.json").write_text(json.dumps({
-        "status": "done", "best": {"weighted_f1": max(scores)}, "diverged": False, "best_epoch": 1, "lr": 2e-5,
-        "seconds": 1.0, "majority_f1": majority}))  # no convergence record: the report computes it from metrics
-
 
 def f1_at(cell) -> float:
     """Bottom 25% below all layers at 100 examples, above it at 400: the sign turns with the data."""

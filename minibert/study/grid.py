@@ -5,6 +5,7 @@
     python -m minibert grid table2 --out runs/grid --list        # one line per cell: name, status, command
     python -m minibert grid report runs/grid                     # our tables beside the paper's, + healing (CKA)
     python -m minibert grid tsne runs/grid --model base          # Figure 1: t-SNE of [CLS] features on AG News
+    python -m minibert grid compare runs/t2 runs/t4              # what corruption costs in t4 against t2, by seed
     python -m minibert grid table2 --quick DIR --out /tmp/q      # a small checkpoint (MiniLM) on small data: a CPU
     python -m minibert grid components --out runs/c --checkpoint minilm=DIR   # which parts of a layer heal
 
@@ -37,6 +38,7 @@ from pathlib import Path
 from ..checkpoint import _looks_like_path
 from ..cli import Parser, fail, main_wrapper
 from ..data.datasets import DATASETS, SPLITS, default_data_root
+from ..files import write_text
 from ..locks import Lock, claim, holder
 from ..training.config import SELECT_ON, TrainConfig, train_flags, validate
 from ..training.optim import RECIPES
@@ -291,6 +293,14 @@ def main(argv=None) -> int:
     r.add_argument("--healing-n", type=int, default=2000,
                    help="test examples for CKA: the whole test set up to this many (default 2000)")
     r.add_argument("--device", default="cpu", help="device for the CKA and probe forward passes")
+    c = sub.add_parser("compare", help="what corruption costs in grid B against grid A, paired by seed "
+                                       "(e.g. a probe against fine-tuning)")
+    c.add_argument("a", help="grid folder A (the reference, e.g. a fine-tuning table)")
+    c.add_argument("b", help="grid folder B (e.g. a probe or a mean-pooling table)")
+    c.add_argument("--datasets", help="comma-separated datasets (default: every one both grids ran)")
+    c.add_argument("--model-a", help="model label in A, when it has several (e.g. 'minilm n=1000' on a budget grid)")
+    c.add_argument("--model-b", help="model label in B, when it has several")
+    c.add_argument("--md", help="also write the markdown to this file")
     t = sub.add_parser("tsne", help="Figure 1: t-SNE of fine-tuned features, 0%% / top / bottom / 100%%")
     t.add_argument("dir", help="grid folder (cells run with --save-models)")
     t.add_argument("--table", default="table2", choices=list(TABLES), help="which table's cells")
@@ -302,6 +312,14 @@ def main(argv=None) -> int:
     t.add_argument("--device", default="cpu", help="device for the forward passes")
     t.add_argument("--png", help="output file (default <dir>/figure1-<table>-<model>-<dataset>-s<seed>.png)")
     args = p.parse_args(argv)
+    if args.command == "compare":
+        from .compare import compare  # imported here: compare.py builds on the report's rows
+        text = compare(Path(args.a), Path(args.b), args.datasets.split(",") if args.datasets else None,
+                       args.model_a, args.model_b)
+        if args.md:
+            write_text(Path(args.md), text)
+        print(text, end="")
+        return 0
     if args.command in ("report", "tsne"):
         from . import report  # imported here: report.py builds on this module
         return report.run_command(args)
