@@ -67,7 +67,7 @@ def render_healing(key: tuple, results: dict[str, dict]) -> str:
                   "examples): what CKA gives with no shared structure at this n; a value near it means no similarity."
                   if floors else " No floor: these results predate floors (delete the healing folder to recompute).")
     lines = [f"#### Healing: {model} on {DATASET_TITLES.get(dataset, dataset)} ({TABLES[table].title.split(':')[0]}, "
-             f"seed {seed}, n={first['n']})", "",
+             f"seed {seed}, CKA on {first['n']:,} test examples)", "",
              f"{estimator} of each hidden state (mean-pooled over tokens) with the clean model's: before fine-tuning "
              "(corrupted vs clean pre-trained encoder) -> after (corrupted vs clean fine-tuned). * = a layer the "
              "corruption re-initialised." + floor_note, "",
@@ -109,7 +109,8 @@ def healing_section(out: Path, grid: dict[str, Cell], n: int, device: str, plots
         if plots:
             title = f"{key[1]} on {key[2]}, seed {key[3]}: CKA with the clean model (dashed before, solid after fine-tuning)"
             try:
-                png = cka_figure(results, out / "healing" / f"{'-'.join(key[:3])}-s{key[3]}.png", title)
+                slug = "-".join(key[:3]).replace(" n=", "-n")  # a data-budget grid's model label: "minilm n=1000"
+                png = cka_figure(results, out / "healing" / f"{slug}-s{key[3]}.png", title)
                 parts.append(f"\n![healing]({png.relative_to(out)})")
             except ImportError as e:
                 parts.append(f"\n(no plot: {e})")
