@@ -174,12 +174,16 @@ def test_healing_table_shows_the_floor_beside_each_layer():
     results = {"bottom50": healing_result(True), "top50": healing_result(False)}
     text = render_healing(("table2", "minilm", "sst2", 0), results)
     assert "Debiased linear CKA" in text and "floor = " in text
-    assert "| layer | bottom50 | top50 | floor bottom50 |" in text
+    assert "| layer | bottom 1 of 2 | top 1 of 2 | floor bottom 1 of 2 |" in text  # settings named by layers
     assert "| 1 | 0.10 -> 0.60 * | 0.10 -> 0.60 * | -0.02 |" in text
     old = render_healing(("table2", "minilm", "sst2", 0), {"bottom50": healing_result(False)})
     assert "No floor" in old and "| 1 | 0.10 -> 0.60 * |" in old and "Linear CKA" in old
     with_after = {**healing_result(True), "floor_after": [0.0, 0.05, 0.1]}
     assert "| 2 | 0.50 -> 0.90 | 0.03 -> 0.10 |" in render_healing(("table2", "m", "sst2", 0), {"b": with_after})
+    zero = {**healing_result(True), "floor": [0.0, -0.004, 0.001]}  # debiased CKA of shuffled rows: 0 by design
+    text = render_healing(("table2", "m", "sst2", 0), {"bottom50": zero, "100": {**zero, "corrupted_layers": [1, 2]}})
+    assert "| layer | bottom 1 of 2 | all 2 layers |" in text and "floor bottom" not in text
+    assert "Every floor here is 0.00" in text and "Reference: all 2 layers re-initialised" in text
 
 
 def test_paper_counts_name_the_comparisons_that_rest_on_errata():
@@ -196,5 +200,5 @@ def test_the_report_and_the_cka_command_say_what_healed_in_the_same_words():
     result = healing_result(True)
     line = healed(result)
     assert line == "re-initialised layers 1-1: CKA 0.10 -> 0.60; the other layers: 0.50 -> 0.90; last layer 0.50 -> 0.90"
-    assert f"- bottom50: {line}" in render_healing(("table2", "minilm", "sst2", 0), {"bottom50": result})
+    assert f"- bottom 1 of 2: {line}" in render_healing(("table2", "minilm", "sst2", 0), {"bottom50": result})
     assert format_healing(result).endswith(f"Healed: {line}")

@@ -56,22 +56,36 @@ def _floor(r: dict, i: int) -> str:
     return f"{r['floor'][i]:.2f}" + (f" -> {after[i]:.2f}" if after is not None else "")
 
 
+def setting_name(setting: str, result: dict) -> str:
+    """A cell's setting ('bottom25', '100') named by the layers it re-initialised: 'bottom 2 of 6', 'all 6 layers'."""
+    total, hit = len(result["layers"]) - 1, len(result["corrupted_layers"])  # layers[0] is the embeddings
+    if hit == total:
+        return f"all {total} layers"
+    return f"{setting.rstrip('0123456789')} {hit} of {total}"
+
+
 def render_healing(key: tuple, results: dict[str, dict]) -> str:
     """A layer x setting table of CKA before -> after (and, when cka.healing gave one, each setting's shuffled-rows
     floor), and one line per setting on what healed (cka.healed, as `python -m minibert cka` prints it)."""
     table, model, dataset, seed = key
     first = next(iter(results.values()))
-    floors = [name for name, r in results.items() if r.get("floor") is not None]
+    floored = [name for name, r in results.items() if r.get("floor") is not None]
+    # a floor column only where it says something: debiased CKA puts the shuffled rows at 0.00 by construction
+    floors = [name for name in floored if any(abs(v) >= 0.005 for key in ("floor", "floor_after")
+                                               for v in results[name].get(key) or [])]
     estimator = "Debiased linear CKA" if first.get("estimator") == "debiased" else "Linear CKA"
     floor_note = (" floor = the same CKA against the corrupted features with their rows shuffled (unrelated "
                   "examples): what CKA gives with no shared structure at this n; a value near it means no similarity."
-                  if floors else " No floor: these results predate floors (delete the healing folder to recompute).")
+                  if floored else " No floor: these results predate floors (delete the healing folder to recompute).")
+    if floored and not floors:
+        floor_note += " Every floor here is 0.00 (within 0.005, before and after), so no floor column is shown."
+    names = {setting: setting_name(setting, r) for setting, r in results.items()}
     lines = [f"#### Healing: {model} on {DATASET_TITLES.get(dataset, dataset)} ({TABLES[table].title.split(':')[0]}, "
              f"seed {seed}, CKA on {first['n']:,} test examples)", "",
              f"{estimator} of each hidden state (mean-pooled over tokens) with the clean model's: before fine-tuning "
              "(corrupted vs clean pre-trained encoder) -> after (corrupted vs clean fine-tuned). * = a layer the "
              "corruption re-initialised." + floor_note, "",
-             "| layer | " + " | ".join([*results, *(f"floor {name}" for name in floors)]) + " |",
+             "| layer | " + " | ".join([*names.values(), *(f"floor {names[name]}" for name in floors)]) + " |",
              "|---|" + "---|" * (len(results) + len(floors))]
     for i in first["layers"]:
         entries = []
@@ -82,15 +96,16 @@ def render_healing(key: tuple, results: dict[str, dict]) -> str:
         lines.append(f"| {layer_name(i)} | " + " | ".join(entries) + " |")
     reference = results.get("100") if results.get("100", {}).get("after") is not None else None
     if reference is not None:
-        lines += ["", "Reference: `100` is the model with every layer re-initialised, fine-tuned the same way: the CKA "
+        lines += ["", f"Reference: {names['100']} re-initialised, fine-tuned the same way: the CKA "
                   "that fine-tuning reaches with no pre-trained layer at all. A layer above it kept something of the "
                   "pre-training; one at it, nothing that fine-tuning from scratch would not give."]
     lines.append("")
     for name, r in results.items():
         if r["after"] is None:
-            lines.append(f"- {name}: no saved fine-tuned models (run the grid with --save-models) for the after column")
+            lines.append(f"- {names[name]}: no saved fine-tuned models (run the grid with --save-models) for the after "
+                         "column")
             continue
-        lines.append(f"- {name}: {healed(r, reference if name != '100' else None)}")
+        lines.append(f"- {names[name]}: {healed(r, reference if name != '100' else None)}")
     return "\n".join(lines)
 
 
@@ -110,7 +125,8 @@ def healing_section(out: Path, grid: dict[str, Cell], n: int, device: str, plots
             title = f"{key[1]} on {key[2]}, seed {key[3]}: CKA with the clean model (dashed before, solid after fine-tuning)"
             try:
                 slug = "-".join(key[:3]).replace(" n=", "-n")  # a data-budget grid's model label: "minilm n=1000"
-                png = cka_figure(results, out / "healing" / f"{slug}-s{key[3]}.png", title)
+                named = {setting_name(setting, r): r for setting, r in results.items()}
+                png = cka_figure(named, out / "healing" / f"{slug}-s{key[3]}.png", title)
                 parts.append(f"\n![healing]({png.relative_to(out)})")
             except ImportError as e:
                 parts.append(f"\n(no plot: {e})")
