@@ -1,4 +1,5 @@
 """`grid compare`: what corruption costs in one grid against another, paired by seed (issue 23)."""
+import shutil
 import statistics
 
 import pytest
@@ -49,6 +50,10 @@ def test_the_change_in_cost_is_paired_by_seed_with_its_interval(tmp_path):
     top = next(line for line in text.splitlines() if line.startswith("| top 3 of 12 layers"))
     assert "unsettled" in top and "unsettled" not in bottom  # a rising run in B's top cell
     assert text.index("| bottom") < text.index("| top") < text.index("| all 12 layers")
+    shutil.rmtree(a / "table2-base-sst2-bottom25-s2")  # seed 2 unfinished in A: both costs over seeds 0 and 1
+    bottom = next(line for line in compare(a, b).splitlines() if line.startswith("| bottom 3 of 12 layers"))
+    assert bottom.startswith(f"| bottom 3 of 12 layers | {statistics.fmean(finetune[:2]):+.2f} | "
+                             f"{statistics.fmean(probe[:2]):+.2f} | {statistics.fmean(diffs[:2]):+.2f} [")
 
 
 def test_a_budget_grid_needs_the_size_named(tmp_path, capsys):

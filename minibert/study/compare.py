@@ -82,6 +82,8 @@ def changes(a_rows: list[Row], b_rows: list[Row]) -> list[Change]:
         cost_a, cost_b = _costs(a_at[0, ""], a_at[key]), _costs(b_at[0, ""], b_at[key])
         if not cost_a or not cost_b:
             continue
+        if common := set(cost_a) & set(cost_b):  # the costs over the paired seeds: the columns add up
+            cost_a, cost_b = ({s: c[s] for s in common} for c in (cost_a, cost_b))
         change, low, high, pairs = paired_interval(cost_b, cost_a)
         involved = (a_at[0, ""], a_at[key], b_at[0, ""], b_at[key])
         out.append(Change(a_rows[0].dataset, setting_label(key[0], key[1], a_at[key].n_layers, total),
@@ -96,8 +98,9 @@ def render(a: Path, b: Path, a_rows: list[Row], b_rows: list[Row], found: list[C
         return TABLES[rows[0].table].title + f" ({rows[0].model})"
     lines = [f"# What corruption costs: {b} against {a}", "",
              f"- A: `{a}`, {title(a_rows)}", f"- B: `{b}`, {title(b_rows)}", "",
-             "Cost: clean - corrupted, weighted F1 points, mean over seeds. Change: B's cost - A's cost, paired by "
-             "seed, with its 95% Student-t interval (from two seeds on); positive: the corruption costs more in B. "
+             "Cost: clean - corrupted, weighted F1 points, mean over the seeds both grids finished (over each grid's "
+             "own seeds when they share none). Change: B's cost - A's cost, paired by seed, with its 95% Student-t "
+             "interval (from two seeds on); positive: the corruption costs more in B. "
              "Unsettled: a run it rests on was still improving when it stopped."]
     for dataset in dict.fromkeys(c.dataset for c in found):
         lines += ["", f"## {DATASET_TITLES.get(dataset, dataset)}", "",
