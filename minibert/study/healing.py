@@ -71,8 +71,8 @@ def render_healing(key: tuple, results: dict[str, dict]) -> str:
     first = next(iter(results.values()))
     floored = [name for name, r in results.items() if r.get("floor") is not None]
     # a floor column only where it says something: debiased CKA puts the shuffled rows at 0.00 by construction
-    floors = [name for name in floored if any(abs(v) >= 0.005 for key in ("floor", "floor_after")
-                                               for v in results[name].get(key) or [])]
+    floors = [name for name in floored if any(abs(v) >= 0.005 for column in ("floor", "floor_after")
+                                               for v in results[name].get(column) or [])]
     estimator = "Debiased linear CKA" if first.get("estimator") == "debiased" else "Linear CKA"
     floor_note = (" floor = the same CKA against the corrupted features with their rows shuffled (unrelated "
                   "examples): what CKA gives with no shared structure at this n; a value near it means no similarity."
