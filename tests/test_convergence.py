@@ -6,6 +6,7 @@ from types import SimpleNamespace
 import pytest
 from helpers import history, write_cell
 
+from minibert.study.budget import budget_panels, budget_section
 from minibert.study.cells import GridConfig, cells, write_manifest
 from minibert.study.grid import cell_config, grid_config
 from minibert.study.report import convergence_warning, report
@@ -115,3 +116,23 @@ def test_the_budget_section_and_figure(budget):
     assert "| majority class | 40.00 | 40.00 |" in section
     assert "![data budget](figures/budget.png)" in text
     assert (out / "figures" / "budget.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_budget_section_shows_only_what_was_run_at_several_sizes():
+    """A dataset or a setting run at one size has no axis; a pending cell's unknown layers do not relabel a
+    setting that a finished size names by its layers."""
+    def row(dataset, level, side, limit, n_layers, text="80.00"):
+        return Row("table2", f"minilm n={limit}", level, side, dataset, limit=limit, n_layers=n_layers, text=text,
+                   by_seed={} if text == "pending" else {0: 80.0})
+    rows = [row("sst2", 0, "", 250, 0), row("sst2", 0, "", 1000, 0),
+            row("sst2", 25, "bottom", 250, 2), row("sst2", 25, "bottom", 1000, 2),
+            row("sst2", 25, "bottom", 4000, None, "pending"),  # no run yet: its layers cannot be read
+            row("sst2", 50, "bottom", 1000, 3),  # the Table 2 layout's other levels, at one size only
+            row("sst2", 100, "", 250, 6), row("sst2", 100, "", 1000, 6),
+            row("ag_news", 0, "", 1000, 0), row("ag_news", 25, "bottom", 1000, 2)]
+    section = budget_section(rows)
+    assert "| bottom 2 of 6 layers | 80.00 | 80.00 | pending |" in section
+    assert "bottom 25%" not in section and "bottom 3 of 6" not in section
+    assert "AG News" not in section and "### minilm, SST-2" in section
+    assert [p[0] for p in budget_panels(rows)] == ["minilm, SST-2"]
+    assert budget_section([r for r in rows if r.dataset == "ag_news"]) is None

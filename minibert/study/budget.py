@@ -15,19 +15,25 @@ from .summary import Row
 
 
 def _groups(rows: list[Row]) -> dict[tuple, list[Row]]:
-    """(table, model, dataset) -> the rows of a data-budget grid, sizes in increasing order."""
+    """(table, model, dataset) -> the rows of a data-budget grid, sizes in increasing order. A dataset run at one
+    size only (one that a grid of several --limits calls shares with the budget axis) has no axis to show."""
     out = {}
     for r in sorted((r for r in rows if r.limit is not None), key=lambda r: r.limit):
         out.setdefault((r.table, r.model.partition(" n=")[0], r.dataset), []).append(r)
-    return out
+    return {key: members for key, members in out.items() if len({r.limit for r in members}) > 1}
 
 
 def _settings(members: list[Row]) -> list[tuple[tuple, str]]:
-    """The settings of one group, in the order clean, bottom, top, all; each with its label."""
-    total = next((r.n_layers for r in members if r.level == 100), None)
-    keys = sorted({(r.level, r.side) for r in members}, key=lambda k: (k[0] == 100, k[0] > 0, k[1], k[0]))
-    labels = {}
+    """The settings of one group run at two sizes or more, in the order clean, bottom, top, all; each with its
+    label by layers (read from whichever size has a finished run: a pending cell's layers may be unknown)."""
+    total = next((r.n_layers for r in members if r.level == 100 and r.n_layers is not None), None)
+    sizes = {}
     for r in members:
+        sizes.setdefault((r.level, r.side), set()).add(r.limit)
+    keys = sorted((k for k, at in sizes.items() if len(at) > 1),
+                  key=lambda k: (k[0] == 100, k[0] > 0, k[1], k[0]))
+    labels = {}
+    for r in sorted(members, key=lambda r: r.n_layers is not None):  # a known layer count labels last, so it wins
         labels[(r.level, r.side)] = setting_label(r.level, r.side, r.n_layers, total)
     return [(k, labels[k]) for k in keys]
 
@@ -57,7 +63,9 @@ def render_budget_figure(out: Path, rows: list[Row], ylim: tuple) -> str:
 
 
 BUDGET_CAPTION = ("Weighted F1 against the number of training examples (log scale): a line per setting through the mean "
-                  "over seeds, the band from the lowest to the highest seed, the majority-class baseline dashed.")
+                  "over seeds, the band from the lowest to the highest seed, the majority-class baseline dashed; "
+                  "each setting's points are shifted sideways a little, so that settings that score alike stay "
+                  "visible.")
 
 
 def budget_section(rows: list[Row]) -> str | None:

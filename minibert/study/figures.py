@@ -133,8 +133,11 @@ def budget_figure(panels, out, title: str = "", ylim: tuple | None = None) -> Pa
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.4), squeeze=False, sharey=True)
     for ax, (name, lines, majority) in zip(axes.flat, panels):
         for i, (label, points) in enumerate(lines.items()):
-            xs, color = [x for x, _ in points], f"C{i}"
-            ax.plot(xs, [float(np.mean(v)) for _, v in points], "-o", color=color, markersize=4, label=label)
+            # settings that score alike would hide each other: each gets its own marker and a small sideways shift
+            shift = 10 ** (0.012 * (i - (len(lines) - 1) / 2))
+            xs, color = [x * shift for x, _ in points], f"C{i}"
+            ax.plot(xs, [float(np.mean(v)) for _, v in points], "-", marker="osD^v<>"[i % 7], color=color,
+                    markersize=4, label=label)
             ax.fill_between(xs, [min(v) for _, v in points], [max(v) for _, v in points], color=color, alpha=0.15,
                             linewidth=0)
         ax.set_xscale("log")
