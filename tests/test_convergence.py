@@ -114,6 +114,11 @@ def test_the_budget_section_and_figure(budget):
     assert "| bottom 3 of 12 layers | 65.30±0.30 (3 imp) | 75.30±0.30 |" in section
     assert "| all 12 layers | 70.30±0.30 | 70.30±0.30 |" in section
     assert "| majority class | 40.00 | 40.00 |" in section
+    # the recovery along the data axis: the cost of each corruption per size, and bottom against all re-initialised
+    assert "| cost of bottom 3 of 12 layers | +20.00 [+20.00, +20.00] unsettled | +10.00 [+10.00, +10.00] |" in section
+    assert "| cost of all 12 layers | +15.00 [+15.00, +15.00] | +15.00 [+15.00, +15.00] |" in section
+    assert "| bottom 3 of 12 layers - all 12 layers | -5.00 [-5.00, -5.00] unsettled | +5.00 [+5.00, +5.00] |" \
+        in section
     assert "![data budget](figures/budget.png)" in text
     assert (out / "figures" / "budget.png").read_bytes()[:4] == b"\x89PNG"
 

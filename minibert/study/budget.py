@@ -3,7 +3,8 @@
 A grid run with `--limits 250,1000,4000` has every cell at each size; the report's rows then carry the size in
 their model label ("minilm n=250") and in "limit". This module renders them across the sizes: a table per model
 and dataset (rows: clean, each corrupted setting named by its layers, the majority-class baseline; columns: the
-sizes) and one figure of weighted F1 against the number of training examples.
+sizes), the recovery per size (what each corruption costs against clean, and a re-initialised bottom against all
+layers re-initialised, paired by seed) and one figure of weighted F1 against the number of training examples.
 """
 import statistics
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 from ..data.datasets import DATASET_TITLES
 from .cells import setting_label
 from .figures import budget_figure
+from .findings import paired_interval
 from .summary import Row
 
 
@@ -87,4 +89,37 @@ def budget_section(rows: list[Row]) -> str | None:
         majority = [statistics.fmean(r.majority for r in members if r.limit == n and r.majority is not None)
                     if any(r.limit == n and r.majority is not None for r in members) else None for n in sizes]
         lines.append("| majority class | " + " | ".join("" if m is None else f"{m:.2f}" for m in majority) + " |")
+        lines += ["", *_recovery(members, sizes, at)]
     return "\n".join(lines)
+
+
+def _difference(better: Row | None, worse: Row | None) -> str:
+    """better - worse in F1 points, paired by seed, with its 95% interval from two seeds on; 'pending' until both
+    have a finished seed; 'unsettled' when a seed of either was still improving when it stopped."""
+    if better is None or worse is None:
+        return ""
+    mean, low, high, _ = paired_interval(better.by_seed, worse.by_seed)
+    if mean is None:
+        return "pending"
+    interval = f" [{low:+.2f}, {high:+.2f}]" if low is not None else ""
+    return f"{mean:+.2f}{interval}" + (" unsettled" if better.improving or worse.improving else "")
+
+
+def _recovery(members: list[Row], sizes: list[int], at: dict) -> list[str]:
+    """The paper's question along the data axis: what each corruption costs (clean - corrupted) at each size, and
+    what the pre-trained layers above a re-initialised bottom are worth (bottom - all layers re-initialised)."""
+    settings = [(key, label) for key, label in _settings(members) if key[0] > 0 and key[0] != 100]
+    if not settings:
+        return []
+    lines = ["F1 points, paired by seed, with the 95% Student-t interval from two seeds on; unsettled: a seed still "
+             "improving when it stopped. Cost: clean - corrupted.", "",
+             "| | " + " | ".join(f"{n:,} examples" for n in sizes) + " |", "|---|" + "---|" * len(sizes)]
+    everything = [(key, label) for key, label in _settings(members) if key[0] == 100]
+    for (level, side), label in settings + everything:
+        lines.append(f"| cost of {label} | " + " | ".join(
+            _difference(at.get((0, "", n)), at.get((level, side, n))) for n in sizes) + " |")
+    for (level, side), label in settings:
+        for (all_level, all_side), all_label in everything if side == "bottom" else []:
+            lines.append(f"| {label} - {all_label} | " + " | ".join(
+                _difference(at.get((level, side, n)), at.get((all_level, all_side, n))) for n in sizes) + " |")
+    return lines
