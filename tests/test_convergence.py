@@ -141,3 +141,16 @@ def test_the_budget_section_shows_only_what_was_run_at_several_sizes():
     assert "AG News" not in section and "### minilm, SST-2" in section
     assert [p[0] for p in budget_panels(rows)] == ["minilm, SST-2"]
     assert budget_section([r for r in rows if r.dataset == "ag_news"]) is None
+
+
+def test_a_grid_of_one_size_has_no_data_budget(tmp_path):
+    """--limits 500 alone (Table 5's layout) sizes the runs; there is no axis to tabulate or draw."""
+    cfg = GridConfig("table2", tmp_path, {"base": "base"}, ("sst2",), (0, 25), (0,), None, limits=(500,))
+    grid = cells(cfg)
+    write_manifest(cfg, grid)
+    for cell in grid:
+        write_cell(tmp_path / cell.name, [.80, .85, .85, .85, .85, .85], [.6, .3, .05, .04, .04, .04])
+    text, _ = report(tmp_path, healing_on=False)
+    assert "## Data budget" not in text and "budget.png" not in text
+    assert "| base n=500 | 0% | 85.00" in text
+    assert "| base n=500 | majority class | 40.00 |  |" in text  # the floor beside every table's rows

@@ -24,7 +24,7 @@ from ..data.encoding import encode
 from ..training.cka import read_run, saved_model
 from ..training.convergence import FIT_FRACTION, MIN_GAIN, MIN_LOSS_DROP, WINDOW
 from ..training.rundir import read_result, status
-from .budget import BUDGET_CAPTION, budget_section, render_budget_figure
+from .budget import BUDGET_CAPTION, budget_panels, budget_section, render_budget_figure
 from .cells import load_manifest
 from .components import components_section
 from .figures import level_figure, tsne_figure
@@ -60,7 +60,8 @@ def render_markdown(table: str, rows: list[Row]) -> str:
              "over the seeds that did not diverge, (k div) seeds that diverged, [k/n] seeds finished so far; "
              "† every seed diverged (weighted F1 at or below the majority-class baseline); (k col) seeds that "
              "collapsed (predicted one class), kept in the mean; ‡ run on less data than the paper's Table 1 (sizes "
-             "under Data); E1-E4: the paper's value is marked under Paper errata.", "",
+             "under Data); E1-E4: the paper's value is marked under Paper errata. Majority class: the weighted F1 of "
+             "always predicting the test set's most frequent class, the floor a run must beat.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for model in model_order({r.model for r in rows}):
         for level in sorted({r.level for r in rows if r.model == model}):
@@ -73,6 +74,12 @@ def render_markdown(table: str, rows: list[Row]) -> str:
                 entries += [_entry(at.get((model, level, "", d))), ""] if whole else \
                            [_entry(at.get((model, level, s, d))) for s in SIDES]
             lines.append(f"| {model} | {label} | " + " | ".join(entries) + " |")
+        majority = []
+        for d in datasets:
+            seen = [r.majority for r in rows if (r.model, r.dataset) == (model, d) and r.majority is not None]
+            majority += [f"{statistics.fmean(seen):.2f}" if seen else "", ""]
+        if any(majority):
+            lines.append(f"| {model} | majority class | " + " | ".join(majority) + " |")
     return "\n".join(lines)
 
 
@@ -192,7 +199,7 @@ def render_figures(out: Path, rows: list[Row]) -> str:
             title = f"{TABLES[table].title.split(':')[0]}, {DATASET_TITLES.get(dataset, dataset)}"
             png = level_figure(panels, out / "figures" / f"{table}-{dataset}.png", title, ylim)
             lines += ["", f"![{title}]({png.relative_to(out)})"]
-        if any(r.limit is not None for r in rows):
+        if budget_panels(rows):  # a grid of one --limits size has no data axis to draw
             lines += ["", BUDGET_CAPTION, "", f"![data budget]({render_budget_figure(out, rows, ylim)})"]
     except ImportError as e:
         return "\n".join(lines + ["", f"(no figures: {e})"])
