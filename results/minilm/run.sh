@@ -41,8 +41,9 @@
 #            BERT-large sits.
 # Figure 1 (t-SNE of the fine-tuned AG News features at 0%, top and bottom 25%, all layers) is drawn from table2/'s
 # seed-0 models before they are deleted.
-# Seed 0's models are saved for the healing analysis and Figure 1, whose results are committed (table2/healing/*.json,
-# figure1-ag_news.png): a machine that continues the study without those models reuses them. Every run: 64 tokens,
+# Seed 0's models are saved for the healing analysis (at every size of the budget axis too: how healing grows with
+# task data) and Figure 1, whose results are committed (table2/healing/*.json, figure1-ag_news.png): a machine that
+# continues the study without those models reuses them. Every run: 64 tokens,
 # lr 5e-5 (the paper's highest), batch 32, the hf-trainer recipe: corruption and size are the only differences.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -69,6 +70,7 @@ table5() { nice -n 19 python -m minibert grid table5 "$@"; }
 cells() {
   grid --datasets sst2 --limits 1000 --epochs 20 --seeds 0 --save-models "${RUN[@]}"
   grid --datasets ag_news --limits 1000 --epochs 20 --seeds 0 --save-models "${RUN[@]}"
+  grid "${BUDGET[@]}" --seeds 0 --save-models "${RUN[@]}"
   grid "${TABLE2[@]}" --seeds 0,1,2 "${RUN[@]}"
   grid "${BUDGET[@]}" --seeds 0,1,2 "${RUN[@]}"
   table3 --datasets sst2 --limits 1000 --epochs 20 --seeds 0 --save-models "${RUN3[@]}"
