@@ -202,3 +202,20 @@ def test_the_report_and_the_cka_command_say_what_healed_in_the_same_words():
     assert line == "re-initialised layers 1-1: CKA 0.10 -> 0.60; the other layers: 0.50 -> 0.90; last layer 0.50 -> 0.90"
     assert f"- bottom 1 of 2: {line}" in render_healing(("table2", "minilm", "sst2", 0), {"bottom50": result})
     assert format_healing(result).endswith(f"Healed: {line}")
+
+
+def test_healing_across_sizes_reads_each_setting_against_the_all_random_model():
+    from minibert.study.healing import render_healing_by_size
+
+    def result(after, hit):
+        return {"layers": [0, 1, 2, 3, 4], "before": [1.0, .9, .5, .3, .2], "after": after, "n": 40,
+                "corrupt": "x", "corrupted_layers": hit}
+    by_size = {250: {"bottom25": result([1.0, .5, .5, .4, .4], [1]), "100": result([1.0, .5, .5, .5, .5], [1, 2, 3, 4])},
+               4000: {"bottom25": result([1.0, .7, .9, .9, .8], [1]), "100": result([1.0, .6, .6, .7, .7], [1, 2, 3, 4])}}
+    text = render_healing_by_size(("table2", "minilm", "sst2", 0), by_size)
+    assert "#### Healing against task data: minilm on SST-2 (Table 2, seed 0)" in text
+    assert "| setting: layers | 250 examples | 4,000 examples |" in text
+    assert "| bottom 1 of 4: re-initialised (1) | 0.50 (0.50) | 0.70 (0.60) |" in text
+    assert "| bottom 1 of 4: the others (2-4) | 0.43 (0.50) | 0.87 (0.67) |" in text
+    assert "| all 4 layers: re-initialised (1-4) | 0.50 | 0.65 |" in text  # the reference itself: no brackets
+    assert render_healing_by_size(("table2", "m", "sst2", 0), {250: {"top25": {**result(None, [4])}}}) == ""

@@ -109,17 +109,63 @@ def render_healing(key: tuple, results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def _after_mean(result: dict, layers: list[int]) -> float:
+    return sum(result["after"][i] for i in layers) / len(layers)
+
+
+def render_healing_by_size(key: tuple, by_size: dict[int, dict[str, dict]]) -> str:
+    """Healing along the data axis: per corrupted setting, the mean CKA after fine-tuning over its re-initialised
+    layers and over the others, at each training-set size, beside the all-layers-random model's over the same
+    layers. key: (table, model without the size, dataset, seed); by_size: size -> render_healing's results."""
+    table, model, dataset, seed = key
+    sizes = sorted(by_size)
+    settings = list(dict.fromkeys(s for size in sizes for s, r in by_size[size].items() if r["after"] is not None))
+    if not settings:
+        return ""
+    lines = [f"#### Healing against task data: {model} on {DATASET_TITLES.get(dataset, dataset)} "
+             f"({TABLES[table].title.split(':')[0]}, seed {seed})", "",
+             "Mean CKA with the clean fine-tuned model after fine-tuning, over a setting's re-initialised layers "
+             "and over its other layers, at each training-set size; in brackets the model with every layer "
+             "re-initialised, fine-tuned on the same examples, over the same layers (the level fine-tuning reaches "
+             "from no pre-training).", "",
+             "| setting: layers | " + " | ".join(f"{n:,} examples" for n in sizes) + " |",
+             "|---|" + "---|" * len(sizes)]
+    for setting in settings:
+        some = next(by_size[n][setting] for n in sizes if by_size[n].get(setting, {}).get("after") is not None)
+        hit = some["corrupted_layers"]
+        rest = [i for i in some["layers"][1:] if i not in hit]
+        for what, layers in (("re-initialised", hit), ("the others", rest)):
+            if not layers:
+                continue
+            entries = []
+            for n in sizes:
+                r, reference = by_size[n].get(setting), by_size[n].get("100")
+                if r is None or r["after"] is None:
+                    entries.append("")
+                    continue
+                ref = reference is not None and reference["after"] is not None and setting != "100"
+                entries.append(f"{_after_mean(r, layers):.2f}" + (f" ({_after_mean(reference, layers):.2f})"
+                                                                   if ref else ""))
+            span = f"{layers[0]}-{layers[-1]}" if len(layers) > 1 else str(layers[0])
+            lines.append(f"| {setting_name(setting, some)}: {what} ({span}) | " + " | ".join(entries) + " |")
+    return "\n".join(lines)
+
+
 def healing_section(out: Path, grid: dict[str, Cell], n: int, device: str, plots: bool = True) -> str:
-    """Markdown (and PNGs in <out>/healing/) for the lowest seed of every (table, model, dataset)."""
+    """Markdown (and PNGs in <out>/healing/) for the lowest seed of every (table, model, dataset); on a data-budget
+    grid, also one table across the sizes (render_healing_by_size)."""
     pairs = healing_pairs(out, grid)
     chosen = {}
     for key in sorted(pairs):
         chosen.setdefault(key[:3], key)  # the lowest seed of each (table, model, dataset)
-    parts = []
+    parts, by_size = [], {}
     for key in chosen.values():
         order = sorted(pairs[key], key=lambda p: (p[1].level, p[1].side or ""))
         features = {}
         results = {cell.setting: cached_healing(out, clean, cell, n, device, features) for clean, cell in order}
+        if order[0][1].limit is not None:
+            model = key[1].partition(" n=")[0]
+            by_size.setdefault((key[0], model, key[2], key[3]), {})[order[0][1].limit] = results
         parts.append(render_healing(key, results))
         if plots:
             title = f"{key[1]} on {key[2]}, seed {key[3]}: CKA with the clean model (dashed before, solid after fine-tuning)"
@@ -130,4 +176,5 @@ def healing_section(out: Path, grid: dict[str, Cell], n: int, device: str, plots
                 parts.append(f"\n![healing]({png.relative_to(out)})")
             except ImportError as e:
                 parts.append(f"\n(no plot: {e})")
+    parts += filter(None, (render_healing_by_size(key, sizes) for key, sizes in by_size.items() if len(sizes) > 1))
     return "\n\n".join(parts)
