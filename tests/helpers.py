@@ -108,8 +108,8 @@ def tiny_config(model_dir, data_root, out, dataset="sst2", **overrides):
 
 def tiny_run_config(out, model_dir, data_root, corrupt="none", pooling="mean", **overrides):
     """The config of tiny_run: 48 real AG News examples, one epoch, fp32, the model saved."""
-    return tiny_config(model_dir, data_root, out, dataset="ag_news", limit=48, lr=5e-5, corrupt=corrupt,
-                       pooling=pooling, precision="fp32", save_model=True, **overrides)
+    return tiny_config(model_dir, data_root, out, **{**dict(dataset="ag_news", limit=48, lr=5e-5, corrupt=corrupt,
+                       pooling=pooling, precision="fp32", save_model=True), **overrides})
 
 
 def tiny_run(out, model_dir, data_root, corrupt="none", pooling="mean", **overrides):

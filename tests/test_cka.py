@@ -169,3 +169,16 @@ def test_cka_cli_errors_are_one_line(runs, tmp_path, capsys):
     proc = subprocess.run([sys.executable, "-m", "minibert.training.cka", str(clean), str(tmp_path / "missing")],
                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO)
     assert_one_line_error(proc.returncode, proc.stderr)
+
+
+def test_healing_measures_on_the_runs_own_test_set(tmp_path, tiny_dir, data_root):
+    """A data-budget run trains on --limit examples and is tested on --test-limit: CKA reads that same test set,
+    so that every size of the axis is compared on the same examples."""
+    from helpers import tiny_run
+    clean = tiny_run(tmp_path / "clean", tiny_dir, data_root, limit=16, test_limit=40, save_model=False)
+    bad = tiny_run(tmp_path / "top2", tiny_dir, data_root, corrupt="top:2", limit=16, test_limit=40, save_model=False)
+    assert healing(clean, bad, n=1000)["n"] == 40  # not 16: --limit caps the test set only without --test-limit
+    other = tiny_run(tmp_path / "other", tiny_dir, data_root, corrupt="top:2", limit=16, test_limit=32,
+                     save_model=False)
+    with pytest.raises(ValueError, match="test_limit"):
+        healing(clean, other)

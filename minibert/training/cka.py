@@ -45,7 +45,7 @@ from ..tokenizer import load_tokenizer
 from . import rundir
 
 # Run arguments that must agree for two runs to be the same cell up to corruption.
-SAME_CELL = ("model", "dataset", "data_dir", "split", "seed", "limit", "max_length", "pooling", "mode")
+SAME_CELL = ("model", "dataset", "data_dir", "split", "seed", "limit", "test_limit", "max_length", "pooling", "mode")
 
 
 def _hsic_unbiased(k: torch.Tensor, l: torch.Tensor) -> torch.Tensor:
@@ -149,7 +149,9 @@ def healing(clean_dir, corrupted_dir, n: int = 2000, batch_size: int = 32, devic
     cache = {} if cache is None else cache
     data_key = tuple(bad[k] for k in SAME_CELL) + (n,)
     if ("data", data_key) not in cache:
-        data = load_dataset(bad["dataset"], bad["data_dir"], bad["split"], bad["seed"], bad["limit"])
+        # the run's own test set: --test-limit, when given, sets it instead of --limit (the data-budget axis)
+        data = load_dataset(bad["dataset"], bad["data_dir"], bad["split"], bad["seed"], bad["limit"],
+                            bad.get("test_limit"))
         tokenizer = load_tokenizer(bad["checkpoint"])
         test = data.test.take(range(min(n, len(data.test))))
         cache["data", data_key] = (encode(test, tokenizer, bad["max_length"]), tokenizer.pad_id)
