@@ -224,7 +224,8 @@ def test_report_has_every_cell_and_the_healing_analysis(quick):
     text = result.stdout
     assert text == (quick.out / "report.md").read_text()
     rows = {line.split("|")[2].strip(): line for line in text.splitlines() if line.startswith("| minilm |")}
-    assert set(rows) == {"0%", "50% (1-3 / 4-6)", "100%"}
+    assert set(rows) == {"0%", "50% (1-3 / 4-6)", "100%", "majority class"}
+    assert re.search(r"\| minilm \| majority class \| \d+\.\d\d \|", rows["majority class"])
     for name in quick.names:
         f1 = 100 * read_result(quick.out / name)["best"]["weighted_f1"]
         assert f"{f1:.2f}" in text, name
