@@ -60,8 +60,9 @@ def render_markdown(table: str, rows: list[Row]) -> str:
              "over the seeds that did not diverge, (k div) seeds that diverged, [k/n] seeds finished so far; "
              "† every seed diverged (weighted F1 at or below the majority-class baseline); (k col) seeds that "
              "collapsed (predicted one class), kept in the mean; ‡ run on less data than the paper's Table 1 (sizes "
-             "under Data); E1-E4: the paper's value is marked under Paper errata. Majority class: the weighted F1 of "
-             "always predicting the test set's most frequent class, the floor a run must beat.", "",
+             "under Data); E1-E4: the paper's value is marked under Paper errata. Majority class: the weighted F1 on the "
+             "test set of always predicting the run's most frequent training class (mean over the runs), the floor "
+             "a run must beat.", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for model in model_order({r.model for r in rows}):
         for level in sorted({r.level for r in rows if r.model == model}):
