@@ -182,3 +182,16 @@ def test_healing_measures_on_the_runs_own_test_set(tmp_path, tiny_dir, data_root
                      save_model=False)
     with pytest.raises(ValueError, match="test_limit"):
         healing(clean, other)
+
+
+def test_healing_reads_runs_from_before_test_limit_existed(tmp_path, tiny_dir, data_root):
+    """config.json of a run made before --test-limit has no such key (results/minilm-short's recipe cells): healing
+    takes it as unset, as read_run's callers do, instead of failing with a KeyError."""
+    from helpers import tiny_run
+    runs = [tiny_run(tmp_path / name, tiny_dir, data_root, corrupt=spec, limit=16, save_model=False)
+            for name, spec in (("clean", "none"), ("top2", "top:2"))]
+    for run in runs:
+        config = json.loads((run / "config.json").read_text())
+        del config["args"]["test_limit"]
+        (run / "config.json").write_text(json.dumps(config))
+    assert healing(*runs, n=1000)["n"] == 16

@@ -24,6 +24,7 @@ from ..data.encoding import encode
 from ..training.cka import read_run, saved_model
 from ..training.convergence import FIT_FRACTION, MIN_GAIN, MIN_LOSS_DROP, WINDOW
 from ..training.rundir import read_result, status
+from ..training.trainer import COLLAPSE_FRACTION
 from .budget import BUDGET_CAPTION, budget_panels, budget_section, render_budget_figure
 from .cells import load_manifest
 from .components import components_section
@@ -34,6 +35,9 @@ from .healing import healing_section
 from .paper import ERRATA, SIDES, TABLES
 from .summary import Row, model_order, table_rows
 
+# what trainer.py's `collapsed` flag means, said where the report names it
+COLLAPSED = (f"at the best epoch predicted one class for at least {COLLAPSE_FRACTION:.0%} of the test set, or was no "
+             "more accurate than always predicting the majority class")
 
 def _entry(row: Row | None) -> str:
     if row is None:
@@ -59,7 +63,7 @@ def render_markdown(table: str, rows: list[Row]) -> str:
              "shown under bottom; the layers corrupted are in brackets (bottom / top). With several seeds: mean ± std "
              "over the seeds that did not diverge, (k div) seeds that diverged, [k/n] seeds finished so far; "
              "† every seed diverged (weighted F1 at or below the majority-class baseline); (k col) seeds that "
-             "collapsed (predicted one class), kept in the mean; ‡ run on less data than the paper's Table 1 (sizes "
+             f"collapsed ({COLLAPSED}), kept in the mean; ‡ run on less data than the paper's Table 1 (sizes "
              "under Data); E1-E4: the paper's value is marked under Paper errata. Majority class: the weighted F1 on the "
              "test set of always predicting the run's most frequent training class (mean over the runs), the floor "
              "a run must beat.", "",
@@ -122,7 +126,7 @@ def render_header(rows: list[Row]) -> str:
                  "Findings count no comparison that rests on one.")
     diverged, collapsed = sum(r.diverged for r in rows), sum(r.collapsed for r in rows)
     lines.append(f"Runs flagged: {diverged} diverged (weighted F1 at or below the majority-class baseline), left out of "
-                 f"the table means unless all seeds of a cell diverged; {collapsed} collapsed (predicted one class), "
+                 f"the table means unless all seeds of a cell diverged; {collapsed} collapsed ({COLLAPSED}), "
                  "kept in the table means and marked (k col); Findings count every finished run.")
     return "\n\n".join(lines)
 

@@ -147,7 +147,7 @@ def healing(clean_dir, corrupted_dir, n: int = 2000, batch_size: int = 32, devic
     if differ:
         raise ValueError(f"{clean_dir} and {corrupted_dir} are not the same cell: they differ in {', '.join(differ)}")
     cache = {} if cache is None else cache
-    data_key = tuple(bad[k] for k in SAME_CELL) + (n,)
+    data_key = tuple(bad.get(k) for k in SAME_CELL) + (n,)
     if ("data", data_key) not in cache:
         # the run's own test set: --test-limit, when given, sets it instead of --limit (the data-budget axis)
         data = load_dataset(bad["dataset"], bad["data_dir"], bad["split"], bad["seed"], bad["limit"],
