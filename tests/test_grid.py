@@ -14,6 +14,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from helpers import assert_one_line_error, run_main
 
 from minibert.study.cells import GridConfig, cells, shard
 from minibert.study.grid import main, read_result, status
@@ -140,6 +141,17 @@ def test_bad_arguments_are_one_line_errors(tmp_path, capsys):
     assert exit_.value.code == 2 and capsys.readouterr().err.startswith("error: the following arguments are required: --out")
 
 
+def test_a_data_folder_without_the_dataset_names_where_it_came_from(tmp_path, capsys, monkeypatch):
+    """$MINIBERT_DATA pointing at the wrong folder: the error names the variable, not a flag the user never gave."""
+    monkeypatch.setenv("MINIBERT_DATA", str(tmp_path))
+    assert main(["table5", "--out", str(tmp_path / "grid"), "--datasets", "mrpc", "--list"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: $MINIBERT_DATA {tmp_path} has no folder for mrpc;") and err.count("\n") == 1
+    assert main(["table5", "--out", str(tmp_path / "grid"), "--datasets", "mrpc", "--data-root", str(tmp_path),
+                 "--list"]) == 2
+    assert capsys.readouterr().err.startswith(f"error: --data-root {tmp_path} has no folder for mrpc;")
+
+
 def test_summary_over_seeds():
     assert Summary(1, [91.234], [], 0).text() == "91.23"
     assert Summary(3, [90.0, 92.0], [16.98], 0).text() == "91.00±1.41 (1 div)"
@@ -241,6 +253,18 @@ def test_report_has_every_cell_and_the_healing_analysis(quick):
     assert (quick.out / "healing" / "table2-minilm-ag_news-s0.png").stat().st_size > 0
     cached = json.loads((quick.out / "healing" / f"{quick.names[1]}.json").read_text())
     assert cached["after"] is not None and cached["n"] == 48
+
+
+def test_tsne_names_what_the_grid_has_when_asked_for_what_it_lacks(capsys):
+    """A dataset, seed or model the grid did not run: one line that lists what it did run, before any model loads."""
+    folder = REPO / "results" / "minilm" / "table3"  # committed: 3 seeds of table3 on SST-2
+    status, err = run_main(main, ["tsne", str(folder), "--dataset", "ag_news"], capsys)
+    assert_one_line_error(status, err)
+    assert "no table2 cells on ag_news with seed 0" in err and "table3 sst2 seed 2" in err and "--table" in err
+    status, err = run_main(main, ["tsne", str(folder), "--table", "table3", "--dataset", "sst2", "--model", "base"],
+                           capsys)
+    assert_one_line_error(status, err)
+    assert "no model 'base'" in err and "(it has: minilm)" in err
 
 
 @pytest.mark.slow

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from ..checkpoint import _looks_like_path
 from ..cli import Parser, fail, main_wrapper
-from ..data.datasets import DATASETS, SPLITS, default_data_root
+from ..data.datasets import DATA_ENV, DATASETS, SPLITS, default_data_root
 from ..files import write_text
 from ..locks import Lock, claim, holder
 from ..training.config import SELECT_ON, TrainConfig, train_flags, validate
@@ -226,7 +226,9 @@ def grid_config(table: str, args) -> GridConfig:
     if data_root is not None:
         missing = [d for d in datasets if not (data_root / d).is_dir()]
         if missing:
-            raise FileNotFoundError(f"--data-root {data_root} has no folder for {', '.join(missing)}")
+            named_by = "--data-root" if args.data_root else f"${DATA_ENV}"
+            raise FileNotFoundError(f"{named_by} {data_root} has no folder for {', '.join(missing)}; point it at a "
+                                    "folder with one sub-folder per dataset (or pass --data-root hub)")
     return GridConfig(table, Path(args.out).resolve(), models, tuple(datasets), tuple(levels),
                       _csv_list(args.seeds, int), data_root, args.split, str(pick("lr", "sweep")),
                       epochs, pick("batch_size", 32), pick("max_length", None), pick("limit", None), limits,

@@ -260,7 +260,15 @@ def figure1(out: Path, table: str = "table2", model: str | None = None, dataset:
 
     grid, _ = load_manifest(out)
     mine = [c for c in grid.values() if (c.table, c.dataset, c.seed) == (table, dataset, seed)]
-    model = model or next(iter(model_order({c.model for c in mine})), None)
+    if not mine:
+        have = ", ".join(sorted({f"{c.table} {c.dataset} seed {c.seed}" for c in grid.values()}))
+        raise ValueError(f"{out} has no {table} cells on {dataset} with seed {seed} (it has: {have}); "
+                         "pick one with --table, --dataset and --seed")
+    models = model_order({c.model for c in mine})
+    model = model or models[0]
+    if model not in models:
+        raise ValueError(f"{out} has no model {model!r} in its {table} {dataset} cells (it has: "
+                         f"{', '.join(models)}); pick one with --model")
     mine = [c for c in mine if c.model == model]
     partial = sorted({c.level for c in mine if c.level not in (0, 100)})
     level = level if level is not None else (partial[0] if partial else None)
