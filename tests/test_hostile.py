@@ -244,8 +244,11 @@ def test_ctrl_c_in_eval_is_one_line(saved_run, monkeypatch, capsys):
 @pytest.mark.slow
 def test_sigint_to_train_py_is_one_line_and_the_checkpoint_resumes(tiny, data_root, tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
+    # a background shell starts its jobs with SIGINT ignored, and Python keeps it so: give the child the default
+    # disposition, as a terminal's Ctrl-C finds it, however this test suite was started
     proc = subprocess.Popen([sys.executable, "train.py", *train_argv(tiny, data_root, out, "--epochs", "1000")],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     wait_for(lambda: (out / "checkpoint.pt").is_file(), proc)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
