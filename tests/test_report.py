@@ -102,6 +102,20 @@ def test_sizes_recipe_selection_and_flags(synthetic):
     assert "48 cells: 48 done, 0 partial, 0 pending; 1 diverged runs. 1 collapsed runs." in text
 
 
+def test_a_damaged_result_is_named_and_counted_as_partial(synthetic, tmp_path):
+    """A result.json damaged from outside (a bad copy) is no finished run: the report says which cell and how to
+    redo it, instead of only moving one cell from done to partial."""
+    import shutil
+    out = tmp_path / "grid"
+    shutil.copytree(synthetic[3], out)
+    (out / "table2-base-sst2-top25-s1" / "result.json").write_text('{"status": "done", ')
+    text, _ = report(out, healing_on=False, figures_on=False)
+    assert "48 cells: 47 done, 1 partial, 0 pending" in text
+    assert ("Counted as partial because their result.json cannot be read: table2-base-sst2-top25-s1; rerun the grid "
+            "command, which sets each aside and reruns that cell.") in text
+    assert "cannot be read" not in synthetic[0]
+
+
 def test_paired_interval_by_hand():
     mean, lo, hi, n = paired_interval({0: 3.0, 1: 5.0, 2: 4.0}, {0: 1.0, 1: 2.0, 2: 1.0, 3: 9.0})
     diffs = [2.0, 3.0, 3.0]  # seed 3 has no pair

@@ -23,7 +23,7 @@ from ..data.datasets import DATASET_TITLES, load_dataset
 from ..data.encoding import encode
 from ..training.cka import read_run, saved_model
 from ..training.convergence import FIT_FRACTION, MIN_GAIN, MIN_LOSS_DROP, WINDOW
-from ..training.rundir import read_result, status
+from ..training.rundir import corrupt_results, read_result, status
 from ..training.trainer import COLLAPSE_FRACTION
 from .budget import BUDGET_CAPTION, budget_panels, budget_section, render_budget_figure
 from .cells import load_manifest
@@ -228,11 +228,14 @@ def report(out: Path, healing_n: int = 2000, device: str = "cpu", healing_on: bo
             table_rows_ = table_rows(out, table, group, checkpoints)
             rows += table_rows_
             counts = {s: sum(status(out / c.name) == s for c in group) for s in ("done", "partial", "pending")}
+            damaged = [c.name for c in group if corrupt_results(out / c.name)]
             tables.append(render_markdown(table, table_rows_) + "\n\n" +
                           f"{len(group)} cells: {counts['done']} done, {counts['partial']} partial, "
                           f"{counts['pending']} pending; "
                           f"{sum(r.diverged for r in table_rows_)} diverged runs. "
-                          f"{sum(r.collapsed for r in table_rows_)} collapsed runs.")
+                          f"{sum(r.collapsed for r in table_rows_)} collapsed runs." +
+                          (f" Counted as partial because their result.json cannot be read: {', '.join(damaged)}; "
+                           "rerun the grid command, which sets each aside and reruns that cell." if damaged else ""))
     comps = comparisons(rows)
     parts = [f"# Grid report: {out}", *filter(None, [convergence_warning(rows)]), render_header(rows),
              render_findings(comps, DATASET_TITLES, {t: TABLES[t].title for t in TABLES}),
