@@ -4,6 +4,7 @@ import csv
 import json
 import math
 import re
+import shutil
 
 import pytest
 
@@ -105,7 +106,6 @@ def test_sizes_recipe_selection_and_flags(synthetic):
 def test_a_damaged_result_is_named_and_counted_as_partial(synthetic, tmp_path):
     """A result.json damaged from outside (a bad copy) is no finished run: the report says which cell and how to
     redo it, instead of only moving one cell from done to partial."""
-    import shutil
     out = tmp_path / "grid"
     shutil.copytree(synthetic[3], out)
     (out / "table2-base-sst2-top25-s1" / "result.json").write_text('{"status": "done", ')

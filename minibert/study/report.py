@@ -14,6 +14,7 @@ report.csv: one line per table position, with the claim comparisons in which it 
 import csv
 import math
 import statistics
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -38,6 +39,7 @@ from .summary import Row, model_order, table_rows
 # what trainer.py's `collapsed` flag means, said where the report names it
 COLLAPSED = (f"at the best epoch predicted one class for at least {COLLAPSE_FRACTION:.0%} of the test set, or was no "
              "more accurate than always predicting the majority class")
+
 
 def _entry(row: Row | None) -> str:
     if row is None:
@@ -227,8 +229,10 @@ def report(out: Path, healing_n: int = 2000, device: str = "cpu", healing_on: bo
         if group:
             table_rows_ = table_rows(out, table, group, checkpoints)
             rows += table_rows_
-            counts = {s: sum(status(out / c.name) == s for c in group) for s in ("done", "partial", "pending")}
-            damaged = [c.name for c in group if corrupt_results(out / c.name)]
+            statuses = {c.name: status(out / c.name) for c in group}  # each result.json read once
+            counts = Counter(statuses.values())
+            # only an unfinished cell can hold a result.json that does not read
+            damaged = [name for name, s in statuses.items() if s == "partial" and corrupt_results(out / name)]
             tables.append(render_markdown(table, table_rows_) + "\n\n" +
                           f"{len(group)} cells: {counts['done']} done, {counts['partial']} partial, "
                           f"{counts['pending']} pending; "
