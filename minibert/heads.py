@@ -64,20 +64,21 @@ class SequenceClassifier(nn.Module):
             return torch.relu(self.pre_classifier(out.last_hidden_state[:, 0]))
         return out.pooler_output
 
-    def features(self, input_ids, attention_mask=None, token_type_ids=None):
-        """Pooled features (B, H): what a linear probe trains on and what t-SNE plots."""
+    def features(self, input_ids, attention_mask=None, token_type_ids=None, lengths=None):
+        """Pooled features (B, H): what a linear probe trains on and what t-SNE plots. lengths: the tokenizer's,
+        which spare the GPU a wait for the host (padding.py)."""
         # The head reads only [CLS] (or the real tokens) of the last layer, so the encoder may skip the
         # padding and, for [CLS], run its last layer for that one position: same numbers, less work.
-        out = encode(self.encoder, input_ids, attention_mask, token_type_ids, cls_only=self.pooling == "cls")
+        out = encode(self.encoder, input_ids, attention_mask, token_type_ids, lengths, cls_only=self.pooling == "cls")
         return self.pool(out, attention_mask)
 
-    def frozen_features(self, input_ids, attention_mask=None, token_type_ids=None):
+    def frozen_features(self, input_ids, attention_mask=None, token_type_ids=None, lengths=None):
         """What a frozen encoder hands the trainable head (B, H), which a linear probe caches: the pooled
         vector (through BERT's pre-trained pooler, or the mean), or for DistilBERT's [CLS] head the [CLS]
         state itself, since HF's head (pre_classifier + classifier) trains whole."""
         if self.pre_classifier is None:
-            return self.features(input_ids, attention_mask, token_type_ids)
-        out = encode(self.encoder, input_ids, attention_mask, token_type_ids, cls_only=True)
+            return self.features(input_ids, attention_mask, token_type_ids, lengths)
+        out = encode(self.encoder, input_ids, attention_mask, token_type_ids, lengths, cls_only=True)
         return out.last_hidden_state[:, 0]
 
     def trainable_head(self, x):
@@ -88,5 +89,6 @@ class SequenceClassifier(nn.Module):
         """Logits (B, num_labels) from pooled features."""
         return self.classifier(self.dropout(features))
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
-        return self.head(self.features(input_ids, attention_mask, token_type_ids))
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, lengths=None):
+        """Logits (B, num_labels); takes every key the tokenizer returns: clf(**tok(texts))."""
+        return self.head(self.features(input_ids, attention_mask, token_type_ids, lengths))

@@ -19,6 +19,10 @@ Deviations from the Hugging Face implementation, none of which changes a number:
 
 This file is the plain formula on the full (B, T) grid, padding included. What training and the heads run
 is padding.py: these same modules and weights on the real tokens only, with a [CLS]-only last layer.
+
+Shape letters, here and in padding.py: B sequences in the batch, T tokens per sequence (padded to the
+longest), Tq queries (T, or 1 for [CLS] alone), H hidden size, nh attention heads, hs = H / nh the size
+of one head, L layers, N real (not padding) tokens in the whole batch.
 """
 import math
 from dataclasses import dataclass
@@ -72,18 +76,47 @@ class Embeddings(nn.Module):
         return self.dropout(self.norm(x))
 
 
-def attention_probs(q, k, mask=None):
-    """softmax(QK^T / sqrt(d)): how much each query attends to each key; every row sums to 1.
+def attention_bias(attention_mask, dtype):
+    """(B, T) 1/0 -> (B, 1, 1, T) additive mask: 0 where a key may be attended, -inf at padding.
 
-    q, k (B, nh, T, hs); mask (B, 1, 1, T) bool, True where a key may be attended -> (B, nh, T, T)."""
-    scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])  # (B, nh, T, T)
-    if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))  # padding keys get zero weight
+    Built once per forward and shared by every layer and head (SDPA would otherwise turn a boolean mask
+    into this same float one in every layer). It must have the dtype attention runs in: the autocast
+    dtype under mixed precision, else the activations' (attention_dtype)."""
+    bias = torch.zeros(attention_mask.shape, dtype=dtype, device=attention_mask.device)
+    return bias.masked_fill_(attention_mask == 0, float("-inf"))[:, None, None, :]
+
+
+def attention_dtype(x) -> torch.dtype:
+    """The dtype q and k have inside a layer: autocast's (bf16/fp16) when it is on, else x's."""
+    device = x.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+
+
+def attention_probs(q, k, bias=None):
+    """softmax(QK^T / sqrt(hs)): how much each query attends to each key; every row sums to 1.
+
+    q (B, nh, Tq, hs), k (B, nh, T, hs); bias (B, 1, 1, T) from attention_bias, or None -> (B, nh, Tq, T)."""
+    scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])  # (B, nh, Tq, T)
+    if bias is not None:
+        scores = scores + bias  # -inf at padding keys: zero weight after the softmax
     return scores.softmax(dim=-1)
 
 
+def attend(q, k, v, bias=None, dropout=0.0, explicit=False):
+    """The attention core: each query's weighted average of the values, weighted by attention_probs.
+
+    q (B, nh, Tq, hs), k and v (B, nh, T, hs), bias (B, 1, 1, T) or None -> (B, nh, Tq, hs). explicit: the
+    formula written out; else the same in one fused kernel (F.scaled_dot_product_attention)."""
+    if explicit:
+        return F.dropout(attention_probs(q, k, bias), dropout, training=dropout > 0) @ v
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)
+
+
 class SelfAttention(nn.Module):
-    """Multi-head self-attention: every token looks at every real (not padding) token, in both directions."""
+    """Multi-head self-attention: every token looks at every real (not padding) token, in both directions.
+
+    forward is three steps, which padding.py also runs on the real tokens only: heads (project, split into
+    heads), attend, output (merge the heads, project back)."""
 
     def __init__(self, config: BertConfig):
         super().__init__()
@@ -95,22 +128,34 @@ class SelfAttention(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.explicit = False  # set by Bert.explicit_attention
 
-    def forward(self, x, mask=None):
-        """x (B, T, H); mask (B, 1, 1, T) bool, True where a key may be attended, or None -> (B, T, H)."""
-        B, T, H = x.shape
-        q, k, v = self.qkv(x).split(H, dim=-1)  # (B, T, H) each
-        # each head attends on its own slice of the hidden dimension: heads go next to B
-        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
-        k = k.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
-        v = v.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
-        if self.explicit:  # the formula, written out
-            weights = F.dropout(attention_probs(q, k, mask), self.attn_dropout, self.training)  # (B, nh, T, T)
-            y = weights @ v  # (B, nh, T, hs): each query's weighted average of the values
-        else:  # the same in one fused kernel
-            p = self.attn_dropout if self.training else 0.0  # SDPA has no training flag
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, nh, T, hs)
-        y = y.transpose(1, 2).reshape(B, T, H)  # (B, T, nh, hs) -> (B, T, H): the heads side by side again
-        return self.dropout(self.proj(y))  # (B, T, H)
+    def forward(self, x, bias=None):
+        """x (B, T, H); bias (B, 1, 1, T) from attention_bias, or None -> (B, T, H)."""
+        q, k, v = self.heads(x)  # (B, nh, T, hs) each
+        return self.output(self.attend(q, k, v, bias))  # (B, T, H)
+
+    def heads(self, x, pad=None):
+        """q, k, v (B, nh, T, hs) of x (B, T, H). pad: x is rows (N, H) and pad places them on the (B, T) grid,
+        after the projection, so that it runs on those rows only (padding.py)."""
+        qkv = self.qkv(x)  # (B, T, 3H) or (N, 3H)
+        if pad is not None:
+            qkv = pad(qkv)  # (B, T, 3H)
+        B, T, _ = qkv.shape
+        # each head attends on its own slice of the hidden dimension: heads go next to B. One copy makes q, k
+        # and v contiguous at once; the attention kernels would otherwise copy each of them.
+        qkv = qkv.view(B, T, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4).contiguous()  # (3, B, nh, T, hs)
+        return qkv.unbind(0)
+
+    def attend(self, q, k, v, bias=None):
+        """attend() with this module's dropout on the attention weights, while training -> (B, nh, Tq, hs)."""
+        return attend(q, k, v, bias, self.attn_dropout if self.training else 0.0, self.explicit)
+
+    def output(self, y, select=None):
+        """y (B, nh, Tq, hs) -> (B, Tq, H): the heads side by side again, projected back. select: keep only some
+        of the (B, Tq) positions first, e.g. the real tokens' rows -> (N, H) (padding.py)."""
+        y = y.transpose(1, 2)  # (B, Tq, nh, hs)
+        if select is not None:
+            y = select(y)  # (N, nh, hs)
+        return self.dropout(self.proj(y.flatten(-2)))  # (..., H)
 
 
 class FeedForward(nn.Module):
@@ -139,12 +184,12 @@ class Layer(nn.Module):
         self.ffn = FeedForward(config)
         self.ffn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
-    def forward(self, x, mask=None):
-        """x (B, T, H) -> (B, T, H)."""
-        a = self.attention(x, mask)  # (B, T, H): the one step where tokens exchange information
-        return self.after_attention(x, a)
+    def forward(self, x, bias=None):
+        """x (B, T, H); bias (B, 1, 1, T) from attention_bias, or None -> (B, T, H)."""
+        a = self.attention(x, bias)  # (B, T, H): the one step where tokens exchange information
+        return self.residual(x, a)
 
-    def after_attention(self, x, a):
+    def residual(self, x, a):
         """The post-LN residual steps around attention's output a: x, a (B, T, H) -> (B, T, H).
 
         Each step here treats every token on its own, so they apply to any set of rows (padding.py's)."""
@@ -193,15 +238,15 @@ class Bert(nn.Module):
             layer.attention.explicit = on
         return self
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, output_hidden_states=False):
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, output_hidden_states=False, lengths=None):
         """input_ids, attention_mask, token_type_ids: (B, T) LongTensors. Returns an EncoderOutput equal to HF's,
-        padding positions included."""
-        # (B, T) 1/0 -> (B, 1, 1, T) bool, True where a key may be attended: one mask for all heads and queries
-        mask = attention_mask.bool()[:, None, None, :] if attention_mask is not None else None
+        padding positions included. lengths (the tokenizer's) is accepted and not needed: see padding.py."""
         x = self.embeddings(input_ids, token_type_ids)  # (B, T, H)
+        # one mask for all layers, heads and queries
+        bias = attention_bias(attention_mask, attention_dtype(x)) if attention_mask is not None else None
         hidden_states = [x] if output_hidden_states else None
         for layer in self.layers:
-            x = layer(x, mask)
+            x = layer(x, bias)
             if output_hidden_states:
                 hidden_states.append(x)
         return EncoderOutput(

@@ -16,8 +16,9 @@ from tokenizers.implementations import BertWordPieceTokenizer
 
 def pad_batch(ids: list[list[int]], type_ids: list[list[int]] | None = None, pad_id: int = 0,
               length: int | None = None) -> dict:
-    """Right-pad token id lists to `length` (default: the longest) -> dict of LongTensors
-    input_ids, attention_mask, token_type_ids, each (B, T)."""
+    """Right-pad token id lists to `length` (default: the longest) -> dict of LongTensors input_ids, attention_mask, token_type_ids, each (B, T), and lengths (B,): each
+    row's real tokens, which the model's fast path reads on the host instead of waiting for the GPU
+    (padding.py; training.device.to_device leaves them on the host)."""
     lengths = np.array([len(x) for x in ids], dtype=np.int64)
     T = int(lengths.max()) if length is None else length
     input_ids = np.full((len(ids), T), pad_id, dtype=np.int64)
@@ -28,7 +29,7 @@ def pad_batch(ids: list[list[int]], type_ids: list[list[int]] | None = None, pad
             token_type_ids[row, : len(x)] = type_ids[row]
     attention_mask = (np.arange(T)[None, :] < lengths[:, None]).astype(np.int64)  # (B, T)
     return {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(attention_mask),
-            "token_type_ids": torch.from_numpy(token_type_ids)}
+            "token_type_ids": torch.from_numpy(token_type_ids), "lengths": torch.from_numpy(lengths)}
 
 
 class BertTokenizer:
@@ -62,7 +63,7 @@ class BertTokenizer:
         return [e.ids for e in encodings], [e.type_ids for e in encodings]
 
     def pad(self, ids: list[list[int]], type_ids: list[list[int]] | None = None) -> dict:
-        """Right-pad lists of ids to the longest one: input_ids, attention_mask, token_type_ids (B, T)."""
+        """Right-pad lists of ids to the longest one: input_ids, attention_mask, token_type_ids (B, T), lengths (B,)."""
         return pad_batch(ids, type_ids, self.pad_id)
 
     def __call__(self, texts, text_pairs=None, max_length: int | None = None) -> dict:

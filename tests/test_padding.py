@@ -29,14 +29,26 @@ def padded(lengths=(10, 7, 3, 1), T=10, left=False):
     return {"input_ids": ids * mask, "attention_mask": mask}
 
 
-def test_unpadded_round_trip():
-    mask = padded()["attention_mask"]
-    u = Unpadded(mask)
+@pytest.mark.parametrize("left", [False, True], ids=["right", "left"])
+def test_unpadded_round_trip(left):
+    mask = padded(left=left)["attention_mask"]
+    u = Unpadded.of(mask)
     x = torch.randn(4, 10, 3)
     flat = u.unpad(x)
     assert flat.shape == (int(mask.sum()), 3)
     assert torch.equal(u.pad(flat), x * mask[..., None])
-    assert torch.equal(flat[u.first], x[:, 0])  # each sequence's [CLS] row
+    if not left:
+        assert torch.equal(flat[u.first], x[:, 0])  # each sequence's [CLS] row
+    assert torch.equal(u.unpad(x.transpose(0, 1).contiguous().transpose(0, 1)), flat)  # any memory layout
+
+
+def test_unpadded_from_lengths_is_the_masks():
+    """The tokenizer's lengths, read on the host, give the same map as the mask (which costs a sync on a GPU)."""
+    mask = padded()["attention_mask"]
+    a, b = Unpadded.of(mask), Unpadded.of(mask, lengths=mask.sum(1))
+    for name in ("batch", "position", "first"):
+        assert torch.equal(getattr(a, name), getattr(b, name))
+    assert (a.full, a.cls_real) == (b.full, b.cls_real) == (False, True)
 
 
 @pytest.mark.parametrize("left", [False, True], ids=["right", "left"])
@@ -193,13 +205,22 @@ def test_every_name_model_py_defines_has_a_user_besides_padding():
         optional |= {a.arg: len(args) + 99 for a, d in zip(function.args.kwonlyargs, function.args.kw_defaults)
                      if d is not None}  # keyword-only: no place
         unused += [f"{function.name}({name}=)" for name, place in optional.items() if not passed(function, name, place)]
-    assert unused == [], f"model.py defines what only padding.py uses, or nothing uses: {unused}"
+    # the two doors through which padding.py's rows enter SelfAttention's own steps (no copy of them elsewhere)
+    doors = ["heads(pad=)", "output(select=)"]
+    assert [u for u in unused if u not in doors] == [], f"model.py defines what only padding.py uses: {unused}"
 
 
-def test_self_attention_is_one_forward():
-    """Project, split into heads, attend, merge the heads, project: read in one method, as nanoGPT's."""
+def test_self_attention_steps_are_read_in_forward_and_used_not_copied():
+    """forward reads as nanoGPT's: project and split into heads, attend, merge the heads and project back; the
+    fast path calls those steps and touches none of SelfAttention's attributes (weights, head counts)."""
     attention = next(c for c in parse(MODEL).body if isinstance(c, ast.ClassDef) and c.name == "SelfAttention")
-    assert [f.name for f in attention.body if isinstance(f, ast.FunctionDef)] == ["__init__", "forward"]
+    assert [f.name for f in attention.body if isinstance(f, ast.FunctionDef)] == [
+        "__init__", "forward", "heads", "attend", "output"]
+    touched = {node.attr for node in ast.walk(parse(PADDING)) if isinstance(node, ast.Attribute)
+               and isinstance(node.value, ast.Name) and node.value.id == "attention"}
+    assert touched == {"heads", "attend", "output"}
+    for path in (PADDING, REPO / "minibert" / "tools" / "trace.py"):  # the head split is written once, in model.py
+        assert "n_head" not in path.read_text() and ".permute(" not in path.read_text()
 
 
 def test_model_py_has_no_host_sync_and_no_fast_path_names():

@@ -160,12 +160,18 @@ def batch_indices(lengths, batch_size: int, shuffle: bool = True, group_by_lengt
 
 
 def batches(enc: Encoded, batch_size: int, shuffle: bool = True, group_by_length: bool = True,
-            seed: int = 0, epoch: int = 0, pad_id: int = 0):
+            seed: int = 0, epoch: int = 0, pad_id: int = 0, multiple_of: int = 1, max_length: int | None = None):
     """Yield dicts of LongTensors input_ids, attention_mask, token_type_ids (B, T) padded to the batch's
-    longest example, and labels (B,). Every example appears exactly once per epoch."""
+    longest example rounded up to a multiple of `multiple_of` (but not past max_length), and lengths and
+    labels (B,). Every example appears exactly once per epoch.
+
+    multiple_of=8 keeps a GPU's tensor cores and attention kernels on aligned shapes; a coarser one (16,
+    32) bounds how many shapes torch.compile meets in a run, each of which it compiles once."""
     labels = np.asarray(enc.labels, dtype=np.int64)
     for index in batch_indices(enc.lengths, batch_size, shuffle, group_by_length, seed, epoch):
-        batch = pad_batch([enc.ids[i] for i in index], [enc.type_ids[i] for i in index], pad_id)
+        longest = int(enc.lengths[index].max())
+        T = max(longest, min(-(-longest // multiple_of) * multiple_of, max_length or longest * multiple_of))
+        batch = pad_batch([enc.ids[i] for i in index], [enc.type_ids[i] for i in index], pad_id, length=T)
         batch["labels"] = torch.from_numpy(labels[index])
         yield batch
 

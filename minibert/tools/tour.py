@@ -37,9 +37,10 @@ FIGURES = "tour"  # sub-folder of the page's folder that holds its PNGs
 # The excerpts, in reading order: (section key, "module:qualified name").
 EXCERPTS = {
     "embeddings": ["minibert.model:Embeddings.forward"],
-    "attention": ["minibert.model:attention_probs", "minibert.model:SelfAttention.forward"],
+    "attention": ["minibert.model:attention_probs", "minibert.model:attend", "minibert.model:SelfAttention.forward",
+                  "minibert.model:SelfAttention.heads", "minibert.model:SelfAttention.output"],
     "ffn": ["minibert.model:activation", "minibert.model:FeedForward.forward"],
-    "layer": ["minibert.model:Layer.forward", "minibert.model:Layer.after_attention", "minibert.model:Bert.forward"],
+    "layer": ["minibert.model:Layer.forward", "minibert.model:Layer.residual", "minibert.model:Bert.forward"],
     "pooler": ["minibert.model:Pooler.forward"],
     "heads": ["minibert.heads:mean_pool", "minibert.heads:SequenceClassifier.pool"],
 }

@@ -32,15 +32,12 @@ from ..training.rundir import check_writable
 DEFAULT_TEXT = "The cat sat on the mat because it was warm."
 
 
-def attention_weights(attn, x, mask=None) -> torch.Tensor:
-    """softmax(QK^T / sqrt(d)) of a SelfAttention module for its input x (B, T, H) -> (B, nh, T, T).
+def attention_weights(attn, x, bias=None) -> torch.Tensor:
+    """softmax(QK^T / sqrt(hs)) of a SelfAttention module for its input x (B, T, H) -> (B, nh, T, T).
 
-    The queries and keys are split into heads as SelfAttention.forward splits them."""
-    B, T, H = x.shape
-    q, k, _ = attn.qkv(x).split(H, dim=-1)  # (B, T, H) each
-    q = q.view(B, T, attn.n_head, attn.head_dim).transpose(1, 2)  # (B, nh, T, hs)
-    k = k.view(B, T, attn.n_head, attn.head_dim).transpose(1, 2)  # (B, nh, T, hs)
-    return attention_probs(q, k, mask)
+    The queries and keys are split into heads by the module itself (SelfAttention.heads)."""
+    q, k, _ = attn.heads(x)  # (B, nh, T, hs) each
+    return attention_probs(q, k, bias)
 
 
 @torch.no_grad()
@@ -68,10 +65,10 @@ def trace(model, batch) -> dict:
 
     def on_attention(i):
         def hook(module, args, out):
-            x, mask = args[:2]  # Layer calls attention(x, mask, ...); further arguments are off by default
+            x, bias = args[:2]  # Layer calls attention(x, bias)
             B, T, H = x.shape
-            w = attention_weights(module, x, mask)
-            layers[i]["shapes"].update({"x": (B, T, H), "q,k,v": (B, module.n_head, T, module.head_dim),
+            w = attention_weights(module, x, bias)
+            layers[i]["shapes"].update({"x": (B, T, H), "q,k,v": (B, w.shape[1], T, H // w.shape[1]),
                                         "weights": tuple(w.shape), "attention out": tuple(out.shape)})
             layers[i]["attention"] = w[0]
         return hook

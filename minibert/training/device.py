@@ -60,5 +60,9 @@ def autocast(device: torch.device, precision: str):
     return nullcontext() if precision == "fp32" else torch.autocast(device.type, dtype=DTYPES[precision])
 
 
+HOST_KEYS = ("lengths",)  # what the model reads on the host (padding.py): moving it to a GPU would make it wait
+
+
 def to_device(batch: dict, device) -> dict:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    """The batch's tensors on `device`, but for HOST_KEYS, which stay where the batcher made them."""
+    return {k: v if k in HOST_KEYS else v.to(device, non_blocking=True) for k, v in batch.items()}

@@ -48,9 +48,10 @@ def weight_drift(model: nn.Module, start: dict[str, torch.Tensor]) -> dict:
     for name, p in enc.named_parameters():
         w0 = start[name].float()
         keys.append(_group(name))
-        moved.append(torch.dist(p.detach().float(), w0).square().cpu())
-        size.append(w0.square().sum().cpu())
-    moved, size = torch.stack(moved).double().tolist(), torch.stack(size).double().tolist()  # one sync per call
+        moved.append(torch.dist(p.detach().float(), w0).square())  # stays on the device: no wait per parameter
+        size.append(w0.square().sum())
+    both = torch.stack(moved + size).double().tolist()  # the one transfer to the host (a sync) per call
+    moved, size = both[:len(moved)], both[len(moved):]
 
     sums = {}  # (group, layer) -> [moved^2, size^2]
     for key, m, s in zip(keys, moved, size):

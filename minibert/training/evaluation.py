@@ -26,7 +26,7 @@ from .metrics import classification_metrics
 def extract(clf, enc, batch_size, device, precision, pad_id, rank=0, world=1, features=None, desc="features"):
     """Pooled features (n, H) in fp32 and labels (n,) of this rank's share of `enc` (every world-th batch).
 
-    `features(clf, input_ids, attention_mask, token_type_ids)` computes one batch's features; default:
+    `features(clf, input_ids, attention_mask, token_type_ids, lengths)` computes one batch's features; default:
     clf.features, the pooled vector the head reads. A progress bar shows on a terminal.
     """
     clf.eval()
@@ -34,12 +34,12 @@ def extract(clf, enc, batch_size, device, precision, pad_id, rank=0, world=1, fe
     feats, labels = [], [torch.zeros(0, dtype=torch.long, device=device)]
     n_batches = math.ceil(len(enc) / batch_size)
     bar = tqdm(total=n_batches, desc=desc, unit="batch", leave=False, disable=True if rank else None)
-    for i, batch in enumerate(batches(enc, batch_size, shuffle=False, pad_id=pad_id)):
+    for i, batch in enumerate(batches(enc, batch_size, shuffle=False, pad_id=pad_id, multiple_of=8)):
         bar.update()
         if i % world == rank:
             b = to_device(batch, device)
             with autocast(device, precision):
-                f = features(clf, b["input_ids"], b["attention_mask"], b["token_type_ids"])
+                f = features(clf, b["input_ids"], b["attention_mask"], b["token_type_ids"], b["lengths"])
             feats.append(f.float())
             labels.append(b["labels"])
     bar.close()
