@@ -1,110 +1,13 @@
 """Evaluate a saved run or fine-tuned checkpoint on a dataset split: metrics and a confusion matrix.
 
     python eval.py runs/sst2-base-top_0.5-finetune-cls-lrsweep-s0      # a run trained with --save-model
-    python eval.py path/to/checkpoint --dataset sst2 --data-dir ../shared/data/sst2
-    python eval.py RUN --tsne figure.png                                # t-SNE of the pooled features
 
-A run directory supplies its own dataset, split, seed, limit and max length (so the numbers are the
-run's best epoch, to the last digit on the same device and precision); flags override them. A sweep's
-directory evaluates its best sub-run. An unfinished run's best epoch so far is scored with a note, and
---json says "finished": false.
+A shim for readers of the repository: the command is `minibert eval` (minibert/tools/eval.py), which an
+installed package has too; `python eval.py --help` lists its flags.
 """
-import json
 import sys
-from pathlib import Path
 
-from minibert.checkpoint import load_classifier
-from minibert.cli import Parser, main_wrapper
-from minibert.data.datasets import DATASETS, SPLITS, load_dataset
-from minibert.data.encoding import encode
-from minibert.tokenizer import load_tokenizer
-from minibert.training import rundir
-from minibert.training.config import TrainConfig, check_numbers
-from minibert.training.device import PRECISIONS, resolve_precision, setup_device
-from minibert.training.evaluation import evaluate, extract
-from minibert.training.inputs import clamp_max_length
-from minibert.training.metrics import confusion, format_confusion, majority_baseline
-
-
-def find_model(path: Path) -> tuple[Path, dict, bool | None]:
-    """(checkpoint dir, the run's train arguments or {}, whether the run finished or None) for a run directory,
-    a sweep or a checkpoint."""
-    if rundir.read_config(path) is None:
-        return path, {}, None  # a checkpoint directory (HF config.json)
-    finished = rundir.read_result(path) is not None
-    model = rundir.saved_model(path)
-    if model is None and finished:
-        raise FileNotFoundError(f"{path} finished without a saved model; rerun its train.py command with "
-                                "--save-model")
-    if model is None:
-        raise FileNotFoundError(f"{path} is an unfinished run with no saved model yet; finish it with train.py "
-                                "--resume --save-model")
-    if not finished:
-        epochs = len(rundir.read_metrics(path))
-        print(f"note: {path} is unfinished (stopped after epoch {epochs}): scoring its best epoch so far, not the "
-              "run's result; finish it with train.py --resume", file=sys.stderr)
-    config = rundir.read_config(model.parent)
-    return model, {**config["args"], "max_length": config["max_length"]}, finished
-
-
-@main_wrapper
-def main(argv=None) -> int:
-    d = TrainConfig()
-    p = Parser(description=__doc__.split("\n")[0])
-    p.add_argument("path", help="a run directory (trained with --save-model) or a checkpoint directory")
-    p.add_argument("--dataset", choices=list(DATASETS), metavar="NAME",
-                   help=f"one of {', '.join(DATASETS)} (default: the run's, else {d.dataset})")
-    p.add_argument("--data-dir", help="local folder with the dataset's files (default: the run's, else the hub)")
-    p.add_argument("--split", choices=SPLITS, help="default: the run's, else paper")
-    p.add_argument("--which", default="test", choices=["test", "train"],
-                   help="which part of the split to evaluate (default: test)")
-    p.add_argument("--seed", type=int, help="seed of the paper split; default: the run's, else 0")
-    p.add_argument("--limit", type=int, metavar="N", help="at most N examples; default: the run's")
-    p.add_argument("--max-length", type=int, metavar="T", help="default: the run's, else the dataset's")
-    p.add_argument("--batch-size", type=int, metavar="B", help=f"default: the run's, else {d.batch_size}")
-    p.add_argument("--precision", choices=PRECISIONS, help="default: the run's, else auto")
-    p.add_argument("--device", default="auto", help="auto (default: a GPU when there is one), cpu, cuda, cuda:1, ...")
-    p.add_argument("--tsne", metavar="PNG", help="also save a t-SNE figure of the pooled features here (needs matplotlib)")
-    p.add_argument("--json", action="store_true",
-                   help="also print the metrics as one JSON line (full precision) after the tables")
-    args = p.parse_args(argv)
-    check_numbers(seed=args.seed, limit=args.limit, max_length=args.max_length, batch_size=args.batch_size)
-    model_dir, run, finished = find_model(Path(args.path))
-
-    def pick(name, default):  # flag, else the run's value, else the default
-        value = getattr(args, name)
-        return value if value is not None else run.get(name, default)
-
-    dataset = pick("dataset", d.dataset)
-    device, _, _ = setup_device(args.device)
-    precision = resolve_precision(pick("precision", d.precision), device)
-    clf = load_classifier(model_dir, device)
-    tok = load_tokenizer(model_dir)
-    ds = load_dataset(dataset, pick("data_dir", None), pick("split", d.split), pick("seed", d.seed), pick("limit", None))
-    if clf.num_labels != len(ds.label_names):
-        raise ValueError(f"{model_dir} predicts {clf.num_labels} labels but {dataset} has {len(ds.label_names)}")
-    split = ds.test if args.which == "test" else ds.train
-    max_length = clamp_max_length(pick("max_length", None), ds.spec.max_length, clf.config)
-    feats, labels = extract(clf, encode(split, tok, max_length), pick("batch_size", d.batch_size), device,
-                            precision, tok.pad_id)
-    m = evaluate(clf, feats, labels)
-    base = majority_baseline(ds.train.labels, split.labels)
-    metrics = {k: m[k] for k in ("weighted_f1", "macro_f1", "accuracy", "loss")}
-    print(f"{dataset} {args.which} ({len(split)} examples), {model_dir}, {precision} on {device}")
-    print(f"weighted F1 {100 * m['weighted_f1']:.2f} | macro F1 {100 * m['macro_f1']:.2f} | accuracy "
-          f"{100 * m['accuracy']:.2f} | loss {m['loss']:.4f} | majority baseline weighted F1 "
-          f"{100 * base['weighted_f1']:.2f}")
-    print(format_confusion(confusion(m["labels"], m["preds"], len(ds.label_names)), ds.label_names))
-    if args.json:  # full precision, for scripts: compare with a run's result.json
-        run_state = {} if finished is None else {"finished": finished}
-        print(json.dumps({**metrics, "majority_f1": base["weighted_f1"], "n": len(split), **run_state}))
-    if args.tsne:
-        from minibert.study.figures import tsne_figure
-        panel = f"{Path(args.path).name}: {dataset} {args.which}, weighted F1 {100 * m['weighted_f1']:.1f}"
-        tsne_figure([(panel, feats.cpu().numpy(), labels.cpu().numpy())], ds.label_names, args.tsne, pick("seed", 0))
-        print(f"t-SNE figure -> {args.tsne}")
-    return 0
-
+from minibert.tools.eval import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,58 +1,14 @@
 """Fine-tune or linear-probe one (possibly corrupted) BERT on one dataset: the paper's experiment.
 
     python train.py --model large --corrupt top:0.5                  # SST-2, lr sweep, 10 epochs
-    python train.py --model distil --recipe paper --select-on val    # plain Adam; choose the epoch on held-out train
     python train.py --model base --corrupt bottom:3 --lr 2e-5 --data-dir ../shared/data/sst2
-    torchrun --nproc_per_node=4 train.py --model large --dataset imdb
 
-Writes a run directory (--out): config.json, corruption.json, metrics.jsonl (one line per epoch) and
-result.json (best epoch, its weighted F1 / macro F1 / accuracy / loss, the majority baseline, diverged,
-collapsed, the recipe and the data sizes used).
-A finished run is reported, not rerun; an interrupted one continues with --resume.
-The loop itself is minibert/training/trainer.py; the recipes are minibert/training/optim.py.
+A shim for readers of the repository: the command is `minibert train` (minibert/tools/train.py), which an
+installed package has too; `python train.py --help` lists its flags.
 """
-import argparse
-import json
-import os
 import sys
 
-import torch.distributed as dist
-
-from minibert.cli import Parser, main_wrapper
-from minibert.training.config import TrainConfig, add_flags
-from minibert.training.trainer import train
-
-
-class Help(argparse.ArgumentDefaultsHelpFormatter):
-    def _get_help_string(self, action):  # append real defaults only, and not where the text gives one
-        if action.default in (None, False) or "default:" in action.help:
-            return action.help
-        return super()._get_help_string(action)
-
-
-def parse_args(argv=None) -> TrainConfig:
-    """The flags are TrainConfig's fields: their defaults, help texts and choices live in minibert/training/config.py."""
-    p = Parser(description=__doc__.split("\n")[0], formatter_class=Help,
-               epilog="Example: python train.py --model large --corrupt top:0.5 --data-dir ../shared/data/sst2. "
-                      "Tokens/s, time and the best epoch are in <out>/result.json. Set MINIBERT_STOP_AFTER_EPOCH=N to "
-                      "stop after epoch N as if killed (for testing --resume).")
-    add_flags(p)
-    return TrainConfig(**vars(p.parse_args(argv)))
-
-
-@main_wrapper
-def main(argv=None) -> int:
-    cfg = parse_args(argv)
-    try:
-        result = train(cfg)
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-    if result["status"] == "done" and os.environ.get("RANK", "0") == "0":
-        summary = {k: result[k] for k in ("best_epoch", "best", "majority_f1", "diverged", "collapsed", "lr", "recipe")}
-        print(json.dumps(summary))
-    return 0
-
+from minibert.tools.train import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,18 +1,22 @@
 """`python -m minibert <command> ...` (or the `minibert` console script): the library's commands in one place.
 
+    python -m minibert train --model large --corrupt top:0.5   # one run: the paper's experiment
+    python -m minibert eval runs/RUN                   # evaluate a run saved with --save-model
     python -m minibert grid table2 --out runs/grid     # the paper's tables as a resumable grid, and their report
     python -m minibert trace base --text "a sentence"  # watch a sentence go through the encoder
     python -m minibert --help                          # every command
 
-train.py (one run) and eval.py (evaluate a run) stay scripts at the top of the repository. Each command is one
-module's main(argv); it is imported only when asked for, so `--help` costs nothing.
+train.py and eval.py at the top of the repository are shims for `train` and `eval`. Each command is one module's
+main(argv); it is imported only when asked for, so `--help` costs nothing.
 """
 import importlib
 import sys
 
 # command -> (module, what it does)
 COMMANDS = {
-    "grid": ("minibert.study.grid", "run the paper's tables as a grid of train.py runs; `grid report` renders them"),
+    "train": ("minibert.tools.train", "fine-tune or linear-probe one (possibly corrupted) BERT on one dataset"),
+    "eval": ("minibert.tools.eval", "evaluate a saved run or checkpoint on a dataset split"),
+    "grid": ("minibert.study.grid", "run the paper's tables as a grid of `train` runs; `grid report` renders them"),
     "probe-layers": ("minibert.study.probe_layers", "layer-wise probes of a run's clean, corrupted and fine-tuned encoders"),
     "cka": ("minibert.training.cka", "layer-wise CKA of a run's encoder with the clean pre-trained one"),
     "data": ("minibert.data.encoding", "tokenise a dataset once into the token cache and print its sizes"),

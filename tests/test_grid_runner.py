@@ -1,5 +1,5 @@
 """The grid's runner with real processes: two grids on one folder never run a cell twice, a killed grid takes
-its train.py child with it, corrupt result.json / grid.json files are reported and recovered from, and the
+its `train` child with it, corrupt result.json / grid.json files are reported and recovered from, and the
 command line's --quick, --recipe and --select-on."""
 import argparse
 import io
@@ -18,6 +18,7 @@ import pytest
 from minibert.locks import claim, holder
 from minibert.study.cells import GridConfig, cells, write_manifest
 from minibert.study.grid import add_grid_args, grid_config, main, read_result, status
+from minibert.study.jobs import slots
 from minibert.training.rundir import corrupt_results
 
 REPO = Path(__file__).resolve().parent.parent
@@ -42,13 +43,13 @@ def run_grid(args) -> subprocess.CompletedProcess:
 
 
 def wait_for_child(lock: Path, grid: subprocess.Popen) -> int:
-    """The pid of the train.py child the grid records in the cell's lock file, once it has started."""
+    """The pid of the `train` child the grid records in the cell's lock file, once it has started."""
     deadline = time.time() + 300
-    while not (lock.is_file() and "train.py pid" in lock.read_text()):
+    while not (lock.is_file() and "train pid" in lock.read_text()):
         assert grid.poll() is None, grid.stdout.read()
-        assert time.time() < deadline, "the grid started no train.py"
+        assert time.time() < deadline, "the grid started no `train`"
         time.sleep(0.1)
-    return int(re.search(r"train\.py pid (\d+)", lock.read_text())[1])
+    return int(re.search(r"train pid (\d+)", lock.read_text())[1])
 
 
 def gone(pid: int, within: float = 20) -> bool:
@@ -101,7 +102,7 @@ def test_two_grids_on_one_folder_never_run_a_cell_twice(grid_args):
     first = start_grid(grid_args)
     wait_for_child(out / "logs" / f"{CELLS[0]}.lock", first)
     rows = {row[0]: row[1] for row in listing(*grid_args)}
-    running = rf"(pending|partial) \(running: pid {first.pid} on \S+ since .*, train\.py pid \d+\)"
+    running = rf"(pending|partial) \(running: pid {first.pid} on \S+ since .*, train pid \d+\)"
     assert re.fullmatch(running, rows[CELLS[0]]), rows
     second = run_grid(grid_args)  # starts while the first runs cell 0: skips it, runs cell 1
     first_out, _ = first.communicate(timeout=600)
@@ -117,7 +118,7 @@ def test_two_grids_on_one_folder_never_run_a_cell_twice(grid_args):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
-def test_a_killed_grid_takes_its_train_py_child_with_it(grid_args, sig):
+def test_a_killed_grid_takes_its_train_child_with_it(grid_args, sig):
     out = Path(grid_args[-1])
     grid = start_grid(grid_args)
     lock = out / "logs" / f"{CELLS[0]}.lock"
@@ -125,7 +126,7 @@ def test_a_killed_grid_takes_its_train_py_child_with_it(grid_args, sig):
     grid.send_signal(sig)
     grid.communicate(timeout=60)
     assert grid.returncode == -sig
-    assert gone(child), f"train.py (pid {child}) still runs after the grid got {sig.name}"
+    assert gone(child), f"`train` (pid {child}) still runs after the grid got {sig.name}"
     assert holder(lock) is None  # and the cell is free for the next grid
     assert read_result(out / CELLS[0]) is None and not (out / CELLS[1]).exists()
 
@@ -225,3 +226,57 @@ def _parse(argv):
     ns = p.parse_args(argv[1:])
     ns.command = argv[0]
     return ns
+
+
+# ---- cells at once: --devices, --workers ---------------------------------------------------------------
+
+def test_slots_give_each_child_its_gpu_and_a_share_of_the_cores(monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    cores = len(os.sched_getaffinity(0))
+    assert [s.env for s in slots()] == [{}]  # one cell at a time, the child's environment untouched
+    assert [s.env for s in slots("0,1")] == [{"OMP_NUM_THREADS": str(max(1, cores // 2)), "CUDA_VISIBLE_DEVICES": d}
+                                            for d in ("0", "1")]
+    assert [s.env for s in slots(workers=3)] == [{"OMP_NUM_THREADS": str(max(1, cores // 3))}] * 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "5")  # set by the user: the threads of each child
+    assert {s.env["OMP_NUM_THREADS"] for s in slots(workers=2)} == {"5"}
+    # inside an allocation: its GPUs by default, and --devices indexes them
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,GPU-7f3a")
+    assert [s.env["CUDA_VISIBLE_DEVICES"] for s in slots()] == ["4", "5", "GPU-7f3a"]
+    assert [s.env["CUDA_VISIBLE_DEVICES"] for s in slots("2,0")] == ["GPU-7f3a", "4"]
+    assert [s.name for s in slots(workers=2)] == ["worker 0", "worker 1"]
+    for devices, workers, message in [
+            ("3", None, r"--devices 3: CUDA_VISIBLE_DEVICES=4,5,GPU-7f3a makes 3 GPU\(s\) visible \(indices 0-2\)"),
+            ("0,0", None, "--devices '0,0': give distinct GPU indices"),
+            ("a", None, "--devices 'a': give distinct GPU indices separated by commas, e.g. 0,1,2,3"),
+            ("0", 2, "--devices and --workers: give one"),
+            (None, 0, "--workers must be at least 1, got 0")]:
+        with pytest.raises(ValueError, match=message):
+            slots(devices, workers)
+
+
+def overlap(out: Path, names) -> float:
+    """Seconds during which all the cells ran at once: from their config.json (written when a run starts) to their
+    result.json (written when it ends), file times in nanoseconds."""
+    spans = [((out / n / "config.json").stat().st_mtime_ns, (out / n / "result.json").stat().st_mtime_ns)
+             for n in names]
+    return (min(end for _, end in spans) - max(start for start, _ in spans)) / 1e9
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flag", [["--devices", "0,1"], ["--workers", "2"]])
+def test_two_cells_run_at_once_each_seeing_its_own_device(grid_args, flag):
+    """On a CPU machine --devices 0,1 still hands each child its CUDA_VISIBLE_DEVICES (--quick runs on --device cpu)."""
+    out = Path(grid_args[-1])
+    run = run_grid([*grid_args, *flag])
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert overlap(out, CELLS) > 0, "the two cells ran one after the other"
+    seen = [json.loads((out / name / "config.json").read_text())["seen"] for name in CELLS]
+    if flag[0] == "--devices":
+        assert "2 cells at once: CUDA_VISIBLE_DEVICES=0, CUDA_VISIBLE_DEVICES=1;" in run.stdout
+        assert sorted(s["cuda_visible_devices"] for s in seen) == ["0", "1"]
+    else:
+        assert "2 cells at once: worker 0, worker 1;" in run.stdout
+    assert all(s["threads"] == int(os.environ["OMP_NUM_THREADS"]) and s["device_name"] for s in seen)
+    for name in CELLS:
+        assert f"{name}: started (" in run.stdout and read_result(out / name) is not None

@@ -23,6 +23,7 @@ from helpers import tiny_checkpoint
 
 from minibert.locks import claim, holder
 from minibert.study import grid
+from minibert.tools import eval as eval_command
 from minibert.tools import trace
 from minibert.training import rundir
 
@@ -236,7 +237,7 @@ def test_ctrl_c_in_eval_is_one_line(saved_run, monkeypatch, capsys):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(EVAL, "extract", interrupted)
+    monkeypatch.setattr(eval_command, "extract", interrupted)
     rc, _, err = run_main("eval", [saved_run, "--device", "cpu"], capsys)
     assert rc == 130 and err == "interrupted"
 

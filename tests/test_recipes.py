@@ -15,6 +15,7 @@ from helpers import load_script, tiny_checkpoint, tiny_config
 
 from minibert import load_classifier, load_pretrained, save_pretrained
 from minibert.heads import SequenceClassifier
+from minibert.tools.train import parse_args
 from minibert.training import rundir
 from minibert.training.config import NO_FLAG, TrainConfig, train_flags, validate
 from minibert.training.evaluation import extract
@@ -104,24 +105,24 @@ def test_train_flags_round_trip_through_the_parser(tmp_path):
                       save_model=True, resume=True, out=str(tmp_path / "x"), limit=10)
     flags = train_flags(cfg)
     assert "--dataset" not in flags and "--save-model" in flags and flags[flags.index("--recipe") + 1] == "bert"
-    again = TRAIN.parse_args(flags)
+    again = parse_args(flags)
     assert again == TrainConfig(**{**cfg.__dict__, "lr": "2e-05"})  # argparse keeps --lr as the text given
     assert train_flags(TrainConfig()) == []
 
 
 def test_every_field_is_a_flag_with_its_default_and_choices():
-    assert TRAIN.parse_args([]) == TrainConfig()  # the flags' defaults are the fields'
+    assert parse_args([]) == TrainConfig()  # the flags' defaults are the fields'
     for f in fields(TrainConfig):
         if f.name in NO_FLAG:
             continue
         flag = "--" + f.name.replace("_", "-")
         if "choices" in f.metadata:  # argparse and validate() refuse the same values
             with pytest.raises(SystemExit):
-                TRAIN.parse_args([flag, "nope"])
+                parse_args([flag, "nope"])
             with pytest.raises(ValueError, match=f"{flag} must be one of"):
                 validate(replace(TrainConfig(), **{f.name: "nope"}))
         elif f.type is int:
-            assert getattr(TRAIN.parse_args([flag, "7"]), f.name) == 7
+            assert getattr(parse_args([flag, "7"]), f.name) == 7
 
 
 def test_help_calls_only_the_papers_own_settings_the_papers(capsys):

@@ -1,4 +1,4 @@
-"""What a grid is: its cells (one train.py run each), their axes, and the manifest that records which cells a
+"""What a grid is: its cells (one `minibert train` run each), their axes, and the manifest that records which cells a
 grid folder expects (<out>/grid.json). grid.py runs them; report.py reads them.
 
     cfg = GridConfig("table2", Path("runs/grid"), {"base": "base"}, ("sst2",), (0, 25, 100), (0, 1, 2), None)
@@ -39,7 +39,7 @@ class Cell:
 
     @property
     def corrupt(self) -> str:
-        """The train.py --corrupt spec: none, all, or e.g. bottom:0.25 (rounded half up to whole layers), with
+        """The train --corrupt spec: none, all, or e.g. bottom:0.25 (rounded half up to whole layers), with
         /attn etc. for a component."""
         spec = corrupt_spec(self.level, self.side)
         return spec if self.component == "all" or self.level == 0 else f"{spec}/{self.component}"
@@ -59,7 +59,7 @@ class Cell:
 # The names of a (level, side) position, side None or "" at 0% and 100% (one run serves both sides)
 
 def corrupt_spec(level: int, side: str | None) -> str:
-    """The train.py --corrupt spec of the whole layers: none, all, or e.g. bottom:0.25."""
+    """The train --corrupt spec of the whole layers: none, all, or e.g. bottom:0.25."""
     return "none" if level == 0 else "all" if level == 100 else f"{side}:{level / 100:g}"
 
 
@@ -81,7 +81,7 @@ def setting_label(level: int, side: str, n_layers: int | None, total: int | None
 
 @dataclass
 class GridConfig:
-    """What a grid runs: the cells' axes and the train.py arguments they share."""
+    """What a grid runs: the cells' axes and the train arguments they share."""
     table: str
     out: Path
     models: dict  # label -> preset name or checkpoint directory
@@ -100,8 +100,8 @@ class GridConfig:
     device: str = "auto"
     precision: str = "auto"
     save_models: bool = False
-    recipe: str = "hf-trainer"  # train.py --recipe: the optimiser, schedule and clipping around the paper's settings
-    select_on: str = "test"  # train.py --select-on: where the best epoch and lr are chosen (test: the paper's way)
+    recipe: str = "hf-trainer"  # train --recipe: the optimiser, schedule and clipping around the paper's settings
+    select_on: str = "test"  # train --select-on: where the best epoch and lr are chosen (test: the paper's way)
 
 
 def cells(cfg: GridConfig) -> list[Cell]:

@@ -1,7 +1,8 @@
-"""The paper's experiment grid: Tables 2-5 as one resumable, shardable set of train.py runs, and their report.
+"""The paper's experiment grid: Tables 2-5 as one resumable, shardable set of `train` runs, and their report.
 
     python -m minibert grid table2 --out runs/grid               # run every cell of Table 2 (finished ones skipped)
     python -m minibert grid table2 --out runs/grid --shard 3/8   # only the 4th of 8 disjoint parts (a job array)
+    python -m minibert grid table2 --out runs/grid --devices 0,1,2,3   # four cells at once, one per GPU
     python -m minibert grid table2 --out runs/grid --list        # one line per cell: name, status, command
     python -m minibert grid report runs/grid                     # our tables beside the paper's, + healing (CKA)
     python -m minibert grid tsne runs/grid --model base          # Figure 1: t-SNE of [CLS] features on AG News
@@ -9,17 +10,23 @@
     python -m minibert grid table2 --quick DIR --out /tmp/q      # a small checkpoint (MiniLM) on small data: a CPU
     python -m minibert grid components --out runs/c --checkpoint minilm=DIR   # which parts of a layer heal
 
-A cell is one `train.py` run (one model, dataset, corruption and seed) in its own directory
-<out>/<table>-<model>-<dataset>-<level>-s<seed>. A cell is done when its result.json says so, partial
-when its directory exists without that, pending otherwise. Running a grid skips done cells and resumes
-partial ones (train.py --resume continues from the last finished epoch), so a grid can be stopped and
-started again at any time. Cells are listed in a fixed order and shard i/n takes those whose index is
-i modulo n: shards started with the same arguments split the grid without overlap, which is how a job
-array or several machines on a shared filesystem share one grid. A process runs a cell only while it holds
-the cell's lock (<out>/logs/<cell>.lock, minibert/study/jobs.py): grids or shards started twice on one folder
-never run a cell twice, each skips the cells another one is running and says who. <out>/grid.json records
-every cell the grid was asked for, so `report` can show what is still missing; logs go to <out>/logs/<cell>.log.
-A corrupt result.json is moved aside and its cell rerun; a corrupt grid.json is rebuilt; both with a note.
+A cell is one `minibert train` run (one model, dataset, corruption and seed) in its own directory
+<out>/<table>-<model>-<dataset>-<level>-s<seed>, started as `python -m minibert train ...` in the folder the grid
+was started in, so that the relative paths of its command mean what they meant to the user, and an installed package
+runs grids from any folder. A cell is done when its result.json says so, partial when its directory exists without
+that, pending otherwise. Running a grid skips done cells and resumes partial ones (`train --resume` continues from
+the last finished epoch), so a grid can be stopped and started again at any time. Cells are listed in a fixed order
+and shard i/n takes those whose index is i modulo n: shards started with the same arguments split the grid without
+overlap, which is how a job array or several machines on a shared filesystem share one grid. A process runs a cell
+only while it holds the cell's lock (<out>/logs/<cell>.lock, minibert/study/jobs.py): grids or shards started twice
+on one folder never run a cell twice, each skips the cells another one is running and says who. <out>/grid.json
+records every cell the grid was asked for, so `report` can show what is still missing; logs go to
+<out>/logs/<cell>.log. A corrupt result.json is moved aside and its cell rerun; a corrupt grid.json is rebuilt; both
+with a note.
+By default a grid runs one cell after another; --devices 0,1,2,3 runs four at once, one per GPU, each child seeing
+only its own (CUDA_VISIBLE_DEVICES), and --workers N runs N at once on the CPU with the cores split between them
+(jobs.slots()). Inside an allocation that set CUDA_VISIBLE_DEVICES, its GPUs are the default and --devices indexes
+them. Each run's config.json records what it saw (CUDA_VISIBLE_DEVICES, the device's name, the threads).
 
 Corruption levels are the paper's: base and large 0/25/50/75/100%, DistilBERT 0/50/100%, where 25-75%
 come in a bottom and a top variant and 0% and 100% are one run each.
@@ -31,9 +38,12 @@ by default clean + bottom/top 50% x {all, attn, ffn, norm, qk}, 11 cells per mod
 import argparse
 import os
 import shlex
+import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 from ..checkpoint import _looks_like_path
 from ..cli import Parser, fail, main_wrapper
@@ -44,11 +54,9 @@ from ..training.config import SELECT_ON, TrainConfig, train_flags, validate
 from ..training.optim import RECIPES
 from ..training.rundir import check_writable, corrupt_results, read_result, set_aside_corrupt, status
 from .cells import GRID_TABLES, Cell, GridConfig, cell_dir, cell_epochs, cells, shard, write_manifest
-from .jobs import run_child
+from .jobs import Children, Slot, slots
 from .paper import MODELS, TABLES
 
-REPO = Path(__file__).resolve().parents[2]
-TRAIN = REPO / "train.py"
 QUICK_DATASETS = {"table2": ("ag_news", "emotion"), "table3": ("ag_news", "emotion"),
                   "table4": ("ag_news", "dbpedia"), "table5": ("mrpc", "rte"), "components": ("ag_news", "emotion")}
 # --quick: small enough that a grid of a few cells runs on a laptop CPU in minutes
@@ -58,11 +66,12 @@ QUICK = {"levels": (0, 50, 100), "limit": 64, "epochs": 1, "max_length": 32, "lr
 
 
 def portable(path: Path | str) -> str:
-    """A path as a committed cell should name it: relative to the repository (where train.py runs) when inside it,
-    `$MINIBERT_DATA/...` when under the data folder that variable names, else absolute."""
-    path = Path(path).resolve()
-    if path.is_relative_to(REPO):
-        return str(path.relative_to(REPO))
+    """A path as a committed cell should name it: relative to the folder the grid runs in (its `train` children run
+    there too) when inside it, `$MINIBERT_DATA/...` when under the data folder that variable names, else absolute.
+    A study's run.sh runs from the repository, so its cells name their places relative to the repository."""
+    path, here = Path(path).resolve(), Path.cwd().resolve()
+    if path.is_relative_to(here):
+        return str(path.relative_to(here))
     data = os.environ.get("MINIBERT_DATA")
     if data and path.is_relative_to(Path(data).resolve()):
         return str(Path("$MINIBERT_DATA") / path.relative_to(Path(data).resolve()))
@@ -85,12 +94,13 @@ def status_line(cfg: GridConfig, cell: Cell) -> str:
 
 
 def command(cfg: GridConfig, cell: Cell) -> list[str]:
-    """The train.py command line of one cell. Always --resume: a partial cell continues where it stopped."""
-    return [sys.executable, TRAIN.name, *train_flags(cell_config(cfg, cell))]
+    """The `minibert train` command line of one cell, run in the grid's own folder (an installed package has it, a
+    wheel has no train.py). Always --resume: a partial cell continues where it stopped."""
+    return [sys.executable, "-m", "minibert", "train", *train_flags(cell_config(cfg, cell))]
 
 
 def cell_config(cfg: GridConfig, cell: Cell) -> TrainConfig:
-    """The train.py run of one cell, its paths portable (see portable()): run from the repository, the folder of
+    """The `train` run of one cell, its paths portable (see portable()): run from the repository, the folder of
     a committed cell names the same model, data and places on any machine."""
     table, model = GRID_TABLES[cell.table], cfg.models[cell.model]
     return TrainConfig(model=portable(model) if Path(model).is_dir() else model, dataset=cell.dataset,
@@ -114,53 +124,98 @@ def describe(result: dict) -> str:
     return text + (" DIVERGED" if result["diverged"] else "")
 
 
-def run_cell(cfg: GridConfig, cell: Cell, lock: Lock, head: str) -> bool:
-    """Run one claimed cell as a train.py child, appending to its log, and print how it went. True if it finished."""
+@dataclass
+class Job:
+    """A claimed cell whose `train` child runs in `slot`."""
+    cell: Cell
+    head: str  # "[i/n] <cell>:", the start of every line printed about it
+    lock: Lock
+    slot: Slot
+    child: subprocess.Popen
+    log: TextIO
+    was: str  # the cell's status when it started: pending or partial
+    t0: float
+
+
+def claim_cell(cfg: GridConfig, cell: Cell, head: str, elsewhere: list[str]) -> Lock | None:
+    """The cell's lock when it is left to run; None (and a line saying why) when it is done or another process runs it."""
+    result = read_result(cell_dir(cfg, cell))
+    if result is None:
+        lock = claim(lock_path(cfg, cell))
+        if lock is None:
+            who = holder(lock_path(cfg, cell)) or "another process"
+            elsewhere.append(f"{cell.name} ({who})")
+            print(f"{head} running in {who}, skipped", flush=True)
+            return None
+        result = read_result(cell_dir(cfg, cell))  # under the lock: another grid may just have finished it
+        if result is None:
+            return lock
+        lock.release()
+    print(f"{head} done, skipped ({describe(result)})", flush=True)
+    return None
+
+
+def start_cell(cfg: GridConfig, cell: Cell, head: str, lock: Lock, slot: Slot, children: Children, say: bool) -> Job:
+    """Start one claimed cell as a `train` child in `slot`, appending to its log; `say`: print that it started."""
     where = cell_dir(cfg, cell)
     for note in set_aside_corrupt(where):
         print(f"{head} {note}", flush=True)
     was = status(where)
     if where.is_dir() and not (where / "config.json").is_file():
-        # killed before train.py wrote its first file: only temporary files can be there, and train.py
+        # killed before `train` wrote its first file: only temporary files can be there, and `train`
         # refuses a non-empty folder that holds no run
         for tmp in where.glob("*.tmp"):
             tmp.unlink()
-    cmd, log, t0 = command(cfg, cell), cfg.out / "logs" / f"{cell.name}.log", time.time()
-    with open(log, "a") as f:  # appended: a resumed cell keeps the story of its earlier attempts
-        f.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} {'resuming' if was == 'partial' else 'starting'}: "
-                f"{shlex.join(cmd)}\n")
-        f.flush()
-        rc = run_child(cmd, f, lock, REPO)
-    result = read_result(where)
+    cmd, log = command(cfg, cell), open(cfg.out / "logs" / f"{cell.name}.log", "a")  # a resumed cell keeps its story
+    env = " ".join(f"{k}={v}" for k, v in slot.env.items())
+    log.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} {'resuming' if was == 'partial' else 'starting'}: "
+              f"{env + ' ' if env else ''}{shlex.join(cmd)}\n")
+    log.flush()
+    child = children.start(cmd, log, lock, slot.env)
+    if say:
+        print(f"{head} {'resuming' if was == 'partial' else 'started'} ({slot.name})", flush=True)
+    return Job(cell, head, lock, slot, child, log, was, time.time())
+
+
+def finish_cell(cfg: GridConfig, job: Job, rc: int) -> bool:
+    """Release a cell whose child has ended and print how it went. True if it finished."""
+    job.log.close()
+    job.lock.release()
+    result = read_result(cell_dir(cfg, job.cell))
     if rc != 0 or result is None:
-        print(f"{head} FAILED (exit {rc}) after {time.time() - t0:.0f}s; see {log}", flush=True)
+        print(f"{job.head} FAILED (exit {rc}) after {time.time() - job.t0:.0f}s; see {job.log.name}", flush=True)
         return False
-    print(f"{head} {'resumed, ' if was == 'partial' else ''}{describe(result)}", flush=True)
+    print(f"{job.head} {'resumed, ' if job.was == 'partial' else ''}{describe(result)}", flush=True)
     return True
 
 
-def run_cells(cfg: GridConfig, todo: list[Cell]) -> tuple[int, list[str]]:
-    """Run the cells that are not done and not held by another process, one after another.
+def run_cells(cfg: GridConfig, todo: list[Cell], where: list[Slot] | None = None) -> tuple[int, list[str]]:
+    """Run the cells that are not done and not held by another process, in order, one in each of the slots at
+    once (jobs.slots(): a GPU each, or a share of the CPU; by default one slot: one cell after another).
 
     Returns the number that failed and one line per cell left to another process (who holds it)."""
     (cfg.out / "logs").mkdir(parents=True, exist_ok=True)
-    failed, elsewhere = 0, []
-    for i, cell in enumerate(todo, 1):
-        head = f"[{i}/{len(todo)}] {cell.name}:"
-        result = read_result(cell_dir(cfg, cell))
-        if result is None:
-            lock = claim(lock_path(cfg, cell))
-            if lock is None:
-                who = holder(lock_path(cfg, cell)) or "another process"
-                elsewhere.append(f"{cell.name} ({who})")
-                print(f"{head} running in {who}, skipped", flush=True)
-                continue
-            with lock:
-                result = read_result(cell_dir(cfg, cell))  # under the lock: another grid may just have finished it
-                if result is None:
-                    failed += not run_cell(cfg, cell, lock, head)
-                    continue
-        print(f"{head} done, skipped ({describe(result)})", flush=True)
+    where = where or slots()
+    free, queue = list(where), list(enumerate(todo, 1))
+    failed, elsewhere, running = 0, [], {}  # running: child -> Job
+    with Children() as children:
+        try:
+            while (queue and not children.stopping) or running:
+                while queue and free and not children.stopping:
+                    i, cell = queue.pop(0)
+                    head = f"[{i}/{len(todo)}] {cell.name}:"
+                    if (lock := claim_cell(cfg, cell, head, elsewhere)) is not None:
+                        job = start_cell(cfg, cell, head, lock, free.pop(0), children, say=len(where) > 1)
+                        running[job.child] = job
+                if running:
+                    child = children.wait_any()
+                    job = running.pop(child)
+                    failed += not finish_cell(cfg, job, child.returncode)
+                    free.append(job.slot)
+        finally:
+            for job in running.values():  # the grid failed or was interrupted: its claims go with it
+                job.log.close()
+                job.lock.release()
     return failed, elsewhere
 
 
@@ -176,7 +231,7 @@ def _csv_list(text: str | None, cast=str) -> tuple | None:
 
 
 def _checkpoint_arg(text: str) -> tuple[str, str]:
-    """NAME=DIR or DIR (named after the folder), or NAME=HUB_ID (found under weights/ or downloaded by train.py)."""
+    """NAME=DIR or DIR (named after the folder), or NAME=HUB_ID (found under weights/ or downloaded by `train`)."""
     name, eq, path = text.partition("=")
     name, path = (name, path) if eq else (Path(text).name, text)
     if Path(path).is_dir():
@@ -254,7 +309,7 @@ def add_grid_args(p: argparse.ArgumentParser):
     p.add_argument("--seeds", default="0", help="comma-separated seeds; each cell runs once per seed (default 0)")
     p.add_argument("--data-root", help="folder with one sub-folder per dataset (default: $MINIBERT_DATA when set, else "
                                        "the Hugging Face Hub); 'hub' downloads from the Hub")
-    p.add_argument("--split", default="paper", choices=SPLITS, help="train.py --split")
+    p.add_argument("--split", default="paper", choices=SPLITS, help="train --split")
     p.add_argument("--lr", help="a learning rate, or 'sweep' over 1e-5, 2e-5, 5e-5 (default: sweep, the paper's)")
     p.add_argument("--epochs", help="epochs per run (default 10, the paper's), or one per size of --limits")
     p.add_argument("--batch-size", type=int, help="examples per optimiser step (default 32)")
@@ -264,23 +319,30 @@ def add_grid_args(p: argparse.ArgumentParser):
                    help="the data-budget axis: run every cell at each of these training-set sizes (cells named "
                         "...-n<size>-...; test capped at the same size); pair with --epochs E,E,... per size")
     p.add_argument("--test-limit", type=int, help="at most this many test examples (default: --limit's)")
-    p.add_argument("--device", help="train.py --device (default auto: a GPU when there is one)")
-    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"], help="train.py --precision")
+    p.add_argument("--device", help="train --device (default auto: a GPU when there is one)")
+    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"], help="train --precision")
     p.add_argument("--recipe", default="hf-trainer", choices=RECIPES,
-                   help="train.py --recipe: paper (plain Adam, constant lr: only what the paper states), hf-trainer "
+                   help="train --recipe: paper (plain Adam, constant lr: only what the paper states), hf-trainer "
                         "(the HF Trainer's defaults), bert (AdamW wd 0.01, 10%% warmup, linear decay, clip 1.0); "
                         "default hf-trainer, recorded in grid.json")
     p.add_argument("--select-on", default="test", choices=SELECT_ON,
-                   help="train.py --select-on: choose the best epoch and lr on the test set (the paper's way, the "
+                   help="train --select-on: choose the best epoch and lr on the test set (the paper's way, the "
                         "default) or on a seeded 10%% of train; recorded in grid.json")
     p.add_argument("--save-models", action="store_true",
                    help="save every cell's best classifier (needed by the healing analysis' after column and by tsne)")
+    p.add_argument("--devices", metavar="0,1,...",
+                   help="run one cell per GPU at once, each child seeing only its GPU (CUDA_VISIBLE_DEVICES); indices "
+                        "into the GPUs visible to the grid (default: all of CUDA_VISIBLE_DEVICES when it is set, as "
+                        "in a Slurm allocation; else one cell at a time)")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="run N cells at once on the CPU, the cores split between them (OMP_NUM_THREADS, unless it "
+                        "is set: then each child gets that many threads)")
 
 
 @main_wrapper
 def main(argv=None) -> int:
     p = Parser(prog="python -m minibert grid", description=__doc__.split("\n")[0],
-               formatter_class=argparse.RawDescriptionHelpFormatter, epilog="\n".join(__doc__.split("\n")[2:9]))
+               formatter_class=argparse.RawDescriptionHelpFormatter, epilog="\n".join(__doc__.split("\n")[2:10]))
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
     for name, table in GRID_TABLES.items():
         add_grid_args(sub.add_parser(name, help=f"run the cells of {table.title}" + (
@@ -295,6 +357,9 @@ def main(argv=None) -> int:
     r.add_argument("--healing-n", type=int, default=2000,
                    help="test examples for CKA: the whole test set up to this many (default 2000)")
     r.add_argument("--device", default="cpu", help="device for the CKA and probe forward passes")
+    r.add_argument("--margin", type=float, default=2.0, metavar="M",
+                   help="F1 points: a comparison whose 90%% interval lies inside [-M, +M] is 'equivalent within ±M' "
+                        "(default 2)")
     c = sub.add_parser("compare", help="what corruption costs in grid B against grid A, paired by seed "
                                        "(e.g. a probe against fine-tuning)")
     c.add_argument("a", help="grid folder A (the reference, e.g. a fine-tuning table)")
@@ -334,7 +399,8 @@ def run_grid(args) -> int:
     everything = cells(cfg)
     todo = shard(everything, args.shard)
     check_writable(cfg.out)
-    for cell in todo:  # train.py's own checks, before any cell starts: a bad flag fails once, not once per cell
+    where = slots(args.devices, args.workers)
+    for cell in todo:  # `train`'s own checks, before any cell starts: a bad flag fails once, not once per cell
         validate(cell_config(cfg, cell))
     if args.list:
         try:
@@ -350,8 +416,11 @@ def run_grid(args) -> int:
     counts = {s: sum(status(cell_dir(cfg, c)) == s for c in todo) for s in ("done", "partial", "pending")}
     print(f"{args.command}: {len(todo)} cells{f' (shard {args.shard} of {len(everything)})' if args.shard else ''}: "
           f"{counts['done']} done, {counts['partial']} partial, {counts['pending']} pending -> {cfg.out}", flush=True)
+    if len(where) > 1:
+        threads = where[0].env["OMP_NUM_THREADS"]
+        print(f"{len(where)} cells at once: {', '.join(s.name for s in where)}; {threads} thread(s) each", flush=True)
     try:
-        failed, elsewhere = run_cells(cfg, todo)
+        failed, elsewhere = run_cells(cfg, todo, where)
     except KeyboardInterrupt:  # Ctrl-C between two cells (during one, jobs.run_child stops the cell first)
         print("interrupted; rerun the same command to continue", file=sys.stderr)
         return 130

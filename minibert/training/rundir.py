@@ -1,6 +1,7 @@
 """A run directory: the files one `train.py` run writes, written atomically and read back safely.
 
-    <out>/config.json      every argument (under "args"), versions, device, precision, data sizes
+    <out>/config.json      every argument (under "args"), versions, device, precision, data sizes, where the run
+                           was started (origin) and what it saw (seen: CUDA_VISIBLE_DEVICES, device name, threads)
     <out>/corruption.json  what the corruption touched
     <out>/metrics.jsonl    one line per epoch
     <out>/result.json      the best epoch and its metrics; "status": "done" once the run has finished
@@ -14,24 +15,55 @@ failing the same way forever.
 """
 import json
 import os
+import platform
 import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+
+import torch
 
 from ..files import atomic, load_json, read_json, write_json, write_jsonl, write_text  # noqa: F401 (used by callers)
 from ..locks import claim, holder
 
 CONFIG, RESULT, METRICS, CORRUPTION, CHECKPOINT, MODEL, LOCK = (
     "config.json", "result.json", "metrics.jsonl", "corruption.json", "checkpoint.pt", "model", "run.lock")
+# config.json keys written here: the folder the run was started in, relative to the run folder (relative paths among
+# the arguments mean what they meant there), and what the process saw (see seen())
+ORIGIN, SEEN = "origin", "seen"
 
 
 # ---- reading ------------------------------------------------------------------------------------
 
-def read_config(run_dir) -> dict | None:
-    """config.json of a run (a dict with "args"), or None when there is none or it is damaged."""
+def read_config(run_dir, resolve: bool = True) -> dict | None:
+    """config.json of a run (a dict with "args"), or None when there is none or it is damaged.
+
+    The file keeps the paths a run was given as they were typed (what a committed study needs: `$MINIBERT_DATA/...`,
+    hub ids, places relative to the repository). With `resolve`, the relative ones among what a reader must find
+    again (--model when it is a folder, --data-dir, --cache-dir, and the checkpoint folder the run loaded) are made
+    absolute from the folder the run was started in (ORIGIN), so a run is read the same from any working folder."""
     config = read_json(Path(run_dir) / CONFIG)
-    return config if isinstance(config, dict) and isinstance(config.get("args"), dict) else None
+    if not (isinstance(config, dict) and isinstance(config.get("args"), dict)):
+        return None
+    return _resolved(config, Path(run_dir)) if resolve else config
+
+
+def _resolved(config: dict, run_dir: Path) -> dict:
+    """config with its relative paths made absolute from the run's ORIGIN (runs older than ORIGIN: kept as typed)."""
+    if not isinstance(config.get(ORIGIN), str):
+        return config
+    start = (run_dir.resolve() / config[ORIGIN]).resolve()
+
+    def absolute(path, always: bool = True):
+        if not isinstance(path, str) or path.startswith("$") or Path(path).is_absolute():
+            return path  # `$MINIBERT_DATA/...` is expanded where it is read
+        # --model is a folder only when there is one (train reads it the same way); else a hub id or preset
+        return str(start / path) if always or (start / path).is_dir() else path
+
+    args = config["args"]
+    paths = {"model": absolute(args.get("model"), always=False),
+             **{k: absolute(args.get(k)) for k in ("data_dir", "cache_dir")}}
+    return {**config, "args": {**args, **paths}, "checkpoint": absolute(config.get("checkpoint"))}
 
 
 # what every finished result.json holds; one without them was damaged from outside
@@ -165,7 +197,7 @@ def check_out_dir(out, args: dict, resume: bool, announce: bool = True) -> dict 
     check_writable(out)
     if not out.is_dir() or not any(p.name != LOCK for p in out.iterdir()):
         return None
-    config = read_config(out)
+    config = read_config(out, resolve=False)  # compared with the arguments as typed
     if config is None:
         raise ValueError(f"--out {out} is not empty and holds no minibert run (no readable {CONFIG}); "
                          "pick a new --out")
@@ -184,8 +216,24 @@ def check_out_dir(out, args: dict, resume: bool, announce: bool = True) -> dict 
 
 
 def start_out_dir(out, config: dict) -> None:
-    """Create the run folder and record its config.json (kept as it is when resuming)."""
+    """Create the run folder and record its config.json (kept as it is when resuming), with where the run was started
+    (ORIGIN, see read_config) and what the process saw (SEEN: CUDA_VISIBLE_DEVICES, the device's name, threads)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if read_config(out) is None:
-        write_json(out / CONFIG, config)
+    if read_config(out, resolve=False) is None:
+        write_json(out / CONFIG, {**config, ORIGIN: os.path.relpath(Path.cwd().resolve(), out.resolve()),
+                                  SEEN: seen(config)})
+
+
+def seen(config: dict) -> dict:
+    """What a run's process saw: the grid gives each child one GPU (CUDA_VISIBLE_DEVICES) or a share of the cores."""
+    return {"cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "device_name": config.get("gpu") or _cpu_name(), "threads": torch.get_num_threads()}
+
+
+def _cpu_name() -> str:
+    try:  # Linux names the CPU model here; platform.processor() says only "x86_64" there
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
