@@ -421,7 +421,7 @@ def run_grid(args) -> int:
         print(f"{len(where)} cells at once: {', '.join(s.name for s in where)}; {threads} thread(s) each", flush=True)
     try:
         failed, elsewhere = run_cells(cfg, todo, where)
-    except KeyboardInterrupt:  # Ctrl-C between two cells (during one, jobs.run_child stops the cell first)
+    except KeyboardInterrupt:  # Ctrl-C while no cell runs (during one, jobs.Children stops the cells first)
         print("interrupted; rerun the same command to continue", file=sys.stderr)
         return 130
     if elsewhere:

@@ -5,7 +5,7 @@
     train_flags(cfg)                                                # ['--model', 'large', '--corrupt', 'top:0.5']
 
 Each field carries its train.py flag's help text (and metavar, choices): add_flags() builds train.py's argparse
-flags from them, so a new option is written once, here. grid.py turns a cell into train.py flags with
+flags from them, so a new option is written once, here. grid.py turns a cell into `train` flags with
 train_flags(), and minibert/training/trainer.py runs a config. A run's identity is every field but
 NOT_IDENTITY: a resumed run must match the interrupted one in all the others.
 """

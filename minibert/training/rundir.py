@@ -63,7 +63,8 @@ def _resolved(config: dict, run_dir: Path) -> dict:
     args = config["args"]
     paths = {"model": absolute(args.get("model"), always=False),
              **{k: absolute(args.get(k)) for k in ("data_dir", "cache_dir")}}
-    return {**config, "args": {**args, **paths}, "checkpoint": absolute(config.get("checkpoint"))}
+    checkpoint = {"checkpoint": absolute(config["checkpoint"])} if "checkpoint" in config else {}
+    return {**config, "args": {**args, **paths}, **checkpoint}
 
 
 # what every finished result.json holds; one without them was damaged from outside
@@ -165,7 +166,7 @@ def hold(out):
 
     The lock is jobs.py's flock, which the kernel drops when its holder exits, however it exits (kill -9
     too): no stale lock is ever left to clean. A grid holds its own lock on <grid>/logs/<cell>.lock, another
-    file, so its train.py child takes this one beside it. A folder this call made and nothing else wrote to
+    file, so its `train` child takes this one beside it. A folder this call made and nothing else wrote to
     (the run failed on its input) is removed again, while the lock is still held.
     """
     out = Path(out)
