@@ -2,7 +2,8 @@
 
     from minibert.training.device import setup_device, resolve_precision, autocast
     device, rank, world = setup_device("auto")          # joins the process group under torchrun
-    precision = resolve_precision("auto", device)       # bf16 or fp16 on a GPU, fp32 on a CPU
+    precision = resolve_precision("auto", device)       # bf16 on GPUs that have it natively, else fp16; fp32 on a CPU
+    allow_tf32(device, precision)                       # TF32 matmuls only in a mixed-precision run
     with autocast(device, precision): ...
 
 The trainer, eval.py and the config's checks share these; nothing here knows about models or data.
@@ -35,24 +36,42 @@ def setup_device(name: str = "auto") -> tuple[torch.device, int, int]:
         if device.index is None:
             device = torch.device("cuda", local)
         torch.cuda.set_device(device)
-        torch.set_float32_matmul_precision("high")  # fp32 matmuls (the fp32 precision mode, the head) on TF32 tensor cores
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return device, rank, world
 
 
+NATIVE_BF16 = (8, 0)  # compute capability from which a GPU computes in bf16 (Ampere on); older ones emulate it
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Does this GPU compute in bf16 natively? torch.cuda.is_bf16_supported() also counts emulation (V100,
+    T4), which runs bf16 matmuls far slower than fp16."""
+    return torch.cuda.get_device_capability(device) >= NATIVE_BF16
+
+
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """auto -> bf16 on GPUs that have it, else fp16; fp32 on a CPU. Refuses what the device cannot do."""
+    """auto -> bf16 on GPUs that have it natively (compute capability 8.0 on), else fp16 with loss scaling; fp32
+    on a CPU. Refuses what the device cannot do."""
     if precision == "auto":
         if device.type == "cuda":
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+            return "bf16" if native_bf16(device) else "fp16"
         return "fp32"  # autocast on a CPU is slower than fp32 on most CPUs; ask for bf16 explicitly
     if precision == "fp16" and device.type == "cpu":
         raise ValueError("--precision fp16 needs a GPU (a CPU has no fp16 autocast with loss scaling); "
                          "use --precision bf16 or fp32 on a CPU")
-    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ValueError(f"--precision bf16: {torch.cuda.get_device_name(device)} has no bf16; use fp16 or fp32")
+    if precision == "bf16" and device.type == "cuda" and not native_bf16(device):
+        major, minor = torch.cuda.get_device_capability(device)
+        raise ValueError(f"--precision bf16: {torch.cuda.get_device_name(device)} (compute capability {major}.{minor}) "
+                         "only emulates bf16, far slower than fp16; use --precision fp16 or auto")
     return precision
+
+
+def allow_tf32(device: torch.device, precision: str) -> None:
+    """TF32 tensor cores for the fp32 matmuls of a mixed-precision run (the head, the optimiser's math); never
+    in an fp32 run, whose numbers must match a CPU's to 1e-5 (TF32 keeps 10 bits of mantissa, not 23)."""
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("highest" if precision == "fp32" else "high")
 
 
 def autocast(device: torch.device, precision: str):

@@ -21,7 +21,8 @@ from ..data.datasets import load_dataset
 from ..data.encoding import encode
 from ..tokenizer import load_tokenizer
 from .config import micro_batch
-from .device import resolve_precision, setup_device
+from .device import allow_tf32, resolve_precision, setup_device
+from .memory import check_fits_on_gpu
 from .optim import settings
 
 VAL_FRACTION = 0.1  # select_on="val": the share of train held out to choose the epoch and lr
@@ -59,6 +60,7 @@ def prepare(cfg) -> Prepared:
     """Device, model files, corruption spec, data and tokens: every input error lands here, before training."""
     device, rank, world = setup_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
+    allow_tf32(device, precision)
     checkpoint = resolve(cfg.model)
     config = BertConfig.from_json(checkpoint / "config.json")
     parse_spec(cfg.corrupt, config.num_hidden_layers, has_pooler=config.flavour == "bert")
@@ -71,6 +73,11 @@ def prepare(cfg) -> Prepared:
     if cfg.mode == "finetune" and len(enc[0]) <= micro_batch(cfg, world) * (world - 1):
         raise ValueError(f"{len(enc[0])} training examples leave some of the {world} processes without a batch; "
                          "use fewer processes or a smaller --batch-size")
+    if device.type == "cuda":  # the longest batch's peak against what the GPU has free, before the first step
+        longest = -(-int(enc[0].lengths.max()) // 8) * 8  # batches are padded to a multiple of 8
+        check_fits_on_gpu(config, cfg.batch_size // world, cfg.grad_accum, min(longest, max_length), precision, cfg.mode,
+                          torch.cuda.mem_get_info(device)[0], f"--device {device} ({torch.cuda.get_device_name(device)})",
+                          len(ds.label_names))
     return Prepared(device, rank, world, precision, checkpoint, config, ds, tokenizer, max_length, *enc)
 
 
@@ -83,6 +90,24 @@ def clamp_max_length(asked: int | None, default: int, config: BertConfig, say: b
     return min(asked or default, positions)
 
 
+def device_kind(data: Prepared) -> str:
+    """What a run computes on, as config.json records it: the GPU's name, or "cpu"."""
+    return torch.cuda.get_device_name(data.device) if data.device.type == "cuda" else "cpu"
+
+
+def check_resume_compute(config: dict, data: Prepared, out) -> None:
+    """A run resumed on another kind of device: refused when its precision would change half-way (the epochs
+    before and after would not be one run), said aloud when only the device differs (numbers round differently)."""
+    before, kind = config.get("precision"), config.get("gpu") or "cpu"
+    if before is not None and before != data.precision:
+        raise ValueError(f"--resume: {out} trained its first epochs in {before} on {kind}; here its --precision "
+                         f"{config['args'].get('precision')} resolves to {data.precision} on {device_kind(data)}. "
+                         f"Resume it with --precision {before}, on the kind of device it started on, or use a new --out")
+    if kind != device_kind(data) and data.rank == 0:
+        print(f"note: {out} started on {kind} and resumes on {device_kind(data)} in {data.precision}: the epochs "
+              "after this one round differently from an uninterrupted run", file=sys.stderr)
+
+
 def run_info(cfg, data: Prepared) -> dict:
     """config.json: the arguments, the recipe's resolved values, sizes, device and versions."""
     def v(pkg):
@@ -92,7 +117,7 @@ def run_info(cfg, data: Prepared) -> dict:
             return None
     device = data.device
     return {"args": asdict(cfg), "recipe": asdict(settings(cfg)), "device": str(device), "world_size": data.world,
-            "precision": data.precision, "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+            "precision": data.precision, "gpu": device_kind(data) if device.type == "cuda" else None,
             "max_length": data.max_length, "num_train": len(data.train), "num_test": len(data.test),
             "num_val": len(data.val) if data.val is not None else None,
             "label_names": data.dataset.label_names, "dataset_notes": data.dataset.notes,

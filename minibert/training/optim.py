@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 
 from . import rundir
 
@@ -67,11 +68,25 @@ def make_optimizer(cfg, clf, total_steps: int, device) -> tuple[list, object, ob
     return params, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier), r.grad_clip
 
 
-def save_state(path: Path, clf, optimizer, scheduler, scaler, device, progress: dict) -> None:
-    """checkpoint.pt: everything a resumed run needs to continue bit for bit, plus `progress` (epoch, history)."""
+def rng_states(device, world: int = 1) -> list[dict]:
+    """Every torchrun rank's random number generator states (the CPU's and its GPU's), in rank order. Each rank
+    draws its own dropout masks, so a resumed run needs each rank's own states back. Collective: every rank
+    calls it."""
+    mine = {"rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(device).cpu() if device.type == "cuda" else None}
+    if world == 1:
+        return [mine]
+    states = [None] * world
+    dist.all_gather_object(states, mine)
+    return states
+
+
+def save_state(path: Path, clf, optimizer, scheduler, scaler, rngs: list[dict], progress: dict) -> None:
+    """checkpoint.pt: everything a resumed run needs to continue bit for bit, plus `progress` (epoch, history).
+    rngs: rng_states(), one per rank."""
     state = {"model": clf.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "scaler": scaler.state_dict() if scaler is not None else None, "rng": torch.get_rng_state(),
-             "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None, **progress}
+             "scaler": scaler.state_dict() if scaler is not None else None, **rngs[0], "rank_rngs": rngs,
+             **progress}
     with rundir.atomic(path) as tmp:
         torch.save(state, tmp)
 
@@ -85,8 +100,9 @@ def _damaged(path: Path, e: Exception) -> ValueError:
                       "this run again from its first epoch")
 
 
-def load_state(path: Path, clf, optimizer, scheduler, scaler, device) -> dict:
-    """Restore what save_state wrote; returns its `progress`. A damaged file is a one-line error."""
+def load_state(path: Path, clf, optimizer, scheduler, scaler, device, rank: int = 0) -> dict:
+    """Restore what save_state wrote, with this rank's own RNG states; returns its `progress`. A damaged file is a
+    one-line error."""
     try:
         state = torch.load(path, map_location=device, weights_only=True)
         clf.load_state_dict(state["model"])
@@ -96,9 +112,11 @@ def load_state(path: Path, clf, optimizer, scheduler, scaler, device) -> dict:
         raise _damaged(path, e) from None
     if scaler is not None:
         scaler.load_state_dict(state["scaler"])
-    torch.set_rng_state(state["rng"].cpu())
-    if device.type == "cuda" and state["cuda_rng"] is not None:
-        torch.cuda.set_rng_state(state["cuda_rng"].cpu(), device)
+    ranks = state.get("rank_rngs") or [state]  # a checkpoint from before every rank's states were kept: rank 0's
+    rng = ranks[rank] if rank < len(ranks) else ranks[0]  # more ranks than saved: they were not resumable anyway
+    torch.set_rng_state(rng["rng"].cpu())
+    if device.type == "cuda" and rng["cuda_rng"] is not None:
+        torch.cuda.set_rng_state(rng["cuda_rng"].cpu(), device)
     return {k: state[k] for k in ("epoch", "history", "seconds", "train_tokens", "train_seconds")}
 
 

@@ -63,12 +63,13 @@ from .convergence import convergence, describe
 from .device import autocast, to_device
 from .dynamics import Dynamics
 from .evaluation import evaluate, extract
-from .inputs import Prepared, prepare, run_info, save_model
+from .inputs import Prepared, check_resume_compute, prepare, run_info, save_model
 from .metrics import majority_baseline
-from .optim import load_model_state, load_state, make_optimizer, save_state, settings
+from .optim import load_model_state, load_state, make_optimizer, rng_states, save_state, settings
 
 COLLAPSE_FRACTION = 0.95  # a best epoch predicting one class for this share of the test set has collapsed
 LOG_EVERY = 20  # optimiser steps between the loss syncs that feed the progress bar and the NaN check
+COMPILE_BUCKET = 32  # with --compile, batches are padded to a multiple of this: few shapes, few compiled graphs
 # Why a run stops before its last epoch. NONFINITE finishes it as diverged; STOP_AFTER_EPOCH leaves it to --resume.
 NONFINITE, STOP_AFTER_EPOCH = "nonfinite", "stop_after_epoch"
 
@@ -169,9 +170,11 @@ def finetune(run: Run) -> str | None:
     params, optimizer, scheduler, clip = make_optimizer(cfg, clf, cfg.epochs * steps_per_epoch, device)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")  # fp16 needs loss scaling; bf16 not
     start = run.resume(optimizer, scheduler, scaler)
-    ddp = torch.nn.parallel.DistributedDataParallel(
-        clf, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else None
-    model = torch.compile(ddp or clf) if cfg.compile else (ddp or clf)
+    # device_ids=None: the batch is already on this rank's GPU, and DDP would move its host-side lengths there too
+    ddp = torch.nn.parallel.DistributedDataParallel(clf, device_ids=None) if world > 1 else None
+    # compiled: one graph per (batch size, bucketed length), so a run compiles a bounded number of them
+    model = torch.compile(ddp or clf, dynamic=False) if cfg.compile else (ddp or clf)
+    multiple = COMPILE_BUCKET if cfg.compile else 8
 
     for epoch in range(start, cfg.epochs):
         t0 = time.time()
@@ -179,7 +182,8 @@ def finetune(run: Run) -> str | None:
         loss_sum, n_loss, tokens, nonfinite = torch.zeros((), device=device), 0, 0, False
         bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", leave=False,
                    disable=True if rank else None)  # None: off when stderr is not a terminal
-        every = batches(data.train, micro, shuffle=True, seed=cfg.seed, epoch=epoch, pad_id=pad_id)
+        every = batches(data.train, micro, shuffle=True, seed=cfg.seed, epoch=epoch, pad_id=pad_id,
+                        multiple_of=multiple, max_length=data.max_length)
         mine = islice(every, rank, n_micro * world, world)  # equal counts per rank
         for i, batch in enumerate(mine):  # this rank's micro-batches: a pure function of (seed, epoch)
             group_size = min(cfg.grad_accum, n_micro - (i - i % cfg.grad_accum))
@@ -187,11 +191,11 @@ def finetune(run: Run) -> str | None:
             b = to_device(batch, device)
             with ddp.no_sync() if ddp is not None and not last else nullcontext():  # sync grads once per step
                 with autocast(device, precision):
-                    logits = model(b["input_ids"], b["attention_mask"], b["token_type_ids"])
+                    logits = model(b["input_ids"], b["attention_mask"], b["token_type_ids"], b["lengths"])
                     loss = F.cross_entropy(logits, b["labels"])
                 scaler.scale(loss / group_size).backward()
             loss_sum += loss.detach()  # stays on the device: no sync per step
-            n_loss, tokens = n_loss + 1, tokens + int(batch["attention_mask"].sum())  # counted on the CPU
+            n_loss, tokens = n_loss + 1, tokens + int(batch["lengths"].sum())  # counted on the host
             if not last:
                 continue
             scaler.unscale_(optimizer)
@@ -203,15 +207,13 @@ def finetune(run: Run) -> str | None:
             scheduler.step()
             bar.update()
             if bar.n % LOG_EVERY == 0 or bar.n == steps_per_epoch:
-                stat = loss_sum / n_loss
-                if world > 1:
-                    dist.all_reduce(stat)  # every rank sees a NaN on any rank, and stops at the same step
-                if not math.isfinite(mean := stat.item()):
+                # every rank sees a NaN on any rank, and stops at the same step
+                if not math.isfinite(mean := rank_mean(loss_sum / n_loss, world)):
                     nonfinite = True
                     break
                 bar.set_postfix(loss=f"{mean:.4f}", tok_s=f"{tokens * world / (time.time() - t0):,.0f}")
         bar.close()
-        stats = EpochStats((loss_sum / max(n_loss, 1)).item(), tokens * world, time.time() - t0,
+        stats = EpochStats(rank_mean(loss_sum / max(n_loss, 1), world), tokens * world, time.time() - t0,
                            scheduler.get_last_lr()[0], nonfinite)
 
         # Evaluate: pooled features of the test set, then the head in fp32 with dropout off.
@@ -299,7 +301,7 @@ class Run:
         path = self.out / rundir.CHECKPOINT
         if not path.is_file():
             return 0
-        p = load_state(path, self.clf, optimizer, scheduler, scaler, self.data.device)
+        p = load_state(path, self.clf, optimizer, scheduler, scaler, self.data.device, self.data.rank)
         self.history, self.seconds = p["history"], p["seconds"]
         self.train_tokens, self.train_seconds = p["train_tokens"], p["train_seconds"]
         self.saved = p["epoch"]
@@ -373,11 +375,23 @@ class Run:
 
     def checkpoint(self, done: int, state) -> None:
         """checkpoint.pt after `done` epochs; after the last only with keep_checkpoint (result.json then counts)."""
-        if self.main and (done < self.cfg.epochs or self.cfg.keep_checkpoint):
-            save_state(self.out / rundir.CHECKPOINT, self.clf, *state, self.data.device,
+        if not (done < self.cfg.epochs or self.cfg.keep_checkpoint):
+            return
+        rngs = rng_states(self.data.device, self.data.world)  # every rank's, gathered on every rank
+        if self.main:
+            save_state(self.out / rundir.CHECKPOINT, self.clf, *state, rngs,
                        {"epoch": done, "history": self.history, "seconds": self.seconds + time.time() - self.t_start,
                         "train_tokens": self.train_tokens, "train_seconds": self.train_seconds})
             self.saved = done
+
+
+def rank_mean(value: torch.Tensor, world: int) -> float:
+    """The mean of a 0-dim tensor over the torchrun ranks (itself with one process), on the host: a sync."""
+    if world > 1:
+        value = value.clone()
+        dist.all_reduce(value)  # summed over the ranks
+        value /= world
+    return value.item()
 
 
 def top_class_fraction(preds) -> float:
@@ -433,6 +447,8 @@ def identity(cfg: TrainConfig) -> dict:
 def open_out(cfg: TrainConfig, data: Prepared) -> dict | None:
     """Check the run folder on every rank, then create it on rank 0; the result of a finished run, else None."""
     finished = rundir.check_out_dir(cfg.out, identity(cfg), cfg.resume, announce=data.rank == 0)
+    if finished is None and (Path(cfg.out) / rundir.CHECKPOINT).is_file():  # a resume: the same precision
+        check_resume_compute(rundir.read_config(cfg.out, resolve=False), data, cfg.out)
     if data.world > 1:
         dist.barrier()  # every rank has looked at the folder before rank 0 writes into it
     if finished is None and data.rank == 0:
