@@ -37,6 +37,19 @@ def test_json_has_every_row(result, tmp_path):
     assert "epoch" in bench.table(result) and "ratio" in bench.table(result)
 
 
+def test_dispatch_rows_count_kernels_and_no_minibert_sync(result):
+    """The dispatch rows ([CLS], mean, sentence pairs): minibert's training step waits on the host 0 times."""
+    rows = {d["row"].split(" (")[0]: d for d in result["dispatch"]}
+    assert set(rows) == {"[CLS] sst2 8", "mean sst2 8", "[CLS] mrpc pairs 8"}
+    for name, d in rows.items():
+        assert d["minibert_syncs"] == 0 and d["minibert_sync_ops"] == {}, (name, d)
+        assert d["minibert_kernels"] > 0 and d["reference_kernels"] > 0, (name, d)
+        assert d["kernel_ratio"] == pytest.approx(d["minibert_kernels"] / d["reference_kernels"])
+        assert d["minibert_kernels"] < d["reference_kernels"], (name, d)
+    lines = bench.table(result).splitlines()
+    assert sum(line.startswith(("kernels/step", "host syncs/step")) for line in lines) == 2 * len(rows)
+
+
 def test_both_systems_compute_the_same_thing(result):
     """Logits, loss and gradients of the timed batches agree: the ratios compare equal work."""
     assert set(result["checks"]) == {r["row"] for r in result["rows"] if not r["row"].startswith("epoch")}

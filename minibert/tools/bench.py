@@ -14,9 +14,15 @@ Rows:
   clf forward  the classifier's forward on real SST-2 sentences padded to the longest (a user's collator)
   train step   forward + backward + AdamW (fused, HF Trainer's default) of the classifier, on both batches
   epoch        training steps over real SST-2 / IMDB text with each system's natural batching; minibert:
-               length-grouped batches padded to their longest (encoding.batches). Reference, two ways:
-               padded to max_length (the common tutorial recipe) and the Trainer's group_by_length
-               (LengthGroupedSampler + padding to the batch's longest). Reported as real tokens/s.
+               the trainer's length-grouped batches padded to their longest rounded up to a multiple of 8
+               (encoding.batches). Reference, two ways: padded to max_length (the common tutorial recipe)
+               and the Trainer's group_by_length (LengthGroupedSampler + padding to the batch's longest).
+               Reported as real tokens/s.
+  dispatch     what one training forward + backward of the classifier asks of the device, counted with
+               tools/dispatch.py: kernel-launching (non-view) operators and host-syncing ones, on the
+               padded SST-2 batch with [CLS] and with mean pooling (the reference's mean: its encoder, the
+               same masked mean, its dropout and classifier) and on MRPC sentence pairs. Not timed: the
+               counts are the same on a CPU and a GPU, and fewer of each is a faster small-batch GPU step.
 
 Model FLOPs (PaLM, appendix B; nanoGPT's estimate_mfu), per real token of a sequence of length T:
   forward 2N + 4LHT, training 6N + 12LHT, N = the matmul weights of the layers (embeddings are lookups),
@@ -43,6 +49,7 @@ from ..config import PRESETS, BertConfig
 from ..data import encoding
 from ..heads import SequenceClassifier
 from ..model import Bert
+from ..training.device import to_device
 from .bench_data import (
     data_root,
     load_tokenizer_for_bench,
@@ -51,6 +58,7 @@ from .bench_data import (
     real_split,
     reference_batches,
 )
+from .dispatch import DispatchCounter
 from .parity import import_transformers
 
 MINILM = BertConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536)
@@ -108,10 +116,22 @@ def sync_reference(ours: SequenceClassifier, ref):
 
 
 def logits_of(model, batch):
-    if isinstance(model, SequenceClassifier):
-        return model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
+    if isinstance(model, SequenceClassifier):  # lengths (on the host) spare it a sync, as in the trainer
+        return model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"), batch.get("lengths"))
     return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                  token_type_ids=batch.get("token_type_ids")).logits
+
+
+def reference_mean_logits(ref, batch):
+    """The reference with minibert's mean pooling (heads.mean_pool's formula: real tokens but [CLS]): its
+    encoder, the masked mean, its classifier's dropout and linear layer. Its BertModel also runs its pooler,
+    unused here: 2 of the reference's counted kernels (a linear layer and tanh)."""
+    h = ref.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                       token_type_ids=batch.get("token_type_ids")).last_hidden_state
+    keep = batch["attention_mask"].clone()
+    keep[:, 0] = 0
+    keep = keep.unsqueeze(-1).to(h.dtype)
+    return ref.classifier(ref.dropout((h * keep).sum(1) / keep.sum(1).clamp(min=1.0)))
 
 
 def encoder_of(model):
@@ -246,8 +266,8 @@ def fixed_batch(config, B, T, device, seed=0) -> dict:
     batch = {"input_ids": torch.randint(1000, config.vocab_size, (B, T), generator=g),
              "attention_mask": torch.ones(B, T, dtype=torch.long),
              "token_type_ids": torch.zeros(B, T, dtype=torch.long),
-             "labels": torch.randint(0, 2, (B,), generator=g)}
-    return {k: v.to(device) for k, v in batch.items()}
+             "labels": torch.randint(0, 2, (B,), generator=g), "lengths": torch.full((B,), T)}
+    return to_device(batch, device)
 
 
 # ---- the rows --------------------------------------------------------------------------------
@@ -320,8 +340,8 @@ class Bench:
         enc = encoding.encode(split, tok, max_length)
         sync_reference(self.ours, self.ref)
         def to_dev(bs):
-            return [{k: v.to(self.device) for k, v in b.items()} for b in bs]
-        ours = to_dev(minibert_batches(enc, self.s.epoch_batch, self.s.seed, tok.pad_id))
+            return [to_device(b, self.device) for b in bs]
+        ours = to_dev(minibert_batches(enc, self.s.epoch_batch, self.s.seed, tok.pad_id, max_length))
         theirs = to_dev(reference_batches(enc, self.s.epoch_batch, max_length if reference_max_length else None,
                                           self.s.seed, tok.pad_id))
         assert len(ours) == len(theirs), "both batchings cut the same examples into as many batches"
@@ -349,6 +369,26 @@ class Bench:
         out["padding"] = {who: 1 - int(enc.lengths.sum()) / n for who, n in slots.items()}
         return out
 
+    def dispatch(self, name, batch, pooling: str) -> dict:
+        """Kernel-launching and host-syncing operators of one training forward + backward (dropout on), each
+        system on the same batch, under the autocast the timed rows use."""
+        if pooling == "cls":
+            systems = {"minibert": (self.ours, logits_of), "reference": (self.ref, logits_of)}
+        else:  # the same encoder weights under a mean-pooling head
+            mean = SequenceClassifier(self.ours.encoder, self.ours.num_labels, pooling="mean").to(self.device)
+            systems = {"minibert": (mean, logits_of), "reference": (self.ref, reference_mean_logits)}
+        out = {"row": name, "pooling": pooling}
+        for who, (model, logits) in systems.items():
+            model.train()
+            model.zero_grad(set_to_none=True)  # else the backward adds each gradient to the last: more kernels
+            with DispatchCounter() as count, self.autocast():
+                F.cross_entropy(logits(model, batch).float(), batch["labels"]).backward()
+            model.zero_grad(set_to_none=True)
+            out[f"{who}_kernels"], out[f"{who}_syncs"] = count.kernels, count.syncs
+            out[f"{who}_sync_ops"] = dict(count.sync_ops)
+        out["kernel_ratio"] = out["minibert_kernels"] / out["reference_kernels"]
+        return out
+
 
 def run(s: Settings, log=print) -> dict:
     """Every row; returns the JSON-able result."""
@@ -360,11 +400,22 @@ def run(s: Settings, log=print) -> dict:
     fixed = fixed_batch(b.config, s.batch, s.length, b.device, s.seed)
     shape = f"{s.batch}x{s.length}"
     steps = [lambda: b.forward(f"encoder forward {shape}", fixed, encoder=True)]
+    dispatch = []
     if root is not None:
         split, _ = real_split("sst2", root, s.sst2_batch, s.seed)
         sst2 = padded_batch(tok, split, b.device)
         pad = 1 - sst2["attention_mask"].float().mean().item()
         steps.append(lambda: b.forward(f"clf forward sst2 {s.sst2_batch} ({pad:.0%} pad)", sst2, encoder=False))
+        dispatch += [b.dispatch(f"[CLS] sst2 {s.sst2_batch} ({pad:.0%} pad)", sst2, "cls"),
+                     b.dispatch(f"mean sst2 {s.sst2_batch} ({pad:.0%} pad)", sst2, "mean")]
+        if (root / "mrpc").is_dir():
+            mrpc = padded_batch(tok, real_split("mrpc", root, s.sst2_batch, s.seed)[0], b.device)
+            mpad = 1 - mrpc["attention_mask"].float().mean().item()
+            dispatch.append(b.dispatch(f"[CLS] mrpc pairs {s.sst2_batch} ({mpad:.0%} pad)", mrpc, "cls"))
+        else:
+            log(f"no {root / 'mrpc'}: the sentence-pair dispatch row is skipped")
+        for d in dispatch:
+            log("\n".join(format_dispatch(d)))
     steps.append(lambda: b.train(f"train step {shape}", fixed))
     if root is not None:
         steps.append(lambda: b.train(f"train step sst2 {s.sst2_batch} ({pad:.0%} pad)", sst2))
@@ -378,7 +429,7 @@ def run(s: Settings, log=print) -> dict:
         log(format_row(rows[-1]))
     return {"machine": machine(b.device), "settings": {**vars(s), "dtype": str(s.dtype)},
             "model": {**vars(b.config), "matmul_params": matmul_params(b.config)},
-            "ceiling_tflops": b.ceiling / 1e12, "rows": rows, "checks": b.checks}
+            "ceiling_tflops": b.ceiling / 1e12, "rows": rows, "dispatch": dispatch, "checks": b.checks}
 
 
 def machine(device) -> dict:
@@ -405,8 +456,18 @@ def format_row(r: dict) -> str:
             f"{r['minibert_mfu']:7.1%} {r['reference_mfu']:7.1%}")
 
 
+def format_dispatch(d: dict) -> list[str]:
+    """Two table lines of a dispatch row: kernel-launching operators and host syncs per training step."""
+    syncs = f"{d['minibert_syncs'] / d['reference_syncs']:5.2f}x" if d["reference_syncs"] else "     -"
+    return [f"{'kernels/step ' + d['row']:52s} {d['minibert_kernels']:>10d} {d['reference_kernels']:>10d} "
+            f"{d['kernel_ratio']:5.2f}x",
+            f"{'host syncs/step ' + d['row']:52s} {d['minibert_syncs']:>10d} {d['reference_syncs']:>10d} "
+            f"{syncs}"]
+
+
 def table(result: dict) -> str:
     lines = [HEADER, *map(format_row, result["rows"])]
+    lines += [line for d in result["dispatch"] for line in format_dispatch(d)]
     m, cfg = result["machine"], result["model"]
     lines.append(f"throughput in tokens/s (epoch rows: real tokens/s); {result['settings']['dtype']}, "
                  f"{cfg['num_hidden_layers']}x{cfg['hidden_size']}; ceiling {result['ceiling_tflops']:.3f} TFLOP/s "

@@ -11,6 +11,7 @@ import torch
 from ..data import encoding
 from ..data.datasets import default_data_root, load_dataset
 from ..tokenizer import load_tokenizer, pad_batch
+from ..training.device import to_device
 from .parity import import_transformers
 
 
@@ -39,11 +40,12 @@ def real_split(name: str, root: Path, n: int, seed: int):
 
 
 def padded_batch(tok, split, device) -> dict:
-    """The examples padded to their longest, as a user's collator does."""
+    """The examples (single sentences or pairs) padded to their longest, as a user's collator does; their
+    lengths stay on the host, where minibert reads them (to_device)."""
     ids, type_ids = tok.encode(split.texts, split.pairs, max_length=128)
     batch = tok.pad(ids, type_ids)
     batch["labels"] = torch.tensor(split.labels[:len(ids)])
-    return {k: v.to(device) for k, v in batch.items()}
+    return to_device(batch, device)
 
 
 def _collate(enc, index, T: int, pad_id: int) -> dict:
@@ -67,6 +69,8 @@ def reference_batches(enc, batch_size: int, max_length: int | None, seed: int, p
     return [_collate(enc, c, max_length or int(enc.lengths[c].max()), pad_id) for c in chunks]
 
 
-def minibert_batches(enc, batch_size: int, seed: int, pad_id: int) -> list[dict]:
-    """minibert's own batching: length-grouped, padded to each batch's longest (encoding.batches)."""
-    return list(encoding.batches(enc, batch_size, shuffle=True, group_by_length=True, seed=seed, pad_id=pad_id))
+def minibert_batches(enc, batch_size: int, seed: int, pad_id: int, max_length: int | None = None) -> list[dict]:
+    """minibert's own batching, the trainer's: length-grouped, padded to each batch's longest rounded up to a
+    multiple of 8 but not past max_length (encoding.batches)."""
+    return list(encoding.batches(enc, batch_size, shuffle=True, group_by_length=True, seed=seed, pad_id=pad_id,
+                                 multiple_of=8, max_length=max_length))
