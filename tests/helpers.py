@@ -136,15 +136,23 @@ def assert_one_line_error(status, stderr):
 
 # ---- finished runs written by hand: a grid cell with a chosen learning curve ----------
 
-def history(scores, losses):
-    return [{"epoch": i + 1, "weighted_f1": f, "train_loss": loss} for i, (f, loss) in enumerate(zip(scores, losses))]
+def history(scores, losses, val=None):
+    """metrics.jsonl's records: test weighted F1 `scores`, train `losses` and, where given, the validation metric
+    `val` (val_weighted_f1 and val_accuracy alike), which the convergence flag reads instead of the test metric."""
+    out = [{"epoch": i + 1, "weighted_f1": f, "train_loss": loss} for i, (f, loss) in enumerate(zip(scores, losses))]
+    for record, v in zip(out, val or []):
+        record.update(val_weighted_f1=v, val_accuracy=v)
+    return out
 
 
-def write_cell(run_dir, scores, losses, majority=0.4):
+def write_cell(run_dir, scores, losses, majority=0.4, val="same", num_train=100, **result):
+    """A finished grid cell with the given learning curve. val: the validation curve, by default the test curve
+    (so the convergence flag sees what the test set saw); None for a run without a validation set."""
     run_dir.mkdir(parents=True)
     (run_dir / "config.json").write_text(json.dumps({"args": {"seed": 0}, "label_names": ["neg", "pos"],
-                                                     "num_train": 100, "num_test": 50}))
-    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history(scores, losses)))
+                                                     "num_train": num_train, "num_test": 50}))
+    records = history(scores, losses, scores if val == "same" else val)
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     (run_dir / "result.json").write_text(json.dumps({
         "status": "done", "best": {"weighted_f1": max(scores)}, "diverged": False, "best_epoch": 1, "lr": 2e-5,
-        "seconds": 1.0, "majority_f1": majority}))  # no convergence record: the report computes it from metrics
+        "seconds": 1.0, "majority_f1": majority, **result}))  # no convergence record: the report computes it

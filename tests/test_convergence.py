@@ -1,6 +1,12 @@
-"""A run knows whether it stopped learning; the report counts, sets apart and warns about those that did not;
-the data-budget axis runs each cell at several sizes and draws F1 against examples."""
+"""A run knows whether it stopped learning, from its validation metric and train loss, never its test metric; the
+report counts, sets apart and warns about those that did not; the data-budget axis runs each cell at several sizes
+and draws F1 against examples."""
+import json
+import random
 import re
+import shutil
+import subprocess
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -10,16 +16,20 @@ from minibert.study.budget import budget_panels, budget_section
 from minibert.study.cells import GridConfig, cells, write_manifest
 from minibert.study.grid import cell_config, grid_config
 from minibert.study.report import convergence_warning, report
-from minibert.study.summary import Row
+from minibert.study.summary import Row, run_facts
 from minibert.training.convergence import convergence, describe
+from minibert.training.rundir import read_result
 
-PLATEAU = history([.70, .80, .84, .85, .85, .86, .85, .86, .85, .86], [.6, .4, .3, .2, .12, .07, .05, .04, .035, .03])
-RISING = history([.50, .55, .60, .63, .66, .69, .72, .74, .76, .78], [.68, .66, .63, .60, .57, .54, .51, .48, .45, .42])
+REPO = Path(__file__).resolve().parent.parent
+F1 = [.70, .80, .84, .85, .85, .86, .85, .86, .85, .86]
+PLATEAU = history(F1, [.6, .4, .3, .2, .12, .07, .05, .04, .035, .03], val=F1)
+UP = [.50, .55, .60, .63, .66, .69, .72, .74, .76, .78]
+RISING = history(UP, [.68, .66, .63, .60, .57, .54, .51, .48, .45, .42], val=UP)
 
 
 def test_a_plateau_has_converged_and_a_rising_curve_has_not():
     flat = convergence(PLATEAU, "weighted_f1", num_labels=2)
-    assert not flat["still_improving"] and flat["window"] == 3
+    assert not flat["still_improving"] and flat["window"] == 3 and flat["basis"] == "validation"
     assert flat["gain"] == pytest.approx(0.0033333, abs=1e-6)  # (.86+.85+.86)/3 - (.85+.86+.85)/3
     assert flat["train_loss_vs_chance"] == pytest.approx(0.03 / 0.693147, abs=1e-5)
     rising = convergence(RISING, "weighted_f1", num_labels=2)
@@ -27,19 +37,83 @@ def test_a_plateau_has_converged_and_a_rising_curve_has_not():
     assert "STILL IMPROVING" in describe(rising) and describe(flat) == "converged"
 
 
+def test_the_flag_reads_the_validation_metric_never_the_test_one():
+    fitted = [.08, .07, .06, .05, .05, .05]  # a fitted model: the train loss says nothing either way
+    test_rising = history([.60, .62, .64, .66, .68, .70], fitted, val=[.80] * 6)
+    val_rising = history([.80] * 6, fitted, val=[.60, .62, .64, .66, .68, .70])
+    assert not convergence(test_rising, "weighted_f1", 2)["still_improving"]
+    assert convergence(val_rising, "weighted_f1", 2)["still_improving"]
+
+
+def test_a_rise_within_the_noise_of_a_small_validation_set_is_not_learning():
+    fitted = [.05] * 6
+    # 100 validation examples: a mean rise of exactly one example per epoch is one borderline example flipping
+    one = history([.8] * 6, fitted, val=[.85, .85, .85, .86, .86, .86])
+    c = convergence(one, "weighted_f1", 2, num_val=100)
+    assert c["gain_examples"] == pytest.approx(1.0) and not c["still_improving"]
+    # +5 points on average, but the epochs jump by 10 points: within the noise between epochs (t < 2.132)
+    noisy = history([.8] * 6, fitted, val=[.70, .80, .60, .80, .65, .80])
+    c = convergence(noisy, "weighted_f1", 2, num_val=50)
+    assert c["gain"] == pytest.approx(0.05) and c["gain_t"] < 2.132 and not c["still_improving"]
+    # the same rise with a steady climb is learning
+    steady = history([.8] * 6, fitted, val=[.60, .62, .64, .66, .68, .70])
+    c = convergence(steady, "weighted_f1", 2, num_val=50)
+    assert c["gain_examples"] == pytest.approx(3.0) and c["gain_t"] > 2.132 and c["still_improving"]
+    assert "validation metric +6.00 points, 3 examples" in describe(c)
+
+
 def test_a_falling_loss_counts_only_while_the_model_has_not_fit_its_data():
     # the metric is flat in both; the loss falls by half in both, but only the first is still far from fitted
-    learning = history([.6] * 6, [.69, .66, .63, .45, .40, .35])
-    memorising = history([.9] * 6, [.08, .07, .06, .03, .02, .01])
+    learning = history([.6] * 6, [.69, .66, .63, .45, .40, .35], val=[.6] * 6)
+    memorising = history([.9] * 6, [.08, .07, .06, .03, .02, .01], val=[.9] * 6)
     assert convergence(learning, "weighted_f1", 2)["still_improving"]
     assert not convergence(memorising, "weighted_f1", 2)["still_improving"]
 
 
+def test_without_a_validation_set_only_a_fitted_model_has_converged():
+    """--select-on test runs hold no validation set: the train loss alone decides, and a slowly falling loss far
+    from fitted (the 2-epoch runs of results/minilm-short) is still learning, whatever the test set says."""
+    slow = history([.45, .66], [.684, .642])  # test F1 +21 points, train loss -6%
+    c = convergence(slow, "weighted_f1", 2)
+    assert c["basis"] == "train loss" and c["still_improving"]
+    fitted = convergence(history([.9] * 6, [.05, .04, .04, .04, .04, .04]), "weighted_f1", 2)
+    assert not fitted["still_improving"] and describe(fitted) == "converged (train loss only: no validation set)"
+
+
 def test_short_runs_compare_halves_and_one_epoch_cannot_have_converged():
-    two = convergence(history([.44, .64], [.68, .62]), "weighted_f1", 2)
+    two = convergence(history([.44, .64], [.68, .62], val=[.44, .64]), "weighted_f1", 2)
     assert two["window"] == 1 and two["gain"] == pytest.approx(0.2) and two["still_improving"]
-    one = convergence(history([.5], [.7]), "weighted_f1", 2)
+    one = convergence(history([.5], [.7], val=[.5]), "weighted_f1", 2)
     assert one["still_improving"] and one["gain"] is None and "one epoch" in describe(one)
+
+
+def committed_cells(study: str = "results/minilm") -> list[Path]:
+    try:
+        listing = subprocess.run(["git", "ls-files", study], cwd=REPO, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError) as e:
+        pytest.skip(f"needs a git checkout ({e})")
+    return sorted({REPO / Path(p).parent for p in listing.stdout.split() if p.endswith("/metrics.jsonl")})
+
+
+def test_changing_only_the_test_metrics_of_a_committed_cell_does_not_change_its_flag(tmp_path):
+    """Every committed cell of the converged study, its test metrics in metrics.jsonl replaced by random ones (and
+    a result.json flag made by the old, test-reading rule dropped): the report's flag stays what it was."""
+    cells_ = committed_cells()
+    if not cells_:
+        pytest.skip("no committed cell of results/minilm")
+    rng, flagged = random.Random(0), 0
+    for cell in cells_:
+        result = read_result(cell)
+        before = run_facts(cell, result)["still_improving"]
+        copy = tmp_path / cell.name
+        shutil.copytree(cell, copy)
+        records = [json.loads(line) for line in (copy / "metrics.jsonl").read_text().splitlines()]
+        for r in records:
+            r.update({k: rng.random() for k in ("weighted_f1", "macro_f1", "accuracy", "loss", "top_class_fraction")})
+        (copy / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+        assert run_facts(copy, read_result(copy))["still_improving"] == before, cell.name
+        flagged += bool(before)
+    assert 0 < flagged < len(cells_)  # both kinds of cell were tried
 
 
 # ---- the report ------------------------------------------------------------------------------
@@ -62,7 +136,7 @@ def budget(tmp_path_factory):
         rising = cell.limit == 100 and cell.side == "bottom"
         scores = [top - 0.01 * (7 - i) for i in range(8)] if rising else [top - 0.1, top - 0.01] + [top] * 6
         losses = [0.6 - 0.2 * i / 7 for i in range(8)] if rising else [0.6, 0.2] + [0.1] * 6
-        write_cell(out / cell.name, scores, losses)
+        write_cell(out / cell.name, scores, losses, num_train=cell.limit)
     return report(out, healing_on=False), out
 
 
@@ -90,11 +164,13 @@ def test_budget_flags_are_checked(tmp_path):
 def test_the_report_sets_unsettled_comparisons_apart(budget):
     (text, rows), _ = budget
     at100 = text.split("### Findings: Table 2: fine-tuned, [CLS] pooling, base n=100")[1].split("###")[0]
-    # 0 vs bottom25 and bottom25 vs 100 and top25 vs bottom25 rest on the rising runs: not counted either way
-    assert "Unsettled (a seed of either cell was still improving" in at100
-    assert re.search(r"claim 2, SST-2: bottom25 vs 100%: -5\.00", at100)
-    at400 = text.split("base n=400")[-1]
-    assert "Unsettled" not in at400.split("###")[0]
+    # 0 vs bottom25 and bottom25 vs 100 and top25 vs bottom25 rest on the rising runs: not settled, whatever their
+    # intervals say (each is a constant difference over the seeds: an interval of width 0)
+    assert "| 2 | SST-2 | bottom25 vs 100% | -5.00 | [-5.00, -5.00] | [-5.00, -5.00] | 3 | not settled (bottom25 " \
+           "seeds 0, 1, 2 still improving) |" in at100
+    assert re.search(r"\| 1 \| 2 \| 0 \| 0 \| 1 \|", at100)  # claim 1: 0 vs bottom25 not settled, the others cost
+    at400 = text.split("### Findings: Table 2: fine-tuned, [CLS] pooling, base n=400")[1].split("\n## ")[0]
+    assert "still improving" not in at400 and "| 2 | SST-2 | bottom25 vs 100% | +5.00 |" in at400
     assert "Convergence: 3 of 24 finished runs were still improving" in text
     assert "Not converged" not in text  # 3 of 24 is less than a fifth
 
@@ -110,15 +186,22 @@ def test_the_report_warns_loudly_when_more_than_a_fifth_still_improve():
 def test_the_budget_section_and_figure(budget):
     (text, rows), out = budget
     section = text.split("## Data budget")[1].split("\n## ")[0]
-    assert "| setting | 100 examples | 400 examples |" in section
+    assert "| setting | 100 examples | 400 examples |" in section  # no validation set: nothing held out
+    assert "| seeds | 0-2 | 0-2 |" in section
     assert "| bottom 3 of 12 layers | 65.30±0.30 (3 imp) | 75.30±0.30 |" in section
     assert "| all 12 layers | 70.30±0.30 | 70.30±0.30 |" in section
     assert "| majority class | 40.00 | 40.00 |" in section
     # the recovery along the data axis: the cost of each corruption per size, and bottom against all re-initialised
-    assert "| cost of bottom 3 of 12 layers | +20.00 [+20.00, +20.00] unsettled | +10.00 [+10.00, +10.00] |" in section
-    assert "| cost of all 12 layers | +15.00 [+15.00, +15.00] | +15.00 [+15.00, +15.00] |" in section
-    assert "| bottom 3 of 12 layers - all 12 layers | -5.00 [-5.00, -5.00] unsettled | +5.00 [+5.00, +5.00] |" \
-        in section
+    assert ("| cost of bottom 3 of 12 layers | +20.00 [+20.00, +20.00] not settled (bottom25 seeds 0, 1, 2 still "
+            "improving) | +10.00 [+10.00, +10.00] costs | -10.00 [-10.00, -10.00] not settled (base n=100 bottom25 "
+            "seeds 0, 1, 2 still improving) |") in section
+    assert ("| cost of all 12 layers | +15.00 [+15.00, +15.00] costs | +15.00 [+15.00, +15.00] costs | +0.00 "
+            "[+0.00, +0.00] equivalent within ±2 |") in section
+    assert "| bottom 3 of 12 layers - all 12 layers | -5.00 [-5.00, -5.00] not settled (bottom25 seeds 0, 1, 2 " \
+           "still improving) | +5.00 [+5.00, +5.00] gains |" not in section  # bottom - all: positive is costs
+    assert "| bottom 3 of 12 layers - all 12 layers | -5.00 [-5.00, -5.00] not settled (bottom25 seeds 0, 1, 2 " \
+           "still improving) | +5.00 [+5.00, +5.00] costs |" in section
+    assert "Does the advantage of pre-trained upper layers (bottom 3 of 12 layers - all 12 layers" in section
     assert "![data budget](figures/budget.png)" in text
     assert (out / "figures" / "budget.png").read_bytes()[:4] == b"\x89PNG"
 

@@ -7,6 +7,7 @@ import re
 import shutil
 
 import pytest
+from helpers import write_cell
 
 from minibert.study.cells import GridConfig, cells, write_manifest
 from minibert.study.findings import paired_interval, t975
@@ -59,20 +60,47 @@ def synthetic(tmp_path_factory):
     return text, rows, list(csv.DictReader(open(out / "report.csv"))), out
 
 
-def test_the_three_line_answer_gives_each_claims_verdict(synthetic):
+def test_the_three_line_answer_counts_each_claims_verdict_words(synthetic):
     text = synthetic[0]
+    assert "equivalent within ±2** (its 90% interval lies inside [-2, +2]" in text  # the margin, declared once
     findings = text.split("\n## Findings\n")[1].split("\n## Data\n")[0]
     lines = [line for line in findings.splitlines() if re.match(r"\d\. \*\*", line)]
     assert len(lines) == 3
-    # claim 1: 7 corrupted settings x 2 datasets, all below clean, all supported over 3 seeds
-    assert "holds (14 of 14 cells hold; with seeds, 14 of 14 tested cells supported and 0 contradicted" in lines[0]
-    assert "paper (base): 14 of 14" in lines[0]
-    # claim 2: 4 steps per side x 2 sides x 2 datasets; 25->50 and 50->75 go up (8 contradicted)
-    assert "mixed (8 of 16 cells hold; with seeds, 8 of 16 tested cells supported and 8 contradicted" in lines[1]
+    # claim 1: 7 corrupted settings x 2 datasets, all 10 or more points below clean over 3 seeds: each costs
+    assert "of 14 comparisons, 14 costs, 0 gains, 0 equivalent within ±2, 0 not settled" in lines[0]
+    assert "paper (base): 14 of 14 in the claim's direction" in lines[0]
+    # claim 2: 4 steps per side x 2 sides x 2 datasets; 25->50 and 50->75 go up (they gain), the others cost
+    assert "of 16 comparisons, 8 costs, 8 gains, 0 equivalent within ±2, 0 not settled" in lines[1]
     assert "paper (base): 16 of 16" in lines[1]
-    assert "fails (0 of 6 cells hold; with seeds, 0 of 6 tested cells supported and 6 contradicted" in lines[2]
+    assert "of 6 comparisons, 0 costs, 6 gains, 0 equivalent within ±2, 0 not settled" in lines[2]
     assert "paper (base): 6 of 6" in lines[2]
-    assert "claim 3, SST-2: top25 vs bottom25: -3." in findings
+    assert "| 3 | SST-2 | top25 vs bottom25 | -3.00 | [-3.00, -3.00] | [-3.00, -3.00] | 3 | gains | base +1.56" \
+        in findings
+    assert "holds" not in findings and "supported" not in findings  # no word stronger than an interval
+
+
+def test_verdict_words_by_hand():
+    """costs / gains from the 95% interval; equivalent within ±m when the 90% interval lies inside [-m, +m] (two
+    one-sided tests); not settled when it spans a bound, with one seed, or when a run it rests on still improves."""
+    from minibert.study.findings import Comparison, paired, word
+    close = paired({s: 80.0 + d for s, d in enumerate([0.5, -0.3, 0.2, 0.9, -0.6])}, {s: 80.0 for s in range(5)})
+    diffs = [0.5, -0.3, 0.2, 0.9, -0.6]
+    sd = math.sqrt(sum((d - 0.14) ** 2 for d in diffs) / 4)
+    assert close.pairs == 5 and close.mean == pytest.approx(0.14)
+    assert (close.lo90, close.hi90) == pytest.approx((0.14 - 2.132 * sd / math.sqrt(5), 0.14 + 2.132 * sd / math.sqrt(5)))
+    assert (close.lo, close.hi) == pytest.approx((0.14 - 2.776 * sd / math.sqrt(5), 0.14 + 2.776 * sd / math.sqrt(5)))
+    assert -1 < close.lo90 and close.hi90 < 1  # inside ±1 ...
+    assert word(close, margin=1.0) == "equivalent within ±1"
+    assert word(close, margin=0.5) == "not settled"  # ... but it spans +0.5
+    wide = paired({0: 84.0, 1: 78.0, 2: 81.0}, {0: 80.0, 1: 80.0, 2: 80.0})  # +1 [-6.5, +8.5]: spans ±2
+    assert word(wide, margin=2.0) == "not settled"
+    assert word(paired({0: 85.0, 1: 86.0, 2: 85.5}, {0: 80.0, 1: 80.5, 2: 80.2}), 2.0) == "costs"
+    assert word(paired({0: 75.0, 1: 76.0, 2: 75.5}, {0: 80.0, 1: 80.5, 2: 80.2}), 2.0) == "gains"
+    assert word(paired({0: 85.0}, {0: 80.0}), 2.0) == "not settled"  # one seed: no interval
+    c = Comparison(claim=1, table="table2", model="m", dataset="sst2", better=(0, ""), worse=(25, "top"),
+                   ours=close.mean, lo=close.lo, hi=close.hi, lo90=close.lo90, hi90=close.hi90, pairs=5,
+                   unsettled=True, improving=(("top25", 3),))
+    assert c.word(1.0) == "not settled" and c.why() == "top25 seed 3 still improving"
 
 
 def test_claims_in_the_csv(synthetic):
@@ -81,6 +109,7 @@ def test_claims_in_the_csv(synthetic):
     assert float(bottom25["claim3"]) == pytest.approx(-3)  # top and bottom share the noise of a seed and level
     assert float(bottom25["claim3_hi"]) < 0
     assert float(bottom25["claim3_paper"]) == pytest.approx(91.72 - 90.16)
+    assert bottom25["claim3_verdict"] == "gains" and bottom25["claim1_verdict"] == "costs"
     assert rows[("sst2", "25", "top")]["claim3"] == ""  # claim 3 sits on the bottom cell only
     whole = rows[("sst2", "100", "")]
     assert float(whole["claim2_bottom"]) > 0 and float(whole["claim2_top"]) > 0  # 75 -> 100 gets worse on both sides
@@ -233,3 +262,81 @@ def test_healing_across_sizes_reads_each_setting_against_the_all_random_model():
     assert "| bottom 1 of 4: the others (2-4) | 0.43 (0.50) | 0.87 (0.67) |" in text
     assert "| all 4 layers: re-initialised (1-4) | 0.50 | 0.65 |" in text  # the reference itself: no brackets
     assert render_healing_by_size(("table2", "m", "sst2", 0), {250: {"top25": {**result(None, [4])}}}) == ""
+
+
+# ---- more seeds where three could not decide, and a larger size: results/minilm/table2's layout ----------------
+
+BASE = {250: 80.0, 1000: 86.0, 16000: 92.0}
+ADVANTAGE = {250: 0.0, 1000: 0.0, 16000: 4.0}  # bottom 25% - all layers: nothing at first, 4 points at 16,000
+
+
+def jitter(seed: int, k: int) -> float:
+    return 0.1 * ((3 * seed + k) % 5 - 2)
+
+
+def study_f1(cell) -> float:
+    """A random top 25% costs nothing (equivalent within ±2 over 10 seeds); a random bottom 8 points; the
+    pre-trained layers above a random bottom add nothing until 16,000 examples, then 4 points."""
+    clean, bottom = BASE[cell.limit] + jitter(cell.seed, 0), BASE[cell.limit] - 8 + jitter(cell.seed, 2)
+    if cell.level == 0:
+        return clean
+    if cell.side == "top":
+        return clean + jitter(cell.seed, 1)
+    if cell.level == 100:
+        return bottom - ADVANTAGE[cell.limit] + jitter(cell.seed, 3)
+    return bottom - (cell.level - 25) / 25  # bottom 50%: a point below bottom 25%
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """Seeds 0-2 of every setting at 1,000 examples and of clean / top / bottom 25% / all layers at 250 and 16,000;
+    seeds 3-9 of those four at 1,000 (three grid commands into one folder, as results/minilm/run.sh does)."""
+    out = tmp_path_factory.mktemp("study")
+    grid = []
+    for levels, seeds, limits in (((0, 25, 50, 100), (0, 1, 2), (1000,)), ((0, 25, 100), (0, 1, 2), (250, 16000)),
+                                  ((0, 25, 100), tuple(range(3, 10)), (1000,))):
+        cfg = GridConfig("table2", out, {"m": "base"}, ("sst2",), levels, seeds, None, limits=limits)
+        write_manifest(cfg, cells(cfg))
+        grid += cells(cfg)
+    for cell in grid:
+        f1 = study_f1(cell) / 100
+        # each run holds out a tenth of its examples to choose its epoch, like --select-on val
+        write_cell(out / cell.name, [f1 - 0.1, f1 - 0.01] + [f1] * 6, [0.6, 0.2] + [0.05] * 6,
+                   num_train=cell.limit * 9 // 10, num_val=cell.limit // 10)
+    text, rows = report(out, healing_on=False)
+    return text, rows, out
+
+
+def test_ten_seeds_answer_the_three_questions(study):
+    text = study[0]
+    section = text.split("## Three questions, over every seed")[1].split("\n## ")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| m n=")]
+    assert [r.split(" | ")[0] for r in rows] == ["| m n=250"] * 3 + ["| m n=1000"] * 3 + ["| m n=16000"] * 3
+    top1000 = next(r for r in rows if r.startswith("| m n=1000 | SST-2 | clean vs top 3 of 12 layers |"))
+    # 10 seeds paired: clean - top = -jitter(seed, 1), which sums to 0 over seeds 0-9
+    assert top1000.split(" | ")[3:5] == ["10", "+0.00"] and top1000.endswith("| equivalent within ±2 |")
+    assert "| m n=1000 | SST-2 | bottom 3 of 12 layers vs all 12 layers | 10 | +0.00 |" in section
+    assert "| m n=1000 | SST-2 | clean vs bottom 3 of 12 layers | 10 | +8.00 |" in section
+    assert re.search(r"\| m n=16000 \| SST-2 \| bottom 3 of 12 layers vs all 12 layers \| 3 \| \+3\.93 \|.*\| costs \|",
+                     section)
+    # the Findings at 1,000 pair the 10-seed positions over 10 seeds, the others over the 3 they share
+    assert "| 1 | SST-2 | 0% vs top25 | +0.00 |" in text and "| 10 | equivalent within ±2 |" in text
+    # 9 points + the mean over seeds 0-2 of jitter(seed, 0) - jitter(seed, 2): (-0.2 + 0.1 - 0.1 - 0 + 0.2 - 0.1) / 3
+    assert re.search(r"\| 1 \| SST-2 \| 0% vs bottom50 \| \+8\.97 \| [^|]+ \| [^|]+ \| 3 \| costs \|", text)
+    tables = text.split("## Tables")[1]
+    assert "| m n=1000 | 0% | 86.00±0.15 (10 seeds)‡ |" in tables  # a position run over more seeds says so
+    assert "| m n=1000 | 50% (1-6 / 7-12) | 76.97±0.15‡ |" in tables
+
+
+def test_the_data_budget_gets_a_column_per_size_and_says_whether_the_advantage_grows(study):
+    text, _, out = study
+    section = text.split("## Data budget")[1].split("\n## ")[0]
+    assert "| setting | 250 (225 + 25) | 1,000 (900 + 100) | 16,000 (14,400 + 1,600) |" in section
+    assert "| seeds | 0-2 | 0-9 | 0-2 |" in section
+    assert "one test subset per seed, the same for every size and setting of that seed" in section
+    assert "| bottom 3 of 12 layers - all 12 layers | " in section
+    # bottom - all = the advantage - jitter(seed, 3): at 250 and 16,000 over seeds 0-2 (0.1 - 0.1 + 0.2) / 3 off it
+    assert ("It is -0.07 at 250, +0.00 at 1,000, +3.93 at 16,000 examples; from 250 to 16,000 examples it changes by "
+            "+4.00 [+4.00, +4.00] grows.") in section
+    assert "| change, 250 to 16,000 |" in section
+    assert "![data budget](figures/budget.png)" in text and (out / "figures" / "budget.png").is_file()

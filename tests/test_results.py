@@ -3,8 +3,9 @@
 results/minilm is the converged study (trained until the runs stop learning); results/minilm-short is the first,
 short-budget one, kept for comparison. Every committed cell finished; a shipped folder (its report.md committed) has
 every cell its grid asks for and its report regenerates word for word from the committed small files alone (no
-models, no data, no checkpoint); at most a tenth of the converged study's cells were still improving, by the study's
-own flag computed from the committed metrics; a committed cell names its model and data portably and reruns; nothing
+models, no data, no checkpoint); at most 15% of each layout's cells in the converged study were still improving, by
+the study's own flag (convergence.py: validation metric and train loss, never the test set) recomputed from the
+committed metrics; a committed cell names its model and data portably and reruns; nothing
 committed is large.
 """
 import json
@@ -29,12 +30,13 @@ STUDIES = {
     # 4 datasets x 8 settings x 3 seeds; 2 datasets x 8 x 3; SST-2 x 4 settings x 3 seeds per recipe
     "minilm-short": {"table2": 96, "table3": 48, "recipe-paper": 12, "recipe-bert": 12},
     # table2: SST-2 and AG News x 8 settings x 3 seeds at 1,000 examples, and SST-2 x 4 settings x 3 seeds at 250 and
-    # 4,000; table3: SST-2 x 8 x 3; table4: AG News and DBPedia x 8 x 3; table5: MRPC and RTE x 4 settings x 3 seeds
-    "minilm": {"table2": 72, "table3": 24, "table4": 48, "table5": 24},
+    # 4,000 (72); then (issue 31) SST-2 x 4 settings x seeds 3-9 at 1,000 and x 3 seeds at 16,000 (112);
+    # table3: SST-2 x 8 x 3; table4: AG News and DBPedia x 8 x 3; table5: MRPC and RTE x 4 settings x 3 seeds
+    "minilm": {"table2": (72, 112), "table3": 24, "table4": 48, "table5": 24},
 }
 FOLDERS = [(study, folder) for study, folders in STUDIES.items() for folder in folders]
 CONVERGED = "minilm"  # the study whose cells must have stopped learning
-MAX_IMPROVING = 0.10
+MAX_IMPROVING = 0.15  # of each layout (folder) of it: issue 31's bar
 CELL_FILES = ("config.json", "corruption.json", "metrics.jsonl", "result.json")
 MAX_BYTES = 1_000_000
 
@@ -69,11 +71,13 @@ def test_every_committed_cell_finished(study, committed):
         assert result is not None and result["status"] == "done", f"{cell} is committed but did not finish"
 
 
-def test_the_converged_study_stopped_learning(committed):
-    """convergence.py's flag over the committed cells of the converged study: at most a tenth still improving."""
-    cells = cells_of(committed, CONVERGED)
+@pytest.mark.parametrize("folder", STUDIES[CONVERGED])
+def test_the_converged_study_stopped_learning(folder, committed):
+    """convergence.py's flag, recomputed from the committed metrics as the report does, over each layout of the
+    converged study: at most 15% of its cells still improving."""
+    cells = [c for c in cells_of(committed, CONVERGED) if c.parts[2] == folder]
     if not cells:
-        pytest.skip(f"no cell of {RESULTS / CONVERGED} committed yet")
+        pytest.skip(f"no cell of {RESULTS / CONVERGED / folder} committed yet")
     improving = [c for c in cells if run_facts(REPO / c, read_result(REPO / c))["still_improving"]]
     assert len(improving) <= MAX_IMPROVING * len(cells), (
         f"{len(improving)} of {len(cells)} cells still improving: {', '.join(c.name for c in improving)}")
@@ -85,7 +89,9 @@ def test_a_shipped_folder_has_every_cell(study, folder, committed):
         pytest.skip(f"{RESULTS / study / folder} is still running (no report.md committed yet)")
     out = REPO / RESULTS / study / folder
     grid, _ = load_manifest(out)
-    assert len(grid) == STUDIES[study][folder], f"{out}/grid.json lists {len(grid)} cells"
+    expected = STUDIES[study][folder]
+    assert len(grid) in (expected if isinstance(expected, tuple) else (expected,)), \
+        f"{out}/grid.json lists {len(grid)} cells"
     tracked = set(committed)
     for name in grid:
         assert RESULTS / study / folder / name / "result.json" in tracked, f"{name} is not committed"

@@ -123,7 +123,7 @@ def level_figure(panels, out, title: str = "", ylim: tuple | None = None) -> Pat
     return _finish_figure(fig, axes, plt, out, title)
 
 
-def budget_figure(panels, out, title: str = "", ylim: tuple | None = None) -> Path:
+def budget_figure(panels, out, title: str = "", ylim: tuple | None = None, xlabel: str = "training examples") -> Path:
     """Weighted F1 against the number of training examples (log scale), one panel per dataset: a line per setting
     through the mean over seeds, a band from the lowest to the highest seed, and the majority-class baseline.
 
@@ -144,7 +144,7 @@ def budget_figure(panels, out, title: str = "", ylim: tuple | None = None) -> Pa
         sizes = sorted({x for points in lines.values() for x, _ in points})
         ax.set_xticks(sizes, [f"{x:,}" for x in sizes])
         ax.minorticks_off()
-        ax.set_xlabel("training examples")
+        ax.set_xlabel(xlabel, fontsize=8)
         _finish_panel(ax, name, majority, ylim)
     axes.flat[0].set_ylabel("weighted F1 (%), best epoch")
     return _finish_figure(fig, axes, plt, out, title)

@@ -23,15 +23,15 @@ from ..checkpoint import load_classifier
 from ..data.datasets import DATASET_TITLES, load_dataset
 from ..data.encoding import encode
 from ..training.cka import read_run, saved_model
-from ..training.convergence import FIT_FRACTION, MIN_GAIN, MIN_LOSS_DROP, WINDOW
+from ..training.convergence import FIT_FRACTION, MIN_EXAMPLES, MIN_GAIN, MIN_LOSS_DROP, WINDOW
 from ..training.rundir import corrupt_results, read_result, status
 from ..training.trainer import COLLAPSE_FRACTION
-from .budget import BUDGET_CAPTION, budget_panels, budget_section, render_budget_figure
-from .cells import load_manifest
+from .budget import BUDGET_CAPTION, budget_panels, budget_section, render_budget_figure, seed_list
+from .cells import load_manifest, setting
 from .components import components_section
 from .figures import level_figure, tsne_figure
 from .findings import CSV_FIELDS as CLAIM_FIELDS
-from .findings import claim_columns, comparisons, render_findings
+from .findings import MARGIN, claim_columns, comparisons, equivalent, render_findings, render_questions
 from .healing import healing_section
 from .paper import ERRATA, SIDES, TABLES
 from .summary import Row, model_order, table_rows
@@ -41,13 +41,16 @@ COLLAPSED = (f"at the best epoch predicted one class for at least {COLLAPSE_FRAC
              "more accurate than always predicting the majority class")
 
 
-def _entry(row: Row | None) -> str:
+def _entry(row: Row | None, usual: int | None = None) -> str:
+    """A table cell: ours (with its seed count when a finished position has other than the table's usual number),
+    the paper's, the difference and the marks."""
     if row is None:
         return ""
+    text = row.text + (f" ({row.done} seeds)" if usual and row.done == row.seeds and row.done != usual else "")
     marks = ("‡" if row.small else "") + (f" {row.errata}" if row.errata else "")
     if row.diff is not None:
-        return f"{row.text} / {row.paper:.2f} ({row.diff:+.2f}){marks}"
-    return row.text + (f" / {row.paper:.2f}" if row.paper is not None else "") + marks
+        return f"{text} / {row.paper:.2f} ({row.diff:+.2f}){marks}"
+    return text + (f" / {row.paper:.2f}" if row.paper is not None else "") + marks
 
 
 def table_datasets(table: str, present: set) -> list[str]:
@@ -59,11 +62,14 @@ def render_markdown(table: str, rows: list[Row]) -> str:
     """The paper's layout: rows model x corruption, columns dataset x bottom/top; ours / paper (difference)."""
     datasets = table_datasets(table, {r.dataset for r in rows})
     at = {(r.model, r.level, r.side, r.dataset): r for r in rows}
+    counts = Counter(r.done for r in rows if r.done)
+    usual = counts.most_common(1)[0][0] if counts else None
     head = ["model", "corruption"] + [f"{DATASET_TITLES.get(d, d)} {s}" for d in datasets for s in SIDES]
     lines = [f"### {TABLES[table].title}", "",
              "Weighted F1 (%) at the best epoch: ours / paper (ours - paper). 0% and 100% are one run per dataset, "
              "shown under bottom; the layers corrupted are in brackets (bottom / top). With several seeds: mean ± std "
-             "over the seeds that did not diverge, (k div) seeds that diverged, [k/n] seeds finished so far; "
+             "over the seeds that did not diverge, (k div) seeds that diverged, [k/n] seeds finished so far" +
+             (f", (k seeds) a position run over other than this table's usual {usual} seeds" if usual else "") + "; "
              "† every seed diverged (weighted F1 at or below the majority-class baseline); (k col) seeds that "
              f"collapsed ({COLLAPSED}), kept in the mean; ‡ run on less data than the paper's Table 1 (sizes "
              "under Data); E1-E4: the paper's value is marked under Paper errata. Majority class: the weighted F1 on the "
@@ -78,8 +84,8 @@ def render_markdown(table: str, rows: list[Row]) -> str:
             label = f"{level}%" if whole or not all(ranges) else f"{level}% ({' / '.join(ranges)})"
             entries = []
             for d in datasets:
-                entries += [_entry(at.get((model, level, "", d))), ""] if whole else \
-                           [_entry(at.get((model, level, s, d))) for s in SIDES]
+                entries += [_entry(at.get((model, level, "", d)), usual), ""] if whole else \
+                           [_entry(at.get((model, level, s, d)), usual) for s in SIDES]
             lines.append(f"| {model} | {label} | " + " | ".join(entries) + " |")
         majority = []
         for d in datasets:
@@ -95,10 +101,10 @@ CSV_FIELDS = ("table", "model", "level", "side", "dataset", "seeds", "done", "di
               "recipe", "select_on", "errata", *CLAIM_FIELDS)
 
 
-def write_csv(rows: list[Row], path: Path):
+def write_csv(rows: list[Row], path: Path, margin: float = MARGIN):
     """Long format, one line per table position, with the claim comparisons in which it is the worse cell
-    (findings.claim_columns); F1 in %, empty where there is no value yet."""
-    claims = claim_columns(rows, comparisons(rows))
+    (findings.claim_columns, with their verdict words at `margin`); F1 in %, empty where there is no value yet."""
+    claims = claim_columns(rows, comparisons(rows), margin)
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, CSV_FIELDS)
         writer.writeheader()
@@ -107,8 +113,8 @@ def write_csv(rows: list[Row], path: Path):
             writer.writerow({k: round(v, 4) if isinstance(v, float) else v for k, v in values.items()})
 
 
-def render_header(rows: list[Row]) -> str:
-    """How the numbers were made: recipe, model selection, diverged and collapsed runs."""
+def render_header(rows: list[Row], margin: float = MARGIN) -> str:
+    """How the numbers were made and said: recipe, model selection, convergence, flagged runs, verdict words."""
     recipes = sorted({x for r in rows for x in r.recipe.split("/") if x})
     select = sorted({x for r in rows for x in r.select_on.split("/") if x})
     lines = [f"Training recipe: {', '.join(f'`{x}`' for x in recipes) or 'none finished yet'} (train.py --recipe; "
@@ -121,15 +127,33 @@ def render_header(rows: list[Row]) -> str:
                      "several test scores and optimistic" + (f", the more so on small test sets (here as few as "
                                                              f"{min(tests):,} examples)." if tests else "."))
     finished, improving = sum(r.done for r in rows), sum(r.improving for r in rows)
-    lines.append(f"Convergence: {improving} of {finished} finished runs were still improving when they stopped "
-                 f"(over the last {WINDOW} epochs against the {WINDOW} before, the test metric's mean rose more than "
-                 f"{100 * MIN_GAIN:g} points, or the train loss fell more than {MIN_LOSS_DROP:.0%} while above "
-                 f"{FIT_FRACTION:.0%} of chance; minibert/training/convergence.py), marked (k imp) in the tables; "
-                 "Findings count no comparison that rests on one.")
+    untested = sum(r.done for r in rows if "test" in r.select_on.split("/"))
+    rule = (f"over the last {WINDOW} epochs against the {WINDOW} before, the validation metric's mean rose by more "
+            f"than {100 * MIN_GAIN:g} points, more than {MIN_EXAMPLES} validation example and more than its noise "
+            f"between epochs (one-sided 95% t), or the train loss fell more than {MIN_LOSS_DROP:.0%} while above "
+            f"{FIT_FRACTION:.0%} of chance")
+    loss_only = (f"judged by their train loss alone: still improving until it is below "
+                 f"{FIT_FRACTION:.0%} of chance and has stopped falling (over the last {WINDOW} epochs against the "
+                 f"{WINDOW} before, or half the epochs of a shorter run)")
+    how = (f"these runs have no validation set and are {loss_only}" if untested and untested == finished else
+           rule + (f"; {untested} runs have no validation set and are {loss_only}" if untested else ""))
+    lines.append(f"Convergence: {improving} of {finished} finished runs were still improving when they stopped, by a "
+                 "flag that never reads the test set (minibert/training/convergence.py, recomputed here from each "
+                 f"run's metrics.jsonl): {how}. Marked (k imp) in the tables; a comparison that rests on one is not "
+                 "settled.")
     diverged, collapsed = sum(r.diverged for r in rows), sum(r.collapsed for r in rows)
     lines.append(f"Runs flagged: {diverged} diverged (weighted F1 at or below the majority-class baseline), left out of "
                  f"the table means unless all seeds of a cell diverged; {collapsed} collapsed ({COLLAPSED}), "
-                 "kept in the table means and marked (k col); Findings count every finished run.")
+                 "kept in the table means and marked (k col). Both sit at the majority-class floor; Findings count "
+                 "every finished run, but two runs of one seed that both sit at the floor rank nothing: a comparison "
+                 "resting on such a pair is not settled.")
+    lines.append(f"Verdict words: a comparison of two settings, paired by seed (first - second, weighted F1 points), "
+                 "is said in one of four ways and nothing stronger: going from the first to the second **costs** (its "
+                 "95% Student-t interval lies above 0), **gains** (below 0), is **" + equivalent(margin) + "** (its "
+                 f"90% interval lies inside [-{margin:g}, +{margin:g}]: two one-sided tests at 5%), or is **not "
+                 "settled** (anything else, or one seed, or resting on a run still improving or on a pair at the "
+                 f"floor). The margin m = {margin:g} F1 points is this report's (`grid report --margin`); "
+                 "\"recovered\" means equivalent within ±m.")
     return "\n\n".join(lines)
 
 
@@ -217,11 +241,30 @@ def render_errata() -> str:
     return "## Paper errata\n\n" + "\n".join(f"- {name}: {e.text}" for name, e in ERRATA.items())
 
 
-def report(out: Path, healing_n: int = 2000, device: str = "cpu", healing_on: bool = True,
-           figures_on: bool = True, probes_on: bool = True) -> tuple[str, list[Row]]:
-    """The report of a grid folder as markdown, and its rows (for the CSV); figures go to <out>/figures/.
-    A components grid's section (components.py) is also written alone to <out>/components.md."""
+def floor_note(rows: list[Row]) -> str:
+    """' At the majority-class floor: MRPC (minilm n=500) 0% seed 0, 100% seeds 0-2.' ('' when no run is)."""
+    at = {}
+    for r in rows:
+        if r.floor_seeds:
+            at.setdefault((r.dataset, r.model), []).append(f"{setting(r.level, r.side)} seed"
+                                                           f"{'s' if len(r.floor_seeds) > 1 else ''} "
+                                                           f"{seed_list(r.floor_seeds)}")
+    if not at:
+        return ""
+    return (" At the majority-class floor (diverged or collapsed): " +
+            "; ".join(f"{DATASET_TITLES.get(d, d)} ({m}) {', '.join(v)}" for (d, m), v in at.items()) +
+            ". Settings are not ranked among these runs: a comparison with a seed at which both sit at the floor is "
+            "not settled.")
 
+
+def report(out: Path, healing_n: int = 2000, device: str = "cpu", healing_on: bool = True,
+           figures_on: bool = True, probes_on: bool = True, margin: float = MARGIN) -> tuple[str, list[Row]]:
+    """The report of a grid folder as markdown, and its rows (for the CSV); figures go to <out>/figures/.
+    A components grid's section (components.py) is also written alone to <out>/components.md. `margin`: the m of
+    "equivalent within ±m", F1 points (findings.py)."""
+
+    if not margin > 0:
+        raise ValueError(f"--margin must be a positive number of F1 points, got {margin:g}")
     grid, checkpoints = load_manifest(out)
     tables, rows = [], []
     for table in TABLES:
@@ -237,13 +280,14 @@ def report(out: Path, healing_n: int = 2000, device: str = "cpu", healing_on: bo
                           f"{len(group)} cells: {counts['done']} done, {counts['partial']} partial, "
                           f"{counts['pending']} pending; "
                           f"{sum(r.diverged for r in table_rows_)} diverged runs. "
-                          f"{sum(r.collapsed for r in table_rows_)} collapsed runs." +
+                          f"{sum(r.collapsed for r in table_rows_)} collapsed runs." + floor_note(table_rows_) +
                           (f" Counted as partial because their result.json cannot be read: {', '.join(damaged)}; "
                            "rerun the grid command, which sets each aside and reruns that cell." if damaged else ""))
     comps = comparisons(rows)
-    parts = [f"# Grid report: {out}", *filter(None, [convergence_warning(rows)]), render_header(rows),
-             render_findings(comps, DATASET_TITLES, {t: TABLES[t].title for t in TABLES}),
-             *([render_figures(out, rows)] if figures_on else []), *filter(None, [budget_section(rows)]),
+    parts = [f"# Grid report: {out}", *filter(None, [convergence_warning(rows)]), render_header(rows, margin),
+             render_findings(comps, DATASET_TITLES, {t: TABLES[t].title for t in TABLES}, margin),
+             *filter(None, [render_questions(rows, DATASET_TITLES, margin)]),
+             *([render_figures(out, rows)] if figures_on else []), *filter(None, [budget_section(rows, margin)]),
              render_sizes(rows),
              "## Tables", *tables, render_errata()]
     if section := components_section(out, grid, checkpoints, device, probes_on, figures_on):
@@ -313,9 +357,11 @@ def run_command(args) -> int:
     """`python -m minibert grid report|tsne` (grid.py parses the command line and calls this)."""
     if args.command == "report":
         out = Path(args.dir)
-        text, rows = report(out, args.healing_n, args.device, not args.no_healing, probes_on=not args.no_probes)
+        margin = getattr(args, "margin", MARGIN)
+        text, rows = report(out, args.healing_n, args.device, not args.no_healing, probes_on=not args.no_probes,
+                            margin=margin)
         (out / "report.md").write_text(text)
-        write_csv(rows, out / "report.csv")
+        write_csv(rows, out / "report.csv", margin)
         print(text if args.format == "md" else (out / "report.csv").read_text(), end="")
         return 0
     png = figure1(Path(args.dir), args.table, args.model, args.dataset, args.level, args.seed, args.n,

@@ -20,8 +20,10 @@ from .paper import MODELS, TABLE1, errata_of, paper_value
 
 def run_facts(run_dir: Path, result: dict) -> dict:
     """What a finished run was trained on and how: result.json's entries, else config.json's (older runs lack
-    some: no recipe means `bert`, the only recipe then; no select_on means the test set; no collapsed flag, False;
-    no convergence record, the test of convergence.py on its metrics.jsonl, and without one, None: unknown)."""
+    some: no recipe means `bert`, the only recipe then; no select_on means the test set; no collapsed flag, False).
+    The convergence flag is recomputed from metrics.jsonl by convergence.py (its validation metric and train loss,
+    never its test metric), so that committed runs get today's flag without a rerun; without a readable
+    metrics.jsonl, result.json's record when it was made the same way, else None: unknown."""
     try:
         config = json.loads((run_dir / "config.json").read_text())
     except (OSError, ValueError):
@@ -33,12 +35,13 @@ def run_facts(run_dir: Path, result: dict) -> dict:
             if source.get(key) is not None:
                 return source[key]
         return default
-    converged = result.get("convergence")
-    if converged is None:  # runs from before result.json recorded it: the same test on their metrics.jsonl
-        history = read_metrics(run_dir / result.get("run_dir", ""))
-        metric = pick("metric", "weighted_f1")
-        converged = convergence(history, metric, len(config.get("label_names") or [0, 1])) \
-            if history and all(metric in r for r in history) else {"still_improving": None}  # nothing to judge by
+    history = read_metrics(run_dir / result.get("run_dir", ""))
+    if history and all(r.get("train_loss") is not None for r in history):
+        converged = convergence(history, pick("metric", "weighted_f1"), len(config.get("label_names") or [0, 1]),
+                                pick("num_val"))
+    else:  # a record that read the test metric (one without a basis) is no flag at all
+        recorded = result.get("convergence")
+        converged = recorded if isinstance(recorded, dict) and "basis" in recorded else {"still_improving": None}
     majority = result.get("majority_f1")
     return {"num_train": pick("num_train"), "num_test": pick("num_test"), "recipe": pick("recipe", "bert"),
             "select_on": pick("select_on", "test"), "collapsed": bool(result.get("collapsed")),
@@ -55,6 +58,7 @@ class Summary:
     collapsed: int = 0  # finished seeds flagged collapsed (diverged or not)
     by_seed: dict = field(default_factory=dict)  # seed -> F1 of every finished seed
     improving: set = field(default_factory=set)  # finished seeds still improving when they stopped (convergence.py)
+    floor: set = field(default_factory=set)  # finished seeds at the majority-class floor: diverged or collapsed
     facts: list = field(default_factory=list)  # run_facts() of every finished seed
 
     def mean(self) -> float | None:
@@ -95,6 +99,8 @@ def summarise(out: Path, group: list[Cell]) -> Summary:
         s.collapsed += facts["collapsed"]
         if facts["still_improving"]:
             s.improving.add(cell.seed)
+        if result["diverged"] or facts["collapsed"]:
+            s.floor.add(cell.seed)
     return s
 
 
@@ -146,6 +152,7 @@ class Row:
     by_seed: dict = field(default_factory=dict)  # seed -> F1 of every finished seed
     improving: int = 0  # finished seeds still improving when they stopped
     improving_seeds: set = field(default_factory=set)
+    floor_seeds: set = field(default_factory=set)  # finished seeds at the majority-class floor (diverged or collapsed)
     limit: int | None = None  # the training-set size on a data-budget grid
     sizes: list = field(default_factory=list)  # sorted (train, test) examples of the finished seeds
     majority: float | None = None  # the majority-class baseline's weighted F1, mean over seeds
@@ -183,7 +190,8 @@ def table_rows(out: Path, table: str, group: list[Cell], checkpoints: dict) -> l
             paper=paper, diff=None if ours is None or paper is None else ours - paper, text=s.text(),
             layers=layer_range(checkpoints[base], level, side, run_dirs) if side else "",
             n_layers=_count(corrupted_layers(checkpoints[base], level, side, run_dirs)), collapsed=s.collapsed,
-            by_seed=s.by_seed, improving=len(s.improving), improving_seeds=s.improving, limit=members[0].limit,
+            by_seed=s.by_seed, improving=len(s.improving), improving_seeds=s.improving, floor_seeds=s.floor,
+            limit=members[0].limit,
             sizes=sizes, majority=statistics.fmean(majority) if majority else None,
             num_train=min((a for a, _ in sizes), default=None), num_test=min((b for _, b in sizes), default=None),
             paper_train=paper_train, paper_test=paper_test,

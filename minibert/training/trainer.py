@@ -412,7 +412,8 @@ def finish(r: Run, report) -> dict:
     elif best["weighted_f1"] <= majority["weighted_f1"]:
         reason = "best weighted F1 at or below the majority-class baseline"
     collapsed = best["top_class_fraction"] >= COLLAPSE_FRACTION or best["accuracy"] <= majority["accuracy"]
-    converged = convergence(r.history, cfg.metric, len(data.dataset.label_names))
+    converged = convergence(r.history, cfg.metric, len(data.dataset.label_names),
+                            len(data.val) if data.val is not None else None)  # never the test metric
     result = {"status": "done", "best_epoch": best["epoch"], "best": {k: best[k] for k in (*METRICS, "loss")},
               "selection_score": r.score(best), "select_on": cfg.select_on,
               "majority_f1": majority["weighted_f1"], "majority": majority, "majority_accuracy": majority["accuracy"],
