@@ -1,4 +1,4 @@
-"""Every relative link in README.md and docs/ points at a file or folder that exists (and an #anchor at a heading)."""
+"""Every relative link in README.md, docs/ and the studies' README.md under results/ points at a file or folder that exists (and an #anchor at a heading)."""
 import re
 from pathlib import Path
 from urllib.parse import unquote
@@ -6,7 +6,7 @@ from urllib.parse import unquote
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-PAGES = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md")), *sorted((REPO / "results").rglob("README.md"))]
 INLINE = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")  # [text](target "title")
 REFERENCE = re.compile(r"^\s{0,3}\[[^\]]+\]:\s*<?(\S+?)>?(?:\s+\".*\")?\s*$", re.M)  # [name]: target
 HTML = re.compile(r"<(?:img|a)\s[^>]*?(?:src|href)=\"([^\"]+)\"", re.I)
