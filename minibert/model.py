@@ -134,15 +134,12 @@ class SelfAttention(nn.Module):
         return self.output(self.attend(q, k, v, bias))  # (B, T, H)
 
     def heads(self, x, pad=None):
-        """q, k, v (B, nh, T, hs) of x (B, T, H). pad: x is rows (N, H) and pad places them on the (B, T) grid,
-        after the projection, so that it runs on those rows only (padding.py)."""
-        qkv = self.qkv(x)  # (B, T, 3H) or (N, 3H)
-        if pad is not None:
-            qkv = pad(qkv)  # (B, T, 3H)
-        B, T, _ = qkv.shape
+        """q, k, v (B, nh, T, hs) of x (B, T, H). pad: x is rows (N, H), and pad places their heads (N, 3, nh, hs)
+        on the (3, B, nh, T, hs) grid, after the projection, so that it runs on those rows only (padding.py)."""
+        qkv = self.qkv(x).unflatten(-1, (3, self.n_head, self.head_dim))  # (B, T, 3, nh, hs) or (N, 3, nh, hs)
         # each head attends on its own slice of the hidden dimension: heads go next to B. One copy makes q, k
         # and v contiguous at once; the attention kernels would otherwise copy each of them.
-        qkv = qkv.view(B, T, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4).contiguous()  # (3, B, nh, T, hs)
+        qkv = qkv.permute(2, 0, 3, 1, 4).contiguous() if pad is None else pad(qkv)  # (3, B, nh, T, hs)
         return qkv.unbind(0)
 
     def attend(self, q, k, v, bias=None):
@@ -151,10 +148,8 @@ class SelfAttention(nn.Module):
 
     def output(self, y, select=None):
         """y (B, nh, Tq, hs) -> (B, Tq, H): the heads side by side again, projected back. select: keep only some
-        of the (B, Tq) positions first, e.g. the real tokens' rows -> (N, H) (padding.py)."""
-        y = y.transpose(1, 2)  # (B, Tq, nh, hs)
-        if select is not None:
-            y = select(y)  # (N, nh, hs)
+        of the (B, Tq) positions of y instead, e.g. the real tokens' (N, nh, hs) (padding.py)."""
+        y = y.transpose(1, 2) if select is None else select(y)  # (B, Tq, nh, hs) or (N, nh, hs)
         return self.dropout(self.proj(y.flatten(-2)))  # (..., H)
 
 

@@ -54,27 +54,38 @@ class Unpadded:
         return cls(real, attention_mask.device)
 
     def unpad(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, T, ...) -> (N, ...): the rows of the real tokens, from x of any memory layout."""
+        """(B, T, ...) -> (N, ...): the rows of the real tokens."""
         return x[self.batch, self.position]
 
     def pad(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C) -> (B, T, C) with zeros at the padding positions."""
         return x.new_zeros(self.B, self.T, x.shape[-1]).index_put_((self.batch, self.position), x)
 
+    def pad_heads(self, qkv: torch.Tensor) -> torch.Tensor:
+        """(N, 3, nh, hs) -> (3, B, nh, T, hs): the rows' queries, keys and values on the grid attention needs,
+        zeros at padding, written straight into the layout of SelfAttention.heads (no copy after)."""
+        grid = qkv.new_zeros(3, self.B, qkv.shape[2], self.T, qkv.shape[3])
+        grid[:, self.batch, :, self.position] = qkv  # (N, 3, nh, hs): indices apart put the N rows first
+        return grid
+
+    def unpad_heads(self, y: torch.Tensor) -> torch.Tensor:
+        """(B, nh, T, hs) -> (N, nh, hs): attention's output at the real tokens, heads still apart."""
+        return y[self.batch, :, self.position]
+
 
 def layer_forward(layer, x, bias, rows: Unpadded | None, cls_only: bool):
     """Layer.forward on the fast path's rows: x (N, H), or (B, T, H) when rows is None. With cls_only only
     [CLS]'s residual stream goes on: (B, H)."""
     attention = layer.attention
-    q, k, v = attention.heads(x, pad=rows.pad if rows is not None else None)  # (B, nh, T, hs) each
+    q, k, v = attention.heads(x, pad=rows.pad_heads if rows is not None else None)  # (B, nh, T, hs) each
     if cls_only:
         q = q[:, :, :1]  # (B, nh, 1, hs): one query, still over the keys and values of every token
     y = attention.attend(q, k, v, bias)  # (B, nh, Tq, hs)
     if cls_only:
-        a = attention.output(y, select=lambda y: y[:, 0])  # (B, H)
+        a = attention.output(y, select=lambda y: y[:, :, 0])  # (B, H)
         x = x[:, 0] if rows is None else x[rows.first]  # (B, H)
     else:
-        a = attention.output(y, select=rows.unpad if rows is not None else None)  # (N, H) or (B, T, H)
+        a = attention.output(y, select=rows.unpad_heads if rows is not None else None)  # (N, H) or (B, T, H)
     return layer.residual(x, a)  # model.py's post-LN steps, on these rows
 
 
