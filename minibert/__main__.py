@@ -25,6 +25,7 @@ COMMANDS = {
     "parity": ("minibert.tools.parity", "compare a checkpoint's outputs with transformers'"),
     "download": ("minibert.tools.download", "fetch checkpoints from the Hugging Face Hub into weights/"),
     "bench": ("minibert.tools.bench", "time minibert against the transformers reference"),
+    "gpu-check": ("minibert.tools.gpu_check", "on a CUDA machine: check precision, syncs, speed, memory, compile, resume"),
 }
 
 
