@@ -98,6 +98,8 @@ def attention_probs(q, k, bias=None):
     q (B, nh, Tq, hs), k (B, nh, T, hs); bias (B, 1, 1, T) from attention_bias, or None -> (B, nh, Tq, T)."""
     scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])  # (B, nh, Tq, T)
     if bias is not None:
+        if bias.dtype == torch.bool:  # added to the scores it would count as 0/1, silently wrong
+            raise TypeError("attention bias must be additive (0 or -inf, from model.attention_bias), not boolean")
         scores = scores + bias  # -inf at padding keys: zero weight after the softmax
     return scores.softmax(dim=-1)
 

@@ -10,6 +10,7 @@ from helpers import TOKENIZER_FILES, tiny_checkpoint
 
 import minibert
 from minibert.checkpoint import load_pretrained
+from minibert.model import attention_bias
 from minibert.tools import download, parity, trace
 
 NEEDED = {"config.json", "model.safetensors", *TOKENIZER_FILES}
@@ -193,7 +194,7 @@ def test_trace_attention_weights_are_the_ones_the_model_uses(minilm_dir):
     model = load_pretrained(minilm_dir)
     attn = model.layers[0].attention
     x = torch.randn(2, 5, model.config.hidden_size)
-    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]).bool()[:, None, None, :]
+    mask = attention_bias(torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]]), torch.float32)  # (B, 1, 1, T)
     with torch.no_grad():
         w = trace.attention_weights(attn, x, mask)  # (B, nh, T, T)
         v = attn.qkv(x)[..., 2 * 384:].view(2, 5, 12, 32).transpose(1, 2)
