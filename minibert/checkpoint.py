@@ -26,8 +26,12 @@ IGNORED_PREFIXES = ("cls.", "vocab_transform.", "vocab_layer_norm.", "vocab_proj
 
 
 def weights_dir() -> Path:
-    """Where downloaded checkpoints live: $MINIBERT_WEIGHTS, else weights/ next to this package."""
-    return Path(os.environ.get("MINIBERT_WEIGHTS", Path(__file__).resolve().parent.parent / "weights"))
+    """Where downloaded checkpoints live: $MINIBERT_WEIGHTS, else the checkout's weights/ folder (a clone), else
+    ~/.cache/minibert/weights (an installed package, whose parent folder is site-packages' and not ours)."""
+    if "MINIBERT_WEIGHTS" in os.environ:
+        return Path(os.environ["MINIBERT_WEIGHTS"])
+    checkout = Path(__file__).resolve().parent.parent / "weights"
+    return checkout if checkout.is_dir() else Path.home() / ".cache" / "minibert" / "weights"
 
 
 # ---- finding the files ---------------------------------------------------------------------
