@@ -11,7 +11,8 @@ in; docs/gpu.md says where each range comes from and what to do when a figure is
   syncs        a few training steps (forward, backward, fused AdamW) under torch.cuda.set_sync_debug_mode
                ("warn"): the warnings counted, and the host-syncing operators tools/dispatch.py counts
   speed        tokens/s and MFU of training steps at SST-2 shapes (32 sentences of 14-64 tokens) and IMDB
-               shapes (512 tokens), eager and torch.compile, and the peak memory of the eager steps
+               shapes (512 tokens), eager and torch.compile; the peak memory of the eager steps against
+               training/memory.py's estimate
   attention    which SDPA kernel runs, named by torch.profiler, on a padded and an unpadded batch
   resume       a tiny train() run stopped after epoch 1 and resumed, against one run straight through
   torchrun     the same tiny run on 2 processes (torchrun) against 1; skipped with fewer than 2 GPUs
@@ -44,6 +45,7 @@ from ..model import Bert
 from ..tokenizer import pad_batch
 from ..training.config import TrainConfig
 from ..training.device import DTYPES, autocast, to_device
+from ..training.memory import estimate
 from ..training.trainer import train
 from .bench import matmul_ceiling, model_flops, optimizer_for
 from .dispatch import DispatchCounter
@@ -56,6 +58,7 @@ LOGITS_DIFF = 5e-2  # bf16 keeps 8 significant bits: ~0.4% per rounding
 MFU = {"sst2": (0.03, 0.40), "imdb": (0.20, 0.60)}  # short sentences are launch-bound; 512 tokens are matmul-bound
 COMPILE_SPEEDUP = (0.8, 2.5)  # compiled over eager tokens/s
 ADAMW_BYTES = 16  # fp32 weights, gradients and AdamW's two moments: the least a training step holds, per parameter
+ESTIMATE_OVER_PEAK = (1.0, 2.0)  # training.memory's estimate: never below the peak (it would let an OOM through)
 
 
 def figure(check: str, name: str, value, expect=None, unit: str = "", note: str = "", ok=None) -> dict:
@@ -197,8 +200,11 @@ def check_speed(device, config: BertConfig, precision: str, shape: tuple, label:
         if mode == "eager" and device.type == "cuda":
             params = sum(p.numel() for p in clf.parameters())
             total = torch.cuda.get_device_properties(device).total_memory
-            out.append(figure("memory", f"{label} eager peak allocated", torch.cuda.max_memory_allocated(device),
-                              (ADAMW_BYTES * params, total), "bytes"))
+            peak = torch.cuda.max_memory_allocated(device)
+            guess = estimate(config, shape[0], batch["input_ids"].shape[1], precision)["total"]
+            out += [figure("memory", f"{label} eager peak allocated", peak, (ADAMW_BYTES * params, total), "bytes"),
+                    figure("memory", f"{label} memory.estimate / peak", guess / peak, ESTIMATE_OVER_PEAK,
+                           note=f"estimate {guess / 2**30:.2f} GiB")]
         del clf, model, opt
     out += [figure("speed", f"{label} compile / eager tokens/s", rates["compile"] / rates["eager"], COMPILE_SPEEDUP),
             figure("speed", f"{label} compile vs eager logits, max |diff|",
