@@ -15,8 +15,7 @@ from pathlib import Path
 from ..data.datasets import DATASET_TITLES
 from .cells import setting, setting_label
 from .figures import budget_figure
-from .findings import (MARGIN, NOT_SETTLED, Paired, compare_rows, fmt_interval, paired, still_improving, verdict_text,
-                       word)
+from .findings import MARGIN, NOT_SETTLED, Paired, compare_rows, fmt_interval, paired, still_improving, verdict_text, word
 from .summary import Row
 
 
@@ -45,7 +44,7 @@ def _settings(members: list[Row]) -> list[tuple[tuple, str]]:
 
 
 def budget_panels(rows: list[Row]) -> list[tuple]:
-    """viz.budget_figure's panels: per model and dataset, each setting's seeds at every size, and the baseline."""
+    """figures.budget_figure's panels: per model and dataset, each setting's seeds at every size, and the baseline."""
     panels = []
     for (_, model, dataset), members in _groups(rows).items():
         lines = {}

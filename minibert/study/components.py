@@ -1,4 +1,4 @@
-"""The report's components section (`python -m minibert grid components`, issue 15): which parts of a layer heal.
+"""The report's components section (`python -m minibert grid components`, not in the paper): which parts of a layer heal.
 
     section = components_section(Path("runs/c"), grid, checkpoints)   # markdown; PNGs in runs/c/figures/
 
@@ -107,7 +107,7 @@ def render_answers(comps: list[Comparison]) -> str:
 
 
 def drift_panels(out: Path, cells: list[Cell]) -> list[list]:
-    """viz.drift_figure's grid for one model, dataset and seed: clean first, then a row per side, a column per
+    """figures.drift_figure's grid for one model, dataset and seed: clean first, then a row per side, a column per
     component; each panel the drift of the group its cell corrupted, per layer, epoch 0 (= 0) first."""
     def panel(cell):
         result = read_result(out / cell.name)

@@ -31,7 +31,7 @@ them. Each run's config.json records what it saw (CUDA_VISIBLE_DEVICES, the devi
 Corruption levels are the paper's: base and large 0/25/50/75/100%, DistilBERT 0/50/100%, where 25-75%
 come in a bottom and a top variant and 0% and 100% are one run each.
 
-`components` is not a table of the paper (issue 15): fine-tuned with mean pooling like Table 3, it corrupts
+`components` is not a table of the paper: fine-tuned with mean pooling like Table 3, it corrupts
 only a part of the chosen layers (corrupt.py's /attn, /ffn, /norm, /qk) beside the whole layers (all):
 by default clean + bottom/top 50% x {all, attn, ffn, norm, qk}, 11 cells per model, dataset and seed.
 """
@@ -53,7 +53,9 @@ from ..locks import Lock, claim, holder
 from ..training.config import SELECT_ON, TrainConfig, train_flags, validate
 from ..training.optim import RECIPES
 from ..training.rundir import check_writable, corrupt_results, read_result, set_aside_corrupt, status
+from . import report
 from .cells import GRID_TABLES, Cell, GridConfig, cell_dir, cell_epochs, cells, shard, write_manifest
+from .compare import compare
 from .jobs import Children, Slot, slots
 from .paper import MODELS, TABLES
 
@@ -380,7 +382,6 @@ def main(argv=None) -> int:
     t.add_argument("--png", help="output file (default <dir>/figure1-<table>-<model>-<dataset>-s<seed>.png)")
     args = p.parse_args(argv)
     if args.command == "compare":
-        from .compare import compare  # imported here: compare.py builds on the report's rows
         text = compare(Path(args.a), Path(args.b), args.datasets.split(",") if args.datasets else None,
                        args.model_a, args.model_b)
         if args.md:
@@ -388,7 +389,6 @@ def main(argv=None) -> int:
         print(text, end="")
         return 0
     if args.command in ("report", "tsne"):
-        from . import report  # imported here: report.py builds on this module
         return report.run_command(args)
     return run_grid(args)
 

@@ -147,7 +147,7 @@ def render_header(rows: list[Row], margin: float = MARGIN) -> str:
                  "kept in the table means and marked (k col). Both sit at the majority-class floor; Findings count "
                  "every finished run, but two runs of one seed that both sit at the floor rank nothing: a comparison "
                  "resting on such a pair is not settled.")
-    lines.append(f"Verdict words: a comparison of two settings, paired by seed (first - second, weighted F1 points), "
+    lines.append("Verdict words: a comparison of two settings, paired by seed (first - second, weighted F1 points), "
                  "is said in one of four ways and nothing stronger: going from the first to the second **costs** (its "
                  "95% Student-t interval lies above 0), **gains** (below 0), is **" + equivalent(margin) + "** (its "
                  f"90% interval lies inside [-{margin:g}, +{margin:g}]: two one-sided tests at 5%), or is **not "
@@ -185,7 +185,7 @@ def render_sizes(rows: list[Row]) -> str:
 
 
 def level_panels(rows: list[Row], table: str, dataset: str) -> list[tuple]:
-    """viz.level_figure's panels of one table and dataset: per model, every finished seed per number of layers
+    """figures.level_figure's panels of one table and dataset: per model, every finished seed per number of layers
     corrupted and side, the paper's values for a paper model, and the majority-class baseline."""
     panels = []
     for model in model_order({r.model for r in rows if (r.table, r.dataset) == (table, dataset)}):

@@ -8,7 +8,7 @@
 Each number is a relative change ||W_t - W_0|| / ||W_0||, where W is all the parameters of a group (weights
 and biases together, as one vector): per layer its attention (the fused qkv and the output projection),
 its feed-forward (up and down), its two LayerNorms, and the whole layer; then the embedding block and
-BERT's pooler. It answers "do corrupted layers move more than intact ones, and when?" (issue 15).
+BERT's pooler. It answers "do corrupted layers move more than intact ones, and when?"
 
 Cheap enough for every epoch: the snapshot is the only copy (in each parameter's own dtype, on its device),
 differences are taken one tensor at a time in float32 on that device, and one transfer brings the sums back.

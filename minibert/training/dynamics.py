@@ -1,4 +1,4 @@
-"""Healing dynamics: what a run logs per epoch about its encoder, beside the scores (issue 15).
+"""Healing dynamics: what a run logs per epoch about its encoder, beside the scores.
 
     dyn = Dynamics.start(clf, data, track_cka=True)   # after corruption, before the first step
     ...train an epoch...

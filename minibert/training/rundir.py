@@ -164,7 +164,7 @@ def check_writable(out, flag: str = "--out") -> None:
 def hold(out):
     """Hold <out>/run.lock while a run works in `out`: a second process on the folder is refused, naming the first.
 
-    The lock is jobs.py's flock, which the kernel drops when its holder exits, however it exits (kill -9
+    The lock is minibert/locks.py's flock, which the kernel drops when its holder exits, however it exits (kill -9
     too): no stale lock is ever left to clean. A grid holds its own lock on <grid>/logs/<cell>.lock, another
     file, so its `train` child takes this one beside it. A folder this call made and nothing else wrote to
     (the run failed on its input) is removed again, while the lock is still held.
