@@ -19,7 +19,7 @@ from minibert.locks import claim, holder
 from minibert.study.cells import GridConfig, cells, write_manifest
 from minibert.study.grid import add_grid_args, grid_config, main, read_result, status
 from minibert.study.jobs import slots
-from minibert.training.rundir import corrupt_results
+from minibert.training.rundir import damaged_results
 
 REPO = Path(__file__).resolve().parent.parent
 CELLS = ("table2-minilm-ag_news-0-s0", "table2-minilm-ag_news-100-s0")
@@ -144,26 +144,26 @@ def test_corrupt_result_and_manifest_are_noted_and_recovered(grid_args):
     (out / "grid.json").write_text("{\"cells\": {")
     assert status(out / CELLS[0]) == "partial"
     rows = {row[0]: row[1] for row in listing(*grid_args)}
-    assert rows[CELLS[0]].startswith(f"partial ({out / CELLS[0] / 'result.json'} is corrupt (Expecting ")
+    assert rows[CELLS[0]].startswith(f"partial ({out / CELLS[0] / 'result.json'} is damaged (Expecting ")
     assert rows[CELLS[0]].endswith("), will rerun)") and rows[CELLS[1]] == "done"
     report = run_grid(["report", out, "--no-healing"])
     assert report.returncode == 2 and report.stdout == ""
-    assert report.stderr == f"error: {out / 'grid.json'} is corrupt (JSONDecodeError: Expecting property name " \
+    assert report.stderr == f"error: {out / 'grid.json'} is damaged (JSONDecodeError: Expecting property name " \
                             f"enclosed in double quotes: line 1 column 12 (char 11)); rerun the grid command that " \
                             f"made {out}: it rebuilds the file and reruns nothing that is done\n"
 
     again = run_grid(grid_args)
     assert again.returncode == 0, again.stdout + again.stderr
     lines = again.stdout.splitlines()
-    assert lines[0].startswith(f"note: {out / 'grid.json'} is corrupt (JSONDecodeError: ") and \
+    assert lines[0].startswith(f"note: {out / 'grid.json'} is damaged (JSONDecodeError: ") and \
         lines[0].endswith("); rebuilt from this command line's cells (rerun the other commands of this folder to "
                           "add theirs)")
-    assert f"[1/2] {CELLS[0]}: {out / CELLS[0] / 'result.json'} is corrupt (Expecting value" in again.stdout
-    assert "moved to result.json.corrupt, rerunning the cell" in again.stdout
+    assert f"[1/2] {CELLS[0]}: {out / CELLS[0] / 'result.json'} is damaged (Expecting value" in again.stdout
+    assert "moved to result.json.damaged, rerunning the cell" in again.stdout
     assert f"[2/2] {CELLS[1]}: done, skipped" in again.stdout
     rerun = read_result(out / CELLS[0])
     assert rerun is not None and rerun["best"] == good["best"]  # the same seeded run, run again
-    assert (out / CELLS[0] / "result.json.corrupt").read_text() == text[:50]
+    assert (out / CELLS[0] / "result.json.damaged").read_text() == text[:50]
     assert set(json.loads((out / "grid.json").read_text())["cells"]) == set(CELLS)
     assert run_grid(["report", out, "--no-healing"]).returncode == 0
 
@@ -172,7 +172,7 @@ def test_a_result_that_is_not_an_object_is_corrupt_too(tmp_path):
     (tmp_path / "lr_1e-05").mkdir()
     (tmp_path / "result.json").write_text("[1, 2]")
     (tmp_path / "lr_1e-05" / "result.json").write_bytes(b"\xff\xfe")
-    bad = dict(corrupt_results(tmp_path))
+    bad = dict(damaged_results(tmp_path))
     assert set(bad) == {tmp_path / "result.json", tmp_path / "lr_1e-05" / "result.json"}
     assert bad[tmp_path / "result.json"].startswith("not a run result")
     assert read_result(tmp_path) is None and status(tmp_path) == "partial"

@@ -144,7 +144,7 @@ def cell_dir(cfg: GridConfig, cell: Cell) -> Path:
 
 
 def read_manifest(path: Path) -> tuple[dict | None, str | None]:
-    """(grid.json's cells, None), or (None, why) when it is corrupt; ({}, None) when there is none."""
+    """(grid.json's cells, None), or (None, why) when it is damaged; ({}, None) when there is none."""
     try:
         cells_ = json.loads(path.read_text())["cells"]
     except FileNotFoundError:
@@ -163,12 +163,12 @@ def write_manifest(cfg: GridConfig, grid: list[Cell]) -> str | None:
 
     Merged with what is there, so grids run into one folder with different filters add up; the merge holds
     <out>/grid.lock, so grids and shards that start together never lose each other's cells. A
-    corrupt grid.json is rebuilt from this command line's cells: returns a one-line note saying so.
+    damaged grid.json is rebuilt from this command line's cells: returns a one-line note saying so.
     """
     path = cfg.out / "grid.json"
     with locked(cfg.out / "grid.lock"):
         manifest, why = read_manifest(path)
-        note = None if why is None else (f"{path} is corrupt ({why}); rebuilt from this command line's cells "
+        note = None if why is None else (f"{path} is damaged ({why}); rebuilt from this command line's cells "
                                          "(rerun the other commands of this folder to add theirs)")
         manifest = manifest or {}
         for cell in grid:  # beside the Cell's fields: what the report states about how the cell was run
@@ -191,7 +191,7 @@ def load_manifest(out: Path) -> tuple[dict[str, Cell], dict[str, str]]:
         raise FileNotFoundError(f"{path} not found: is {out} a grid folder (made by python -m minibert grid)?")
     raw, why = read_manifest(path)
     if raw is None:
-        raise ValueError(f"{path} is corrupt ({why}); rerun the grid command that made {out}: it rebuilds the file "
+        raise ValueError(f"{path} is damaged ({why}); rerun the grid command that made {out}: it rebuilds the file "
                          "and reruns nothing that is done")
     grid = {name: Cell(**{k: c[k] for k in Cell.__dataclass_fields__ if k in c}) for name, c in raw.items()}
     return grid, {c["model"]: c["checkpoint"] for c in raw.values()}

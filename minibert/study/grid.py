@@ -21,7 +21,7 @@ overlap, which is how a job array or several machines on a shared filesystem sha
 only while it holds the cell's lock (<out>/logs/<cell>.lock, minibert/study/jobs.py): grids or shards started twice
 on one folder never run a cell twice, each skips the cells another one is running and says who. <out>/grid.json
 records every cell the grid was asked for, so `report` can show what is still missing; logs go to
-<out>/logs/<cell>.log. A corrupt result.json is moved aside and its cell rerun; a corrupt grid.json is rebuilt; both
+<out>/logs/<cell>.log. A damaged result.json is moved aside and its cell rerun; a damaged grid.json is rebuilt; both
 with a note.
 By default a grid runs one cell after another; --devices 0,1,2,3 runs four at once, one per GPU, each child seeing
 only its own (CUDA_VISIBLE_DEVICES), and --workers N runs N at once on the CPU with the cores split between them
@@ -52,7 +52,7 @@ from ..files import write_text
 from ..locks import Lock, claim, holder
 from ..training.config import SELECT_ON, TrainConfig, train_flags, validate
 from ..training.optim import RECIPES
-from ..training.rundir import check_writable, corrupt_results, read_result, set_aside_corrupt, status
+from ..training.rundir import check_writable, damaged_results, read_result, set_aside_damaged, status
 from . import report
 from .cells import GRID_TABLES, Cell, GridConfig, cell_dir, cell_epochs, cells, shard, write_manifest
 from .compare import compare
@@ -86,12 +86,12 @@ def lock_path(cfg: GridConfig, cell: Cell) -> Path:
 
 
 def status_line(cfg: GridConfig, cell: Cell) -> str:
-    """status() and, in brackets, whether another process runs the cell or a result file is corrupt."""
+    """status() and, in brackets, whether another process runs the cell or a result file is damaged."""
     where, notes = cell_dir(cfg, cell), []
     who = holder(lock_path(cfg, cell))
     if who is not None:
         notes.append(f"running: {who}")
-    notes += [f"{path} is corrupt ({why}), will rerun" for path, why in corrupt_results(where)]
+    notes += [f"{path} is damaged ({why}), will rerun" for path, why in damaged_results(where)]
     return status(where) + (f" ({'; '.join(notes)})" if notes else "")
 
 
@@ -160,7 +160,7 @@ def claim_cell(cfg: GridConfig, cell: Cell, head: str, elsewhere: list[str]) -> 
 def start_cell(cfg: GridConfig, cell: Cell, head: str, lock: Lock, slot: Slot, children: Children, say: bool) -> Job:
     """Start one claimed cell as a `train` child in `slot`, appending to its log; `say`: print that it started."""
     where = cell_dir(cfg, cell)
-    for note in set_aside_corrupt(where):
+    for note in set_aside_damaged(where):
         print(f"{head} {note}", flush=True)
     was = status(where)
     if where.is_dir() and not (where / "config.json").is_file():

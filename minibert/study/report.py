@@ -24,7 +24,7 @@ from ..data.datasets import DATASET_TITLES, load_dataset
 from ..data.encoding import encode
 from ..training.cka import read_run, saved_model
 from ..training.convergence import FIT_FRACTION, MIN_EXAMPLES, MIN_GAIN, MIN_LOSS_DROP, WINDOW
-from ..training.rundir import corrupt_results, read_result, status
+from ..training.rundir import damaged_results, read_result, status
 from ..training.trainer import COLLAPSE_FRACTION
 from .budget import BUDGET_CAPTION, budget_panels, budget_section, render_budget_figure, seed_list
 from .cells import load_manifest, setting
@@ -275,7 +275,7 @@ def report(out: Path, healing_n: int = 2000, device: str = "cpu", healing_on: bo
             statuses = {c.name: status(out / c.name) for c in group}  # each result.json read once
             counts = Counter(statuses.values())
             # only an unfinished cell can hold a result.json that does not read
-            damaged = [name for name, s in statuses.items() if s == "partial" and corrupt_results(out / name)]
+            damaged = [name for name, s in statuses.items() if s == "partial" and damaged_results(out / name)]
             tables.append(render_markdown(table, table_rows_) + "\n\n" +
                           f"{len(group)} cells: {counts['done']} done, {counts['partial']} partial, "
                           f"{counts['pending']} pending; "

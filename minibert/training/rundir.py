@@ -93,21 +93,21 @@ def read_result(run_dir) -> dict | None:
     return result if result is not None and result.get("status") == "done" else None
 
 
-def corrupt_results(run_dir: Path) -> list[tuple[Path, str]]:
+def damaged_results(run_dir: Path) -> list[tuple[Path, str]]:
     """The result.json files of a cell (and of its lr sweep's sub-runs) that exist but cannot be read, and why."""
     paths = [run_dir / "result.json", *sorted(run_dir.glob("lr_*/result.json"))]
     return [(path, why) for path in paths if (why := result_problem(path)) is not None]
 
 
-def set_aside_corrupt(run_dir: Path) -> list[str]:
-    """Move corrupt result files to <name>.corrupt so that train.py --resume runs the cell again; one note each.
+def set_aside_damaged(run_dir: Path) -> list[str]:
+    """Move damaged result files to <name>.damaged so that train.py --resume runs the cell again; one note each.
 
-    A result file is written atomically, so a corrupt one was damaged from outside (a full disk, a bad copy):
+    A result file is written atomically, so one that does not read was damaged from outside (a full disk, a bad copy):
     the run it described cannot be trusted, and rerunning costs one cell, never the grid."""
     notes = []
-    for path, why in corrupt_results(run_dir):
-        os.replace(path, path.with_name(path.name + ".corrupt"))
-        notes.append(f"{path} is corrupt ({why}); moved to {path.name}.corrupt, rerunning the cell")
+    for path, why in damaged_results(run_dir):
+        os.replace(path, path.with_name(path.name + ".damaged"))
+        notes.append(f"{path} is damaged ({why}); moved to {path.name}.damaged, rerunning the cell")
     return notes
 
 
