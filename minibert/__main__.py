@@ -18,7 +18,7 @@ COMMANDS = {
     "eval": ("minibert.tools.eval", "evaluate a saved run or checkpoint on a dataset split"),
     "grid": ("minibert.study.grid", "run the paper's tables as a grid of `train` runs; `grid report` renders them"),
     "probe-layers": ("minibert.study.probe_layers", "layer-wise probes of a run's clean, corrupted and fine-tuned encoders"),
-    "cka": ("minibert.training.cka", "layer-wise CKA of a run's encoder with the clean pre-trained one"),
+    "cka": ("minibert.study.layer_cka", "layer-wise CKA of a run's encoder with the clean pre-trained one"),
     "data": ("minibert.data.encoding", "tokenise a dataset once into the token cache and print its sizes"),
     "trace": ("minibert.tools.trace", "watch a sentence go through the encoder, layer by layer"),
     "tour": ("minibert.tools.tour", "write (or check) docs/tour.md, the walk through model.py"),

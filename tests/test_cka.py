@@ -13,7 +13,8 @@ from helpers import assert_one_line_error, run_main
 from minibert import corrupt, load_pretrained, load_tokenizer
 from minibert.data.datasets import load_dataset
 from minibert.data.encoding import encode
-from minibert.training.cka import format_healing, healing, layer_features, linear_cka, main, shuffled_floor
+from minibert.study.layer_cka import format_healing, healing, main
+from minibert.training.cka import layer_features, linear_cka, shuffled_floor
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -166,7 +167,7 @@ def test_cka_cli_errors_are_one_line(runs, tmp_path, capsys):
     for argv in ([str(clean), str(clean), "--n", "2"], [str(clean)]):
         assert_one_line_error(*run_main(main, argv, capsys))
     # the real command, once
-    proc = subprocess.run([sys.executable, "-m", "minibert.training.cka", str(clean), str(tmp_path / "missing")],
+    proc = subprocess.run([sys.executable, "-m", "minibert.study.layer_cka", str(clean), str(tmp_path / "missing")],
                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO)
     assert_one_line_error(proc.returncode, proc.stderr)
 

@@ -239,7 +239,7 @@ def test_paper_counts_name_the_comparisons_that_rest_on_errata():
 
 
 def test_the_report_and_the_cka_command_say_what_healed_in_the_same_words():
-    from minibert.training.cka import format_healing, healed
+    from minibert.study.layer_cka import format_healing, healed
     result = healing_result(True)
     line = healed(result)
     assert line == "re-initialised layers 1-1: CKA 0.10 -> 0.60; the other layers: 0.50 -> 0.90; last layer 0.50 -> 0.90"

@@ -65,7 +65,7 @@ def tsne_figure(panels, label_names, out, seed: int = 0, title: str | None = Non
 def cka_figure(results: dict, out, title: str = "") -> Path:
     """Per-layer CKA with the clean model, one colour per corruption setting: dashed before fine-tuning,
     solid after, dotted the shuffled-rows floor when the result has one. `results` maps a setting name to a
-    minibert.training.cka.healing() result. Returns the PNG path."""
+    minibert.study.layer_cka.healing() result. Returns the PNG path."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.6, 4.2))
     cmap = plt.get_cmap("tab10")

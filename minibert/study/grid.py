@@ -53,7 +53,7 @@ from ..locks import Lock, claim, holder
 from ..training.config import SELECT_ON, TrainConfig, train_flags, validate
 from ..training.optim import RECIPES
 from ..training.rundir import check_writable, damaged_results, read_result, set_aside_damaged, status
-from . import report
+from . import figure1, report
 from .cells import GRID_TABLES, Cell, GridConfig, cell_dir, cell_epochs, cells, shard, write_manifest
 from .compare import compare
 from .jobs import Children, Slot, slots
@@ -388,8 +388,10 @@ def main(argv=None) -> int:
             write_text(Path(args.md), text)
         print(text, end="")
         return 0
-    if args.command in ("report", "tsne"):
+    if args.command == "report":
         return report.run_command(args)
+    if args.command == "tsne":
+        return figure1.run_command(args)
     return run_grid(args)
 
 

@@ -8,10 +8,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..data.datasets import DATASET_TITLES
-from ..training.cka import healed, healing, layer_name
 from ..training.rundir import read_json, read_result, saved_model, write_json
 from .cells import Cell
 from .figures import cka_figure
+from .layer_cka import healed, healing, layer_name
 from .paper import TABLES
 
 
@@ -35,8 +35,8 @@ def healing_pairs(out: Path, grid: dict[str, Cell]) -> dict[tuple, list[tuple[Ce
 
 
 def cached_healing(out: Path, clean: Cell, cell: Cell, n: int, device: str, features: dict) -> dict:
-    """cka.healing() of one pair, cached in <out>/healing/<cell>.json (recomputed once both models are saved).
-    `features` is cka.healing's in-memory cache, shared by the pairs of one clean cell."""
+    """layer_cka.healing() of one pair, cached in <out>/healing/<cell>.json (recomputed once both models are saved).
+    `features` is layer_cka.healing's in-memory cache, shared by the pairs of one clean cell."""
     path = out / "healing" / f"{cell.name}.json"
     cached = read_json(path)  # None when missing or damaged (then recomputed)
     if isinstance(cached, dict):
@@ -65,8 +65,8 @@ def setting_name(setting: str, result: dict) -> str:
 
 
 def render_healing(key: tuple, results: dict[str, dict]) -> str:
-    """A layer x setting table of CKA before -> after (and, when cka.healing gave one, each setting's shuffled-rows
-    floor), and one line per setting on what healed (cka.healed, as `python -m minibert cka` prints it)."""
+    """A layer x setting table of CKA before -> after (and, when layer_cka.healing gave one, each setting's shuffled-rows
+    floor), and one line per setting on what healed (layer_cka.healed, as `python -m minibert cka` prints it)."""
     table, model, dataset, seed = key
     first = next(iter(results.values()))
     floored = [name for name, r in results.items() if r.get("floor") is not None]

@@ -28,11 +28,12 @@ from ..corrupt import corrupt, parse_spec
 from ..data.datasets import load_dataset
 from ..data.encoding import encode
 from ..tokenizer import load_tokenizer
-from ..training.cka import layer_features, layer_name, read_run
+from ..training.cka import layer_features
 from ..training.metrics import majority_baseline
 from ..training.rundir import read_result, saved_model
 from .cells import Cell
 from .figures import _pyplot, _save
+from .layer_cka import layer_name, read_run
 
 ENCODERS = ("clean", "corrupted", "finetuned")
 

@@ -1,8 +1,7 @@
 """The grid's report: the paper's claims tested (Findings), our tables beside the paper's, data sizes, figures,
-the healing analysis (layer-wise CKA, healing.py) and Figure 1.
+and the healing analysis (layer-wise CKA, healing.py).
 
     python -m minibert grid report runs/grid        # writes runs/grid/report.md, report.csv, figures/; prints the md
-    python -m minibert grid tsne runs/grid          # Figure 1: t-SNE of [CLS] features on AG News
 
     text, rows = report(Path("runs/grid"))           # the same from Python
 
@@ -17,19 +16,14 @@ import statistics
 from collections import Counter
 from pathlib import Path
 
-import torch
-
-from ..checkpoint import load_classifier
-from ..data.datasets import DATASET_TITLES, load_dataset
-from ..data.encoding import encode
-from ..training.cka import read_run, saved_model
+from ..data.datasets import DATASET_TITLES
 from ..training.convergence import FIT_FRACTION, MIN_EXAMPLES, MIN_GAIN, MIN_LOSS_DROP, WINDOW
-from ..training.rundir import damaged_results, read_result, status
+from ..training.rundir import damaged_results, status
 from ..training.trainer import COLLAPSE_FRACTION
 from .budget import BUDGET_CAPTION, budget_panels, budget_section, render_budget_figure, seed_list
 from .cells import load_manifest, setting
 from .components import components_section
-from .figures import level_figure, tsne_figure
+from .figures import level_figure
 from .findings import CSV_FIELDS as CLAIM_FIELDS
 from .findings import MARGIN, claim_columns, comparisons, equivalent, render_findings, render_questions
 from .healing import healing_section
@@ -300,71 +294,13 @@ def report(out: Path, healing_n: int = 2000, device: str = "cpu", healing_on: bo
     return "\n\n".join(parts) + "\n", rows
 
 
-# ---- Figure 1 ---------------------------------------------------------------------------------
-
-def figure1(out: Path, table: str = "table2", model: str | None = None, dataset: str = "ag_news",
-            level: int | None = None, seed: int = 0, n: int = 1000, device: str = "cpu", png: Path | None = None) -> Path:
-    """The paper's Figure 1: t-SNE of the pooled [CLS] features (what the classifier sees) of the fine-tuned
-    0%, top, bottom and 100% cells on the test set, as one 4-panel PNG. Needs cells run with --save-models."""
-    from ..tokenizer import load_tokenizer
-    from ..training.evaluation import extract
-
-    grid, _ = load_manifest(out)
-    mine = [c for c in grid.values() if (c.table, c.dataset, c.seed) == (table, dataset, seed)]
-    if not mine:
-        have = ", ".join(sorted({f"{c.table} {c.dataset} seed {c.seed}" for c in grid.values()}))
-        raise ValueError(f"{out} has no {table} cells on {dataset} with seed {seed} (it has: {have}); "
-                         "pick one with --table, --dataset and --seed")
-    models = model_order({c.model for c in mine})
-    model = model or models[0]
-    if model not in models:
-        raise ValueError(f"{out} has no model {model!r} in its {table} {dataset} cells (it has: "
-                         f"{', '.join(models)}); pick one with --model")
-    mine = [c for c in mine if c.model == model]
-    partial = sorted({c.level for c in mine if c.level not in (0, 100)})
-    level = level if level is not None else (partial[0] if partial else None)
-    wanted = [(0, None, "0% corruption"), (level, "top", f"{level}% top corruption"),
-              (level, "bottom", f"{level}% bottom corruption"), (100, None, "100% corruption")]
-    panels, label_names = [], None
-    for letter, (lv, side, title) in zip("abcd", wanted):
-        # on a data-budget grid, the largest size whose model was saved (else the largest, and the error below)
-        cell = max((c for c in mine if (c.level, c.side, c.component) == (lv, side, "all")),
-                   key=lambda c: (saved_model(out / c.name, read_result(out / c.name)) is not None, c.limit or 0),
-                   default=None) if lv is not None else None
-        if cell is None:
-            raise ValueError(f"{out} has no {table} cell for {model} {dataset} {title} seed {seed} "
-                             f"(partial levels there: {partial or 'none'})")
-        result = read_result(out / cell.name)
-        model_dir = saved_model(out / cell.name, result) if result else None
-        if model_dir is None:
-            raise FileNotFoundError(f"{out / cell.name}: not finished or no saved model; run the grid with --save-models")
-        args, _ = read_run(out / cell.name)
-        data = load_dataset(args["dataset"], args["data_dir"], args["split"], args["seed"], args["limit"])
-        test = data.test.take(range(min(n, len(data.test))))
-        clf = load_classifier(model_dir, device)
-        tokenizer = load_tokenizer(model_dir if (model_dir / "tokenizer.json").is_file() else args["checkpoint"])
-        feats, labels = extract(clf, encode(test, tokenizer, args["max_length"]), 64, torch.device(device),
-                                "fp32", tokenizer.pad_id)
-        panels.append((f"({letter}) {title}: F1 {100 * result['best']['weighted_f1']:.1f}", feats.numpy(), labels.numpy()))
-        label_names = data.label_names
-    png = png or out / f"figure1-{table}-{model}-{dataset}-s{seed}.png"
-    return tsne_figure(panels, label_names, png, seed=seed,
-                       title=f"t-SNE of fine-tuned {model} features on {DATASET_TITLES.get(dataset, dataset)} "
-                             f"(n={len(test)})")
-
-
 def run_command(args) -> int:
-    """`python -m minibert grid report|tsne` (grid.py parses the command line and calls this)."""
-    if args.command == "report":
-        out = Path(args.dir)
-        margin = getattr(args, "margin", MARGIN)
-        text, rows = report(out, args.healing_n, args.device, not args.no_healing, probes_on=not args.no_probes,
-                            margin=margin)
-        (out / "report.md").write_text(text)
-        write_csv(rows, out / "report.csv", margin)
-        print(text if args.format == "md" else (out / "report.csv").read_text(), end="")
-        return 0
-    png = figure1(Path(args.dir), args.table, args.model, args.dataset, args.level, args.seed, args.n,
-                  args.device, Path(args.png) if args.png else None)
-    print(f"wrote {png}")
+    """`python -m minibert grid report` (grid.py parses the command line and calls this)."""
+    out = Path(args.dir)
+    margin = getattr(args, "margin", MARGIN)
+    text, rows = report(out, args.healing_n, args.device, not args.no_healing, probes_on=not args.no_probes,
+                        margin=margin)
+    (out / "report.md").write_text(text)
+    write_csv(rows, out / "report.csv", margin)
+    print(text if args.format == "md" else (out / "report.csv").read_text(), end="")
     return 0

@@ -11,8 +11,8 @@ trainer.run() rebuilds the corrupted encoder from the checkpoint, the spec and t
 seeded and bit-identical) and starts the Dynamics before it loads the training state.
 
 cka (track_cka=True): debiased linear CKA (cka.linear_cka) of each hidden state, mean-pooled over real
-tokens as cka.healing does, against the clean pre-trained encoder's on a fixed, seeded sample of
-CKA_SAMPLE test examples. The clean features are computed once, at the start.
+tokens as the healing analysis does (study/layer_cka.py), against the clean pre-trained encoder's on a fixed,
+seeded sample of CKA_SAMPLE test examples. The clean features are computed once, at the start.
 """
 import math
 from dataclasses import dataclass
