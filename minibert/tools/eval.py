@@ -17,12 +17,12 @@ from pathlib import Path
 
 from ..checkpoint import load_classifier
 from ..cli import Parser, main_wrapper
-from ..data.datasets import DATASETS, SPLITS, load_dataset
+from ..data.datasets import load_dataset
 from ..data.encoding import encode
 from ..tokenizer import load_tokenizer
 from ..training import rundir
-from ..training.config import TrainConfig, check_numbers
-from ..training.device import PRECISIONS, resolve_precision, setup_device
+from ..training.config import TrainConfig, add_flag, check_numbers, field_help
+from ..training.device import resolve_precision, setup_device
 from ..training.evaluation import evaluate, extract
 from ..training.inputs import clamp_max_length
 from ..training.metrics import confusion, format_confusion, majority_baseline
@@ -49,65 +49,77 @@ def find_model(path: Path) -> tuple[Path, dict, bool | None]:
     return model, {**config["args"], "max_length": config["max_length"]}, finished
 
 
-@main_wrapper
-def main(argv=None) -> int:
+# train's flags that eval takes too; not given, each is the run's value, else train's default. The help text is the
+# flag's in train, where it means the same here (None), else what it means here.
+RUN_FLAGS = {"dataset": None, "data_dir": None, "split": None, "seed": "seed of the paper split", "limit": None,
+             "max_length": None, "batch_size": "examples per forward pass",
+             "precision": "auto: bf16 on GPUs that support it, else fp16; fp32 on a CPU (fp16 needs a GPU)"}
+UNSET = {"data_dir": "the hub", "limit": "all of them", "max_length": "the dataset's"}  # what train's None means
+
+
+def parser() -> Parser:
     d = TrainConfig()
     p = Parser(description=__doc__.split("\n")[0])
     p.add_argument("path", help="a run directory (trained with --save-model) or a checkpoint directory")
-    p.add_argument("--dataset", choices=list(DATASETS), metavar="NAME",
-                   help=f"one of {', '.join(DATASETS)} (default: the run's, else {d.dataset})")
-    p.add_argument("--data-dir", help="local folder with the dataset's files (default: the run's, else the hub)")
-    p.add_argument("--split", choices=SPLITS, help="default: the run's, else paper")
+    for name, help in RUN_FLAGS.items():
+        add_flag(p, name, default=None, help=f"{help or field_help(name)}; default: the run's, else "
+                                             f"{UNSET.get(name, getattr(d, name))}")
     p.add_argument("--which", default="test", choices=["test", "train"],
                    help="which part of the split to evaluate (default: test)")
-    p.add_argument("--seed", type=int, help="seed of the paper split; default: the run's, else 0")
-    p.add_argument("--limit", type=int, metavar="N", help="at most N examples; default: the run's")
-    p.add_argument("--max-length", type=int, metavar="T", help="default: the run's, else the dataset's")
-    p.add_argument("--batch-size", type=int, metavar="B", help=f"default: the run's, else {d.batch_size}")
-    p.add_argument("--precision", choices=PRECISIONS, help="default: the run's, else auto")
-    p.add_argument("--device", default="auto", help="auto (default: a GPU when there is one), cpu, cuda, cuda:1, ...")
+    add_flag(p, "device", help=f"{field_help('device')}; default: {d.device}")
     p.add_argument("--tsne", metavar="PNG", help="also save a t-SNE figure of the pooled features here (needs matplotlib)")
     p.add_argument("--json", action="store_true",
                    help="also print the metrics as one JSON line (full precision) after the tables")
-    args = p.parse_args(argv)
-    check_numbers(seed=args.seed, limit=args.limit, max_length=args.max_length, batch_size=args.batch_size)
-    model_dir, run, finished = find_model(Path(args.path))
+    return p
 
-    def pick(name, default):  # flag, else the run's value, else the default
-        value = getattr(args, name)
-        return value if value is not None else run.get(name, default)
 
-    dataset = pick("dataset", d.dataset)
-    device, _, _ = setup_device(args.device)
-    precision = resolve_precision(pick("precision", d.precision), device)
-    clf = load_classifier(model_dir, device)
-    tok = load_tokenizer(model_dir)
-    data_dir = pick("data_dir", None)
-    if args.data_dir is None and data_dir is not None and not Path(os.path.expandvars(data_dir)).is_dir():
-        raise FileNotFoundError(f"{args.path} was trained on {data_dir} (its config.json), which is not a folder "
-                                "here; pass --data-dir with the dataset's folder")
-    ds = load_dataset(dataset, data_dir, pick("split", d.split), pick("seed", d.seed), pick("limit", None))
-    if clf.num_labels != len(ds.label_names):
-        raise ValueError(f"{model_dir} predicts {clf.num_labels} labels but {dataset} has {len(ds.label_names)}")
-    split = ds.test if args.which == "test" else ds.train
-    max_length = clamp_max_length(pick("max_length", None), ds.spec.max_length, clf.config)
-    feats, labels = extract(clf, encode(split, tok, max_length), pick("batch_size", d.batch_size), device,
-                            precision, tok.pad_id)
-    m = evaluate(clf, feats, labels)
-    base = majority_baseline(ds.train.labels, split.labels)
-    metrics = {k: m[k] for k in ("weighted_f1", "macro_f1", "accuracy", "loss")}
-    print(f"{dataset} {args.which} ({len(split)} examples), {model_dir}, {precision} on {device}")
+def settings(args, run: dict) -> dict:
+    """Each of RUN_FLAGS: the flag, else the run's value, else train's default."""
+    d = TrainConfig()
+    return {name: getattr(args, name) if getattr(args, name) is not None else run.get(name, getattr(d, name))
+            for name in RUN_FLAGS}
+
+
+
+def print_scores(m: dict, base: dict, label_names: list[str], n: int, as_json: bool, finished: bool | None) -> None:
+    """The metrics beside the majority baseline, and the confusion matrix; with `as_json`, one JSON line after them
+    (full precision, for scripts: compare with a run's result.json) that says whether a run had finished."""
     print(f"weighted F1 {100 * m['weighted_f1']:.2f} | macro F1 {100 * m['macro_f1']:.2f} | accuracy "
           f"{100 * m['accuracy']:.2f} | loss {m['loss']:.4f} | majority baseline weighted F1 "
           f"{100 * base['weighted_f1']:.2f}")
-    print(format_confusion(confusion(m["labels"], m["preds"], len(ds.label_names)), ds.label_names))
-    if args.json:  # full precision, for scripts: compare with a run's result.json
+    print(format_confusion(confusion(m["labels"], m["preds"], len(label_names)), label_names))
+    if as_json:
+        metrics = {k: m[k] for k in ("weighted_f1", "macro_f1", "accuracy", "loss")}
         run_state = {} if finished is None else {"finished": finished}
-        print(json.dumps({**metrics, "majority_f1": base["weighted_f1"], "n": len(split), **run_state}))
+        print(json.dumps({**metrics, "majority_f1": base["weighted_f1"], "n": n, **run_state}))
+
+
+@main_wrapper
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    check_numbers(seed=args.seed, limit=args.limit, max_length=args.max_length, batch_size=args.batch_size)
+    model_dir, run, finished = find_model(Path(args.path))
+    s = settings(args, run)
+    device, _, _ = setup_device(args.device)
+    precision = resolve_precision(s["precision"], device)
+    clf = load_classifier(model_dir, device)
+    tok = load_tokenizer(model_dir)
+    if args.data_dir is None and s["data_dir"] is not None and not Path(os.path.expandvars(s["data_dir"])).is_dir():
+        raise FileNotFoundError(f"{args.path} was trained on {s['data_dir']} (its config.json), which is not a folder "
+                                "here; pass --data-dir with the dataset's folder")
+    ds = load_dataset(s["dataset"], s["data_dir"], s["split"], s["seed"], s["limit"])
+    if clf.num_labels != len(ds.label_names):
+        raise ValueError(f"{model_dir} predicts {clf.num_labels} labels but {s['dataset']} has {len(ds.label_names)}")
+    split = ds.test if args.which == "test" else ds.train
+    max_length = clamp_max_length(s["max_length"], ds.spec.max_length, clf.config)
+    feats, labels = extract(clf, encode(split, tok, max_length), s["batch_size"], device, precision, tok.pad_id)
+    m = evaluate(clf, feats, labels)
+    print(f"{s['dataset']} {args.which} ({len(split)} examples), {model_dir}, {precision} on {device}")
+    print_scores(m, majority_baseline(ds.train.labels, split.labels), ds.label_names, len(split), args.json, finished)
     if args.tsne:
         from ..study.figures import tsne_figure
-        panel = f"{Path(args.path).name}: {dataset} {args.which}, weighted F1 {100 * m['weighted_f1']:.1f}"
-        tsne_figure([(panel, feats.cpu().numpy(), labels.cpu().numpy())], ds.label_names, args.tsne, pick("seed", 0))
+        panel = f"{Path(args.path).name}: {s['dataset']} {args.which}, weighted F1 {100 * m['weighted_f1']:.1f}"
+        tsne_figure([(panel, feats.cpu().numpy(), labels.cpu().numpy())], ds.label_names, args.tsne, s["seed"])
         print(f"t-SNE figure -> {args.tsne}")
     return 0
 

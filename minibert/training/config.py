@@ -11,7 +11,7 @@ NOT_IDENTITY: a resumed run must match the interrupted one in all the others.
 """
 import math
 import re
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import get_args
 
@@ -116,16 +116,31 @@ def add_flags(parser) -> None:
             continue
         if f.name in GROUPS:
             group = parser.add_argument_group(GROUPS[f.name])
-        kinds = [t for t in get_args(f.type) or (f.type,) if t is not type(None)]
-        if kinds == [bool]:
-            kind = {"action": "store_true"}
-        elif kinds in ([int], [float]):
-            kind = {"type": kinds[0]}
-        else:
-            kind = {}  # str, and lr's "2e-5 or sweep": kept as the text given, validate() reads it
-        extra = {k: v for k, v in f.metadata.items() if k != "help"}
-        group.add_argument("--" + f.name.replace("_", "-"), default=f.default, help=f.metadata["help"].replace("%", "%%"),
-                           **kind, **extra)  # argparse formats help with %: a literal % is written %%
+        add_flag(group, f.name)
+
+
+def add_flag(parser, name: str, default=MISSING, help: str | None = None) -> None:
+    """Add field `name`'s flag: train's name, kind, metavar and choices, with the field's default and help text unless
+    given. Another command whose flag means what this field means (grid's, eval's) builds it here, with its own
+    default and help where they differ (field_help(): what the flag means, to build on)."""
+    f = next(f for f in fields(TrainConfig) if f.name == name)
+    kinds = [t for t in get_args(f.type) or (f.type,) if t is not type(None)]
+    if kinds == [bool]:
+        kind = {"action": "store_true"}
+    elif kinds in ([int], [float]):
+        kind = {"type": kinds[0]}
+    else:
+        kind = {}  # str, and lr's "2e-5 or sweep": kept as the text given, validate() reads it
+    extra = {k: v for k, v in f.metadata.items() if k != "help"}
+    help = f.metadata["help"] if help is None else help
+    parser.add_argument("--" + name.replace("_", "-"), default=f.default if default is MISSING else default,
+                        help=help.replace("%", "%%"), **kind, **extra)  # argparse formats help with %: % is written %%
+
+
+def field_help(name: str) -> str:
+    """What field `name`'s train flag means: its help text without train's default ("...; default: ..."), which
+    another command states its own way."""
+    return TrainConfig.__dataclass_fields__[name].metadata["help"].split("; default:")[0]
 
 
 def train_flags(cfg: TrainConfig) -> list[str]:
