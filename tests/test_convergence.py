@@ -17,6 +17,7 @@ from minibert.study.cells import GridConfig, cells, write_manifest
 from minibert.study.grid import cell_config, grid_config
 from minibert.study.report import convergence_warning, report
 from minibert.study.summary import Row, run_facts
+from minibert.training.config import TrainConfig
 from minibert.training.convergence import convergence, describe
 from minibert.training.rundir import read_result
 
@@ -142,7 +143,7 @@ def budget(tmp_path_factory):
 
 def test_budget_cells_are_named_by_size_and_run_at_it(tmp_path):
     cfg = GridConfig("table2", tmp_path, {"m": "base"}, ("sst2",), (0,), (0,), None, epochs=(30, 10),
-                     limits=(250, 1000), test_limit=1000)
+                     limits=(250, 1000), train=TrainConfig(test_limit=1000))
     first, second = cells(cfg)
     assert (first.name, second.name) == ("table2-m-sst2-n250-0-s0", "table2-m-sst2-n1000-0-s0")
     run = cell_config(cfg, first)

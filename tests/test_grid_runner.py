@@ -205,12 +205,12 @@ def test_recipe_and_selection_are_recorded_per_cell_and_kept(tmp_path, capsys):
             str(tmp_path)]
     parser_args = _parse([*args, "--recipe", "paper", "--select-on", "val"])
     cfg = grid_config("table5", parser_args)
-    assert isinstance(cfg, GridConfig) and (cfg.recipe, cfg.select_on) == ("paper", "val")
+    assert isinstance(cfg, GridConfig) and (cfg.train.recipe, cfg.train.select_on) == ("paper", "val")
     assert write_manifest(cfg, cells(cfg)) is None
     entry = json.loads((tmp_path / "grid.json").read_text())["cells"]["table5-base-mrpc-0-s0"]
     assert (entry["recipe"], entry["select_on"]) == ("paper", "val")
     default = grid_config("table5", _parse(args))
-    assert (default.recipe, default.select_on) == ("hf-trainer", "test")
+    assert (default.train.recipe, default.train.select_on) == ("hf-trainer", "test")
     with pytest.raises(ValueError, match=r"table5-base-mrpc-0-s0 was run with --recipe paper, this command asks "
                                          r"for hf-trainer; use a new --out"):
         write_manifest(default, cells(default))

@@ -5,12 +5,13 @@ grid folder expects (<out>/grid.json). grid.py runs them; report.py reads them.
     for cell in cells(cfg): print(cell.name, cell.corrupt)   # table2-base-sst2-0-s0 none, ...
 """
 import json
-from dataclasses import MISSING, asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, field
 from pathlib import Path
 
 from ..corrupt import COMPONENTS as PARTS
 from ..files import write_text
 from ..locks import locked
+from ..training.config import TrainConfig
 from .paper import LEVELS, SIDES, SIX, TABLES, PaperTable
 
 # Not a paper table: what in the chosen layers is corrupted, at the levels given (default 0 and 50%): the whole
@@ -81,7 +82,8 @@ def setting_label(level: int, side: str, n_layers: int | None, total: int | None
 
 @dataclass
 class GridConfig:
-    """What a grid runs: the cells' axes and the train arguments they share."""
+    """What a grid runs: the cells' axes, and in `train` the train arguments every cell shares (each cell sets its own
+    model, dataset, corruption, seed, pooling, mode, epochs, data folder and run folder)."""
     table: str
     out: Path
     models: dict  # label -> preset name or checkpoint directory
@@ -89,19 +91,9 @@ class GridConfig:
     levels: tuple  # percentages
     seeds: tuple
     data_root: Path | None
-    split: str = "paper"
-    lr: str = "sweep"
     epochs: tuple = (10,)  # one for every run, or one per size of `limits`
-    batch_size: int = 32
-    max_length: int | None = None
-    limit: int | None = None
     limits: tuple = ()  # the data-budget axis: run every cell at each of these training-set sizes
-    test_limit: int | None = None
-    device: str = "auto"
-    precision: str = "auto"
-    save_models: bool = False
-    recipe: str = "hf-trainer"  # train --recipe: the optimiser, schedule and clipping around the paper's settings
-    select_on: str = "test"  # train --select-on: where the best epoch and lr are chosen (test: the paper's way)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
 
 def cells(cfg: GridConfig) -> list[Cell]:
@@ -172,8 +164,8 @@ def write_manifest(cfg: GridConfig, grid: list[Cell]) -> str | None:
                                          "(rerun the other commands of this folder to add theirs)")
         manifest = manifest or {}
         for cell in grid:  # beside the Cell's fields: what the report states about how the cell was run
-            entry = {**asdict(cell), "checkpoint": str(cfg.models[cell.model]), "recipe": cfg.recipe,
-                     "select_on": cfg.select_on}
+            entry = {**asdict(cell), "checkpoint": str(cfg.models[cell.model]), "recipe": cfg.train.recipe,
+                     "select_on": cfg.train.select_on}
             old = manifest.get(cell.name, {})
             for key in ("recipe", "select_on"):
                 if old.get(key, entry[key]) != entry[key]:

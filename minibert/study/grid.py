@@ -41,17 +41,16 @@ import shlex
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TextIO
 
 from ..checkpoint import _looks_like_path
 from ..cli import Parser, fail, main_wrapper
-from ..data.datasets import DATA_ENV, DATASETS, SPLITS, default_data_root
+from ..data.datasets import DATA_ENV, DATASETS, default_data_root
 from ..files import write_text
 from ..locks import Lock, claim, holder
-from ..training.config import SELECT_ON, TrainConfig, train_flags, validate
-from ..training.optim import RECIPES
+from ..training.config import TrainConfig, add_flag, field_help, train_flags, validate
 from ..training.rundir import check_writable, damaged_results, read_result, set_aside_damaged, status
 from . import figure1, report
 from .cells import GRID_TABLES, Cell, GridConfig, cell_dir, cell_epochs, cells, shard, write_manifest
@@ -64,6 +63,9 @@ QUICK_DATASETS = {"table2": ("ag_news", "emotion"), "table3": ("ag_news", "emoti
 # --quick: small enough that a grid of a few cells runs on a laptop CPU in minutes
 QUICK = {"levels": (0, 50, 100), "limit": 64, "epochs": 1, "max_length": 32, "lr": "1e-4", "batch_size": 8,
          "device": "cpu"}
+# The train flags the grid gives every cell, each with what train's default None means for it
+SHARED = {"split": None, "lr": None, "batch_size": None, "max_length": "the dataset's", "limit": "every example",
+          "test_limit": "--limit's", "device": None, "precision": None, "recipe": None, "select_on": None}
 
 
 
@@ -102,18 +104,15 @@ def command(cfg: GridConfig, cell: Cell) -> list[str]:
 
 
 def cell_config(cfg: GridConfig, cell: Cell) -> TrainConfig:
-    """The `train` run of one cell, its paths portable (see portable()): run from the repository, the folder of
-    a committed cell names the same model, data and places on any machine."""
+    """The `train` run of one cell: the grid's shared train arguments and the cell's own, its paths portable (see
+    portable()): run from the repository, the folder of a committed cell names the same model, data and places on
+    any machine."""
     table, model = GRID_TABLES[cell.table], cfg.models[cell.model]
-    return TrainConfig(model=portable(model) if Path(model).is_dir() else model, dataset=cell.dataset,
-                       split=cfg.split, corrupt=cell.corrupt, seed=cell.seed, pooling=table.pooling, mode=table.mode,
-                       lr=cfg.lr, epochs=cell_epochs(cfg, cell), batch_size=cfg.batch_size, device=cfg.device,
-                       precision=cfg.precision, out=portable(cell_dir(cfg, cell)),
-                       cache_dir=portable(cfg.out / "token_cache"), resume=True,
-                       data_dir=portable(cfg.data_root / cell.dataset) if cfg.data_root is not None else None,
-                       max_length=cfg.max_length, limit=cell.limit or cfg.limit, test_limit=cfg.test_limit,
-                       save_model=cfg.save_models,
-                       recipe=cfg.recipe, select_on=cfg.select_on)
+    return replace(cfg.train, model=portable(model) if Path(model).is_dir() else model, dataset=cell.dataset,
+                   corrupt=cell.corrupt, seed=cell.seed, pooling=table.pooling, mode=table.mode,
+                   epochs=cell_epochs(cfg, cell), limit=cell.limit or cfg.train.limit, resume=True,
+                   data_dir=portable(cfg.data_root / cell.dataset) if cfg.data_root is not None else None,
+                   out=portable(cell_dir(cfg, cell)), cache_dir=portable(cfg.out / "token_cache"))
 
 
 # ---- running ----------------------------------------------------------------------------------
@@ -248,6 +247,31 @@ def grid_config(table: str, args) -> GridConfig:
     """Resolve the command line (and the --quick preset under it) into a GridConfig; checks every input."""
     quick = QUICK if args.quick else {}
     pick = lambda name, default: getattr(args, name) if getattr(args, name) is not None else quick.get(name, default)  # noqa: E731
+    models = grid_models(args)
+    datasets = _csv_list(args.datasets) or (QUICK_DATASETS[table] if args.quick else GRID_TABLES[table].datasets)
+    for d in datasets:
+        if d not in DATASETS:
+            raise ValueError(f"unknown dataset {d!r}; known: {', '.join(DATASETS)}")
+    limits = _csv_list(args.limits, int) or ()
+    epochs = _csv_list(args.epochs, int) or (pick("epochs", TrainConfig.epochs),)
+    for flag, values in (("--limits", limits), ("--epochs", epochs)):
+        if any(v < 1 for v in values):
+            raise ValueError(f"{flag} must be at least 1, got {min(values)}")
+    if len(epochs) > 1 and len(epochs) != len(limits):
+        raise ValueError(f"--epochs {args.epochs}: give one number, or one per size of --limits ({len(limits)})")
+    if limits and args.limit is not None:
+        raise ValueError("--limit and --limits: give one (--limits runs every cell at each size)")
+    levels = _csv_list(args.levels, int) or pick("levels", (0, 50) if table == "components" else (0, 25, 50, 75, 100))
+    if not set(levels) <= {0, 25, 50, 75, 100}:
+        raise ValueError(f"--levels must be among 0,25,50,75,100 (percent of layers), got {args.levels}")
+    train = TrainConfig(**{name: pick(name, getattr(TrainConfig, name)) for name in SHARED},
+                        save_model=args.save_models or bool(args.quick))
+    return GridConfig(table, Path(args.out).resolve(), models, tuple(datasets), tuple(levels),
+                      _csv_list(args.seeds, int), grid_data_root(args, datasets), epochs, limits, train)
+
+
+def grid_models(args) -> dict[str, str]:
+    """label -> preset or checkpoint: the paper's models, or --checkpoint's and --quick's; --models picks among them."""
     if args.checkpoint or isinstance(args.quick, str):
         given = [*(args.checkpoint or []), *([args.quick] if isinstance(args.quick, str) else [])]
         models = dict(_checkpoint_arg(c) for c in given)
@@ -262,22 +286,11 @@ def grid_config(table: str, args) -> GridConfig:
             raise ValueError(f"--models {args.models}: unknown {', '.join(sorted(unknown))}; "
                              f"this grid has {', '.join(models)}")
         models = {m: models[m] for m in _csv_list(args.models)}
-    datasets = _csv_list(args.datasets) or (QUICK_DATASETS[table] if args.quick else GRID_TABLES[table].datasets)
-    for d in datasets:
-        if d not in DATASETS:
-            raise ValueError(f"unknown dataset {d!r}; known: {', '.join(DATASETS)}")
-    limits = _csv_list(args.limits, int) or ()
-    epochs = _csv_list(args.epochs, int) or (pick("epochs", 10),)
-    for flag, values in (("--limits", limits), ("--epochs", epochs)):
-        if any(v < 1 for v in values):
-            raise ValueError(f"{flag} must be at least 1, got {min(values)}")
-    if len(epochs) > 1 and len(epochs) != len(limits):
-        raise ValueError(f"--epochs {args.epochs}: give one number, or one per size of --limits ({len(limits)})")
-    if limits and args.limit is not None:
-        raise ValueError("--limit and --limits: give one (--limits runs every cell at each size)")
-    levels = _csv_list(args.levels, int) or pick("levels", (0, 50) if table == "components" else (0, 25, 50, 75, 100))
-    if not set(levels) <= {0, 25, 50, 75, 100}:
-        raise ValueError(f"--levels must be among 0,25,50,75,100 (percent of layers), got {args.levels}")
+    return models
+
+
+def grid_data_root(args, datasets) -> Path | None:
+    """The folder with one sub-folder per dataset (--data-root, else $MINIBERT_DATA), or None: the hub."""
     data_root = None if args.data_root == "hub" else (Path(args.data_root).resolve() if args.data_root
                                                        else default_data_root())
     if data_root is not None:
@@ -286,12 +299,7 @@ def grid_config(table: str, args) -> GridConfig:
             named_by = "--data-root" if args.data_root else f"${DATA_ENV}"
             raise FileNotFoundError(f"{named_by} {data_root} has no folder for {', '.join(missing)}; point it at a "
                                     "folder with one sub-folder per dataset (or pass --data-root hub)")
-    return GridConfig(table, Path(args.out).resolve(), models, tuple(datasets), tuple(levels),
-                      _csv_list(args.seeds, int), data_root, args.split, str(pick("lr", "sweep")),
-                      epochs, pick("batch_size", 32), pick("max_length", None), pick("limit", None), limits,
-                      args.test_limit,
-                      pick("device", "auto"), args.precision, args.save_models or bool(args.quick), args.recipe,
-                      args.select_on)
+    return data_root
 
 
 def add_grid_args(p: argparse.ArgumentParser):
@@ -311,25 +319,11 @@ def add_grid_args(p: argparse.ArgumentParser):
     p.add_argument("--seeds", default="0", help="comma-separated seeds; each cell runs once per seed (default 0)")
     p.add_argument("--data-root", help="folder with one sub-folder per dataset (default: $MINIBERT_DATA when set, else "
                                        "the Hugging Face Hub); 'hub' downloads from the Hub")
-    p.add_argument("--split", default="paper", choices=SPLITS, help="train --split")
-    p.add_argument("--lr", help="a learning rate, or 'sweep' over 1e-5, 2e-5, 5e-5 (default: sweep, the paper's)")
     p.add_argument("--epochs", help="epochs per run (default 10, the paper's), or one per size of --limits")
-    p.add_argument("--batch-size", type=int, help="examples per optimiser step (default 32)")
-    p.add_argument("--max-length", type=int, help="truncate to this many tokens (default: the dataset's)")
-    p.add_argument("--limit", type=int, help="at most this many train and test examples per run")
     p.add_argument("--limits", metavar="N,N,...",
                    help="the data-budget axis: run every cell at each of these training-set sizes (cells named "
                         "...-n<size>-...; test capped at the same size); pair with --epochs E,E,... per size")
-    p.add_argument("--test-limit", type=int, help="at most this many test examples (default: --limit's)")
-    p.add_argument("--device", help="train --device (default auto: a GPU when there is one)")
-    p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp16", "fp32"], help="train --precision")
-    p.add_argument("--recipe", default="hf-trainer", choices=RECIPES,
-                   help="train --recipe: paper (plain Adam, constant lr: only what the paper states), hf-trainer "
-                        "(the HF Trainer's defaults), bert (AdamW wd 0.01, 10%% warmup, linear decay, clip 1.0); "
-                        "default hf-trainer, recorded in grid.json")
-    p.add_argument("--select-on", default="test", choices=SELECT_ON,
-                   help="train --select-on: choose the best epoch and lr on the test set (the paper's way, the "
-                        "default) or on a seeded 10%% of train; recorded in grid.json")
+    add_shared_args(p)
     p.add_argument("--save-models", action="store_true",
                    help="save every cell's best classifier (needed by the healing analysis' after column and by tsne)")
     p.add_argument("--devices", metavar="0,1,...",
@@ -341,8 +335,20 @@ def add_grid_args(p: argparse.ArgumentParser):
                         "is set: then each child gets that many threads)")
 
 
-@main_wrapper
-def main(argv=None) -> int:
+def add_shared_args(p: argparse.ArgumentParser):
+    """The train flags every cell is given (SHARED), built from TrainConfig's fields; those --quick sets default to
+    None, "not given", so that its value applies."""
+    for name, unset in SHARED.items():
+        default = getattr(TrainConfig, name)
+        said = unset if default is None else default
+        quick = f", --quick's {QUICK[name]}" if name in QUICK else ""
+        recorded = "; recorded in grid.json" if name in ("recipe", "select_on") else ""
+        add_flag(p, name, default=None if name in QUICK else default,
+                 help=f"train --{name.replace('_', '-')}: {field_help(name)} (default {said}{quick}){recorded}")
+
+
+def parser() -> Parser:
+    """`python -m minibert grid`'s command line: one sub-command per table, then report, compare and tsne."""
     p = Parser(prog="python -m minibert grid", description=__doc__.split("\n")[0],
                formatter_class=argparse.RawDescriptionHelpFormatter, epilog="\n".join(__doc__.split("\n")[2:10]))
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -362,15 +368,22 @@ def main(argv=None) -> int:
     r.add_argument("--margin", type=float, default=2.0, metavar="M",
                    help="F1 points: a comparison whose 90%% interval lies inside [-M, +M] is 'equivalent within ±M' "
                         "(default 2)")
-    c = sub.add_parser("compare", help="what corruption costs in grid B against grid A, paired by seed "
-                                       "(e.g. a probe against fine-tuning)")
+    add_compare_args(sub.add_parser("compare", help="what corruption costs in grid B against grid A, paired by seed "
+                                                    "(e.g. a probe against fine-tuning)"))
+    add_tsne_args(sub.add_parser("tsne", help="Figure 1: t-SNE of fine-tuned features, 0%% / top / bottom / 100%%"))
+    return p
+
+
+def add_compare_args(c: argparse.ArgumentParser):
     c.add_argument("a", help="grid folder A (the reference, e.g. a fine-tuning table)")
     c.add_argument("b", help="grid folder B (e.g. a probe or a mean-pooling table)")
     c.add_argument("--datasets", help="comma-separated datasets (default: every one both grids ran)")
     c.add_argument("--model-a", help="model label in A, when it has several (e.g. 'minilm n=1000' on a budget grid)")
     c.add_argument("--model-b", help="model label in B, when it has several")
     c.add_argument("--md", help="also write the markdown to this file")
-    t = sub.add_parser("tsne", help="Figure 1: t-SNE of fine-tuned features, 0%% / top / bottom / 100%%")
+
+
+def add_tsne_args(t: argparse.ArgumentParser):
     t.add_argument("dir", help="grid folder (cells run with --save-models)")
     t.add_argument("--table", default="table2", choices=list(TABLES), help="which table's cells")
     t.add_argument("--model", help="model label (default: the first of the grid's, base if present)")
@@ -380,7 +393,11 @@ def main(argv=None) -> int:
     t.add_argument("--n", type=int, default=1000, help="test examples to plot")
     t.add_argument("--device", default="cpu", help="device for the forward passes")
     t.add_argument("--png", help="output file (default <dir>/figure1-<table>-<model>-<dataset>-s<seed>.png)")
-    args = p.parse_args(argv)
+
+
+@main_wrapper
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
     if args.command == "compare":
         text = compare(Path(args.a), Path(args.b), args.datasets.split(",") if args.datasets else None,
                        args.model_a, args.model_b)
