@@ -170,7 +170,7 @@ class CorruptionReport:
             b[2] += p["norm_before"] ** 2
             b[3] += p["norm_after"] ** 2
         part = "" if self.component == "all" else f" ({_describe(self.component)})"
-        lines = [f"corruption {self.spec!r}: layers {_ranges(self.layers) or '-'}{part}, "
+        lines = [f"corruption {self.spec!r}: layers {layer_ranges(self.layers) or '-'}{part}, "
                  f"embeddings {'corrupted' if self.embeddings else 'kept'}, "
                  f"pooler {'corrupted' if self.pooler else 'kept'}, method {self.method}, seed {self.seed}, "
                  f"{len(self.params)} tensors, {sum(b[1] for b in blocks.values()):,} values"]
@@ -189,8 +189,8 @@ def _describe(component: str) -> str:
             "norm": "the two LayerNorms", "qk": "query and key rows of qkv"}[component]
 
 
-def _ranges(layers: list[int]) -> str:
-    """[1, 2, 3, 7] -> "1-3,7"."""
+def layer_ranges(layers: list[int]) -> str:
+    """[1, 2, 3, 7] -> "1-3,7": layers as the paper writes them ("(1-3)")."""
     runs = []
     for i in layers:
         if runs and runs[-1][1] == i - 1:

@@ -222,7 +222,7 @@ def test_healing_table_shows_the_floor_beside_each_layer():
     old = render_healing(("table2", "minilm", "sst2", 0), {"bottom50": healing_result(False)})
     assert "No floor" in old and "| 1 | 0.10 -> 0.60 * |" in old and "Linear CKA" in old
     with_after = {**healing_result(True), "floor_after": [0.0, 0.05, 0.1]}
-    assert "| 2 | 0.50 -> 0.90 | 0.03 -> 0.10 |" in render_healing(("table2", "m", "sst2", 0), {"b": with_after})
+    assert "| 2 | 0.50 -> 0.90 | 0.03 -> 0.10 |" in render_healing(("table2", "m", "sst2", 0), {"bottom50": with_after})
     zero = {**healing_result(True), "floor": [0.0, -0.004, 0.001]}  # debiased CKA of shuffled rows: 0 by design
     text = render_healing(("table2", "m", "sst2", 0), {"bottom50": zero, "100": {**zero, "corrupted_layers": [1, 2]}})
     assert "| layer | bottom 1 of 2 | all 2 layers |" in text and "floor bottom" not in text

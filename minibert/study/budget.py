@@ -13,7 +13,7 @@ import statistics
 from pathlib import Path
 
 from ..data.datasets import DATASET_TITLES
-from .cells import setting, setting_label
+from .cells import label_parts, setting, setting_label
 from .figures import budget_figure
 from .findings import MARGIN, NOT_SETTLED, Paired, compare_rows, fmt_interval, paired, still_improving, verdict_text, word
 from .summary import Row
@@ -24,7 +24,7 @@ def _groups(rows: list[Row]) -> dict[tuple, list[Row]]:
     size only (one that a grid of several --limits calls shares with the budget axis) has no axis to show."""
     out = {}
     for r in sorted((r for r in rows if r.limit is not None), key=lambda r: r.limit):
-        out.setdefault((r.table, r.model.partition(" n=")[0], r.dataset), []).append(r)
+        out.setdefault((r.table, label_parts(r.model)[0], r.dataset), []).append(r)
     return {key: members for key, members in out.items() if len({r.limit for r in members}) > 1}
 
 

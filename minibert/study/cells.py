@@ -69,15 +69,27 @@ def setting(level: int, side: str | None, percent: bool = True) -> str:
     return f"{side}{level}" if side else f"{level}%" if percent else str(level)
 
 
-def setting_label(level: int, side: str, n_layers: int | None, total: int | None) -> str:
-    """The label by layers (the data-budget tables): 'clean', 'bottom 2 of 6 layers', 'all 6 layers'."""
+def setting_label(level: int, side: str, n_layers: int | None, total: int | None, short: bool = False) -> str:
+    """The label by layers: 'clean', 'bottom 2 of 6 layers', 'all 6 layers'; `short` drops the word "layers" after
+    a part ('bottom 2 of 6': a column head under a caption that says what is counted)."""
     if level == 0:
         return "clean"
     if level == 100:
         return f"all {total} layers" if total else "all layers"
     if n_layers is None or total is None:
         return f"{side} {level}%"
-    return f"{side} {n_layers} of {total} layers"
+    return f"{side} {n_layers} of {total}" + ("" if short else " layers")
+
+
+def model_label(model: str, limit: int | None) -> str:
+    """A model's label in a report: its name, with the training-set size on a data-budget grid ('minilm n=1000')."""
+    return model if limit is None else f"{model} n={limit}"
+
+
+def label_parts(label: str) -> tuple[str, int]:
+    """model_label() read back: ('minilm', 1000); ('base', 0) without a size."""
+    name, _, size = label.partition(" n=")
+    return name, int(size or 0)
 
 
 @dataclass

@@ -32,7 +32,7 @@ import statistics
 from collections import Counter
 from dataclasses import dataclass, field
 
-from .cells import setting, setting_label
+from .cells import label_parts, setting, setting_label
 from .paper import MODELS, SIDES, errata_of, paper_value
 from .summary import Row
 
@@ -225,7 +225,7 @@ def comparisons(rows: list[Row]) -> list[Comparison]:
         for claim, better, worse, chains in _steps(levels, lambda k: k in at):
             out.append(compare_rows(at[better], at[worse], claim=claim, table=table, model=model, dataset=dataset,
                                     chains=chains,
-                                    paper=_paper_diffs(table, model.partition(" n=")[0], dataset, better, worse)))
+                                    paper=_paper_diffs(table, label_parts(model)[0], dataset, better, worse)))
     return out
 
 
@@ -356,7 +356,7 @@ def question_comparisons(rows: list[Row]) -> list[tuple[str, str, Comparison]]:
 
 
 def _size(model: str) -> int:
-    return int(model.partition(" n=")[2] or 0)
+    return label_parts(model)[1]
 
 
 def render_questions(rows: list[Row], titles: dict, margin: float = MARGIN) -> str | None:

@@ -118,7 +118,8 @@ def cell_config(cfg: GridConfig, cell: Cell) -> TrainConfig:
 # ---- running ----------------------------------------------------------------------------------
 
 
-def describe(result: dict) -> str:
+def result_line(result: dict) -> str:
+    """A finished cell in a few words: its weighted F1, best epoch and lr, time, and DIVERGED when it did."""
     best = result["best"]
     text = (f"weighted F1 {100 * best['weighted_f1']:.2f} (epoch {result['best_epoch']}, lr {result['lr']:g}, "
             f"{result['seconds']:.0f}s)")
@@ -152,7 +153,7 @@ def claim_cell(cfg: GridConfig, cell: Cell, head: str, elsewhere: list[str]) -> 
         if result is None:
             return lock
         lock.release()
-    print(f"{head} done, skipped ({describe(result)})", flush=True)
+    print(f"{head} done, skipped ({result_line(result)})", flush=True)
     return None
 
 
@@ -186,7 +187,7 @@ def finish_cell(cfg: GridConfig, job: Job, rc: int) -> bool:
     if rc != 0 or result is None:
         print(f"{job.head} FAILED (exit {rc}) after {time.time() - job.t0:.0f}s; see {job.log.name}", flush=True)
         return False
-    print(f"{job.head} {'resumed, ' if job.was == 'partial' else ''}{describe(result)}", flush=True)
+    print(f"{job.head} {'resumed, ' if job.was == 'partial' else ''}{result_line(result)}", flush=True)
     return True
 
 

@@ -7,9 +7,10 @@ Results are cached per cell in <out>/healing/<cell>.json; report.py puts the sec
 from dataclasses import replace
 from pathlib import Path
 
+from ..corrupt import layer_ranges
 from ..data.datasets import DATASET_TITLES
 from ..training.rundir import read_json, read_result, saved_model, write_json
-from .cells import Cell
+from .cells import Cell, label_parts, model_label, setting_label
 from .figures import cka_figure
 from .layer_cka import healed, healing, layer_name
 from .paper import TABLES
@@ -29,7 +30,7 @@ def healing_pairs(out: Path, grid: dict[str, Cell]) -> dict[tuple, list[tuple[Ce
         if cell.limit is not None and not (out / "healing" / f"{cell.name}.json").is_file() and \
                 not all(saved_model(out / c.name, r) for c, r in zip((clean, cell), done)):
             continue
-        model = cell.model if cell.limit is None else f"{cell.model} n={cell.limit}"
+        model = model_label(cell.model, cell.limit)
         pairs.setdefault((cell.table, model, cell.dataset, cell.seed), []).append((clean, cell))
     return pairs
 
@@ -57,11 +58,12 @@ def _floor(r: dict, i: int) -> str:
 
 
 def setting_name(setting: str, result: dict) -> str:
-    """A cell's setting ('bottom25', '100') named by the layers it re-initialised: 'bottom 2 of 6', 'all 6 layers'."""
-    total, hit = len(result["layers"]) - 1, len(result["corrupted_layers"])  # layers[0] is the embeddings
-    if hit == total:
-        return f"all {total} layers"
-    return f"{setting.rstrip('0123456789')} {hit} of {total}"
+    """A cell's setting ('bottom25', '100') named by the layers it re-initialised (cells.setting_label, short):
+    'bottom 2 of 6', 'all 6 layers'."""
+    side = setting.rstrip("0123456789")
+    level = int(setting[len(side):]) if side else 100  # a healing pair is never the clean cell
+    total = len(result["layers"]) - 1  # layers[0] is the embeddings
+    return setting_label(level, side, len(result["corrupted_layers"]), total, short=True)
 
 
 def render_healing(key: tuple, results: dict[str, dict]) -> str:
@@ -146,8 +148,8 @@ def render_healing_by_size(key: tuple, by_size: dict[int, dict[str, dict]]) -> s
                 ref = reference is not None and reference["after"] is not None and setting != "100"
                 entries.append(f"{_after_mean(r, layers):.2f}" + (f" ({_after_mean(reference, layers):.2f})"
                                                                    if ref else ""))
-            span = f"{layers[0]}-{layers[-1]}" if len(layers) > 1 else str(layers[0])
-            lines.append(f"| {setting_name(setting, some)}: {what} ({span}) | " + " | ".join(entries) + " |")
+            lines.append(f"| {setting_name(setting, some)}: {what} ({layer_ranges(layers)}) | " + " | ".join(entries)
+                         + " |")
     return "\n".join(lines)
 
 
@@ -164,7 +166,7 @@ def healing_section(out: Path, grid: dict[str, Cell], n: int, device: str, plots
         features = {}
         results = {cell.setting: cached_healing(out, clean, cell, n, device, features) for clean, cell in order}
         if order[0][1].limit is not None:
-            model = key[1].partition(" n=")[0]
+            model = label_parts(key[1])[0]
             by_size.setdefault((key[0], model, key[2], key[3]), {})[order[0][1].limit] = results
         parts.append(render_healing(key, results))
         if plots:

@@ -5,16 +5,15 @@ cells with summarise().
 
     rows = table_rows(Path("runs/grid"), "table2", cells_of_table2, checkpoints)
 """
-import json
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import PRESETS, BertConfig
-from ..corrupt import parse_spec
+from ..corrupt import layer_ranges, parse_spec
 from ..training.convergence import convergence
-from ..training.rundir import read_json, read_metrics, read_result
-from .cells import Cell, corrupt_spec
+from ..training.rundir import read_config, read_json, read_metrics, read_result
+from .cells import Cell, corrupt_spec, label_parts, model_label
 from .paper import MODELS, TABLE1, errata_of, paper_value
 
 
@@ -24,10 +23,7 @@ def run_facts(run_dir: Path, result: dict) -> dict:
     The convergence flag is recomputed from metrics.jsonl by convergence.py (its validation metric and train loss,
     never its test metric), so that committed runs get today's flag without a rerun; without a readable
     metrics.jsonl, result.json's record when it was made the same way, else None: unknown."""
-    try:
-        config = json.loads((run_dir / "config.json").read_text())
-    except (OSError, ValueError):
-        config = {}
+    config = read_config(run_dir, resolve=False) or {}  # its paths are not read here
     args = config.get("args", {})
 
     def pick(key, default=None):
@@ -122,10 +118,7 @@ def corrupted_layers(checkpoint: str, level: int, side: str | None, run_dirs=())
 
 def layer_range(checkpoint: str, level: int, side: str, run_dirs=()) -> str:
     """'1-3' for base bottom 25%: the paper's notation ('' if the layers cannot be read)."""
-    layers = corrupted_layers(checkpoint, level, side, run_dirs)
-    if not layers:
-        return ""
-    return f"{layers[0]}-{layers[-1]}" if len(layers) > 1 else str(layers[0])
+    return layer_ranges(corrupted_layers(checkpoint, level, side, run_dirs) or [])
 
 
 @dataclass(frozen=True)
@@ -134,7 +127,7 @@ class Row:
     the data sizes beside Table 1's, how the runs were made and what was flagged. report.csv's columns (less
     the claim comparisons, findings.claim_columns) are its fields of the same names."""
     table: str
-    model: str  # row_model(): the label, with the training-set size on a data-budget grid
+    model: str  # cells.model_label(): the label, with the training-set size on a data-budget grid
     level: int
     side: str  # "" at 0% and 100%
     dataset: str
@@ -175,7 +168,8 @@ def table_rows(out: Path, table: str, group: list[Cell], checkpoints: dict) -> l
     the data sizes beside Table 1's, the recipe and model selection, and the paper's errata marks."""
     positions = {}
     for cell in group:
-        positions.setdefault((row_model(cell), cell.level, cell.side or "", cell.dataset), []).append(cell)
+        key = (model_label(cell.model, cell.limit), cell.level, cell.side or "", cell.dataset)
+        positions.setdefault(key, []).append(cell)
     rows = []
     for (model, level, side, dataset), members in positions.items():
         s, base = summarise(out, members), members[0].model
@@ -206,14 +200,9 @@ def _count(layers: list | None) -> int | None:
     return None if layers is None else len(layers)
 
 
-def row_model(cell: Cell) -> str:
-    """The model column of a cell's row: its label, with the training-set size on a data-budget grid."""
-    return cell.model if cell.limit is None else f"{cell.model} n={cell.limit}"
-
-
 def model_order(models) -> list[str]:
     """The paper's models in its order, then any others by name (sizes of one model in increasing order)."""
     def key(m):
-        name, _, size = m.partition(" n=")
-        return MODELS.index(name) if name in MODELS else len(MODELS), name, int(size or 0)
+        name, size = label_parts(m)
+        return MODELS.index(name) if name in MODELS else len(MODELS), name, size
     return sorted(models, key=key)
