@@ -6,9 +6,9 @@
     torchrun --nproc_per_node=4 -m minibert train --model large --dataset imdb
 
 (`python -m minibert train`, and `python train.py` in a clone of the repository, are the same command.)
-Writes a run directory (--out): config.json, corruption.json, metrics.jsonl (one line per epoch) and
-result.json (best epoch, its weighted F1 / macro F1 / accuracy / loss, the majority baseline, diverged,
-collapsed, the recipe and the data sizes used).
+Writes a run directory (--out; its files are described in minibert/training/rundir.py): the arguments, what the
+corruption touched, one line of metrics per epoch and the result (the best epoch's scores beside the majority
+baseline, the flags, the recipe and the data sizes used).
 A finished run is reported, not rerun; an interrupted one continues with --resume.
 The loop itself is minibert/training/trainer.py; the recipes are minibert/training/optim.py.
 """
