@@ -81,6 +81,26 @@ def rng_states(device, world: int = 1) -> list[dict]:
     return states
 
 
+@dataclass
+class Optimiser:
+    """What make_optimizer() gives a fine-tuning run, and its loss scaler (active for fp16 only); step() is one
+    optimiser step on the gradients the micro-batches accumulated."""
+    params: list
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    clip: float | None
+    scaler: torch.amp.GradScaler
+
+    def step(self) -> None:
+        self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
+        if self.clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.params, self.clip)
+        self.scaler.step(self.optimizer)  # skipped when fp16 overflowed
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+
+
 def save_state(path: Path, clf, optimizer, scheduler, scaler, rngs: list[dict], progress: dict) -> None:
     """checkpoint.pt: everything a resumed run needs to continue bit for bit, plus `progress` (epoch, history).
     rngs: rng_states(), one per rank."""

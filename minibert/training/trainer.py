@@ -65,7 +65,7 @@ from .dynamics import Dynamics
 from .evaluation import evaluate, extract
 from .inputs import Prepared, check_resume_compute, prepare, run_info, save_model
 from .metrics import majority_baseline
-from .optim import load_model_state, load_state, make_optimizer, rng_states, save_state, settings
+from .optim import Optimiser, load_model_state, load_state, make_optimizer, rng_states, save_state, settings
 
 COLLAPSE_FRACTION = 0.95  # a best epoch predicting one class for this share of the test set has collapsed
 LOG_EVERY = 20  # optimiser steps between the loss syncs that feed the progress bar and the NaN check
@@ -163,66 +163,63 @@ def classifier(cfg: TrainConfig, data: Prepared):
 def finetune(run: Run) -> str | None:
     """Train every parameter (DDP over ranks, gradient accumulation, optional compile). Why it stopped early, or None."""
     cfg, clf, data = run.cfg, run.clf, run.data
-    device, rank, world, precision, pad_id = data.device, data.rank, data.world, data.precision, data.tokenizer.pad_id
-    micro = micro_batch(cfg, world)
-    n_micro = math.ceil(len(data.train) / micro) // world  # per rank; ranks need equal counts
+    micro = micro_batch(cfg, data.world)
+    n_micro = math.ceil(len(data.train) / micro) // data.world  # per rank; ranks need equal counts
     steps_per_epoch = math.ceil(n_micro / cfg.grad_accum)
-    params, optimizer, scheduler, clip = make_optimizer(cfg, clf, cfg.epochs * steps_per_epoch, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")  # fp16 needs loss scaling; bf16 not
-    start = run.resume(optimizer, scheduler, scaler)
+    opt = Optimiser(*make_optimizer(cfg, clf, cfg.epochs * steps_per_epoch, data.device),
+                    scaler=torch.amp.GradScaler(data.device.type, enabled=data.precision == "fp16"))  # bf16 needs none
+    start = run.resume(opt.optimizer, opt.scheduler, opt.scaler)
     # device_ids=None: the batch is already on this rank's GPU, and DDP would move its host-side lengths there too
-    ddp = torch.nn.parallel.DistributedDataParallel(clf, device_ids=None) if world > 1 else None
+    ddp = torch.nn.parallel.DistributedDataParallel(clf, device_ids=None) if data.world > 1 else None
     # compiled: one graph per (batch size, bucketed length), so a run compiles a bounded number of them
     model = torch.compile(ddp or clf, dynamic=False) if cfg.compile else (ddp or clf)
-    multiple = COMPILE_BUCKET if cfg.compile else 8
 
     for epoch in range(start, cfg.epochs):
         t0 = time.time()
-        clf.train()
-        loss_sum, n_loss, tokens, nonfinite = torch.zeros((), device=device), 0, 0, False
+        every = batches(data.train, micro, shuffle=True, seed=cfg.seed, epoch=epoch, pad_id=data.tokenizer.pad_id,
+                        multiple_of=COMPILE_BUCKET if cfg.compile else 8, max_length=data.max_length)
+        mine = islice(every, data.rank, n_micro * data.world, data.world)  # this rank's: a pure function of (seed, epoch)
+        steps = (list(islice(mine, cfg.grad_accum)) for _ in range(steps_per_epoch))  # each step's micro-batches
         bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", leave=False,
-                   disable=True if rank else None)  # None: off when stderr is not a terminal
-        every = batches(data.train, micro, shuffle=True, seed=cfg.seed, epoch=epoch, pad_id=pad_id,
-                        multiple_of=multiple, max_length=data.max_length)
-        mine = islice(every, rank, n_micro * world, world)  # equal counts per rank
-        for i, batch in enumerate(mine):  # this rank's micro-batches: a pure function of (seed, epoch)
-            group_size = min(cfg.grad_accum, n_micro - (i - i % cfg.grad_accum))
-            last = (i + 1) % cfg.grad_accum == 0 or i + 1 == n_micro
+                   disable=True if data.rank else None)  # None: off when stderr is not a terminal
+        stats = train_epoch(run, model, ddp, opt, steps, bar, t0)
+
+        # Evaluate: pooled features of the test set, then the head in fp32 with dropout off.
+        test, val = (evaluate(clf, *extract(clf, enc, cfg.batch_size, data.device, data.precision, data.tokenizer.pad_id,
+                                            data.rank, data.world, desc=name), data.world) if enc is not None else None
+                     for name, enc in (("test", data.test), ("val", data.val)))
+        if stop := run.end_epoch(epoch, t0, stats, test, val, (opt.optimizer, opt.scheduler, opt.scaler)):
+            return stop
+    return None
+
+
+def train_epoch(run: Run, model, ddp, opt: Optimiser, steps, bar, t0: float) -> EpochStats:
+    """One epoch: for each optimiser step, forward and backward over its micro-batches, then one step."""
+    device, precision, world = run.data.device, run.data.precision, run.data.world
+    run.clf.train()
+    loss_sum, n_loss, tokens, nonfinite = torch.zeros((), device=device), 0, 0, False
+    for step, micro_batches in enumerate(steps):
+        for micro_step, batch in enumerate(micro_batches):
             b = to_device(batch, device)
+            last = micro_step == len(micro_batches) - 1
             with ddp.no_sync() if ddp is not None and not last else nullcontext():  # sync grads once per step
                 with autocast(device, precision):
                     logits = model(b["input_ids"], b["attention_mask"], b["token_type_ids"], b["lengths"])
                     loss = F.cross_entropy(logits, b["labels"])
-                scaler.scale(loss / group_size).backward()
+                opt.scaler.scale(loss / len(micro_batches)).backward()  # the step's gradient: the micro-batches' mean
             loss_sum += loss.detach()  # stays on the device: no sync per step
             n_loss, tokens = n_loss + 1, tokens + int(batch["lengths"].sum())  # counted on the host
-            if not last:
-                continue
-            scaler.unscale_(optimizer)
-            if clip is not None:
-                torch.nn.utils.clip_grad_norm_(params, clip)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-            bar.update()
-            if bar.n % LOG_EVERY == 0 or bar.n == steps_per_epoch:
-                # every rank sees a NaN on any rank, and stops at the same step
-                if not math.isfinite(mean := rank_mean(loss_sum / n_loss, world)):
-                    nonfinite = True
-                    break
-                bar.set_postfix(loss=f"{mean:.4f}", tok_s=f"{tokens * world / (time.time() - t0):,.0f}")
-        bar.close()
-        stats = EpochStats(rank_mean(loss_sum / max(n_loss, 1), world), tokens * world, time.time() - t0,
-                           scheduler.get_last_lr()[0], nonfinite)
-
-        # Evaluate: pooled features of the test set, then the head in fp32 with dropout off.
-        test, val = (evaluate(clf, *extract(clf, enc, cfg.batch_size, device, precision, pad_id, rank, world,
-                                            desc=name), world) if enc is not None else None
-                     for name, enc in (("test", data.test), ("val", data.val)))
-        if stop := run.end_epoch(epoch, t0, stats, test, val, (optimizer, scheduler, scaler)):
-            return stop
-    return None
+        opt.step()
+        bar.update()
+        if (step + 1) % LOG_EVERY == 0 or step + 1 == bar.total:
+            # every rank sees a NaN on any rank, and stops at the same step
+            if not math.isfinite(mean := rank_mean(loss_sum / n_loss, world)):
+                nonfinite = True
+                break
+            bar.set_postfix(loss=f"{mean:.4f}", tok_s=f"{tokens * world / (time.time() - t0):,.0f}")
+    bar.close()
+    return EpochStats(rank_mean(loss_sum / max(n_loss, 1), world), tokens * world, time.time() - t0,
+                      opt.scheduler.get_last_lr()[0], nonfinite)
 
 
 def probe(run: Run) -> str | None:
