@@ -16,9 +16,10 @@ from tokenizers.implementations import BertWordPieceTokenizer
 
 def pad_batch(ids: list[list[int]], type_ids: list[list[int]] | None = None, pad_id: int = 0,
               length: int | None = None) -> dict:
-    """Right-pad token id lists to `length` (default: the longest) -> dict of LongTensors input_ids, attention_mask, token_type_ids, each (B, T), and lengths (B,): each
-    row's real tokens, which the model's fast path reads on the host instead of waiting for the GPU
-    (padding.py; training.device.to_device leaves them on the host)."""
+    """Right-pad token id lists to `length` (default: the longest) -> dict of LongTensors input_ids,
+    attention_mask, token_type_ids, each (B, T), and lengths (B,): each row's real tokens, which the model's
+    fast path reads on the host instead of waiting for the GPU (padding.py; training.device.to_device leaves
+    them on the host)."""
     lengths = np.array([len(x) for x in ids], dtype=np.int64)
     T = int(lengths.max()) if length is None else length
     input_ids = np.full((len(ids), T), pad_id, dtype=np.int64)

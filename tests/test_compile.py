@@ -21,7 +21,7 @@ def test_compiled_classifier_matches_eager_on_a_padded_batch():
 
 @pytest.mark.slow
 def test_bucketed_lengths_bound_the_graphs_a_run_compiles():
-    """The trainer pads a compiled run's batches to a multiple of 32 (trainer.COMPILE_BUCKET): an epoch over
+    """The trainer pads a compiled run's batches to a multiple of 32 (device.COMPILE_BUCKET): an epoch over
     lengths 3-64 then compiles one graph per (bucket, batch size), not one per length, and still computes
     what eager mode computes."""
     import numpy as np
@@ -29,7 +29,7 @@ def test_bucketed_lengths_bound_the_graphs_a_run_compiles():
     from torch._dynamo.testing import CompileCounter
 
     from minibert.data.encoding import Encoded, batches
-    from minibert.training.trainer import COMPILE_BUCKET
+    from minibert.training.device import COMPILE_BUCKET
 
     rng = np.random.default_rng(0)
     lengths = rng.integers(3, 65, size=100)

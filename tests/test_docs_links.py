@@ -1,4 +1,5 @@
-"""Every relative link in README.md, docs/ and the studies' README.md under results/ points at a file or folder that exists (and an #anchor at a heading)."""
+"""Every relative link in README.md, docs/ and the studies' README.md under results/ points at a file or folder
+that exists (and an #anchor at a heading)."""
 import re
 from pathlib import Path
 from urllib.parse import unquote

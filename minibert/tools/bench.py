@@ -14,9 +14,10 @@ Rows:
   clf forward  the classifier's forward on real SST-2 sentences padded to the longest (a user's collator)
   train step   forward + backward + AdamW (fused, HF Trainer's default) of the classifier, on both batches
   epoch        training steps over real SST-2 / IMDB text with each system's natural batching; minibert:
-               the trainer's length-grouped batches padded to their longest rounded up to a multiple of 8
-               (encoding.batches). Reference, two ways: padded to max_length (the common tutorial recipe)
-               and the Trainer's group_by_length (LengthGroupedSampler + padding to the batch's longest).
+               the trainer's length-grouped batches padded to their longest (rounded up to a multiple of 8
+               on a GPU: device.length_multiple; encoding.batches). Reference, two ways: padded to
+               max_length (the common tutorial recipe) and the Trainer's group_by_length
+               (LengthGroupedSampler + padding to the batch's longest).
                Reported as real tokens/s.
   dispatch     what one training forward + backward of the classifier asks of the device, counted with
                tools/dispatch.py: kernel-launching (non-view) operators and host-syncing ones, on the
@@ -49,7 +50,7 @@ from ..config import PRESETS, BertConfig
 from ..data import encoding
 from ..heads import SequenceClassifier
 from ..model import Bert
-from ..training.device import to_device
+from ..training.device import length_multiple, to_device
 from .bench_data import (
     data_root,
     load_tokenizer_for_bench,
@@ -341,7 +342,8 @@ class Bench:
         sync_reference(self.ours, self.ref)
         def to_dev(bs):
             return [to_device(b, self.device) for b in bs]
-        ours = to_dev(minibert_batches(enc, self.s.epoch_batch, self.s.seed, tok.pad_id, max_length))
+        ours = to_dev(minibert_batches(enc, self.s.epoch_batch, self.s.seed, tok.pad_id, max_length,
+                                       length_multiple(torch.device(self.s.device))))
         theirs = to_dev(reference_batches(enc, self.s.epoch_batch, max_length if reference_max_length else None,
                                           self.s.seed, tok.pad_id))
         assert len(ours) == len(theirs), "both batchings cut the same examples into as many batches"

@@ -69,8 +69,9 @@ def reference_batches(enc, batch_size: int, max_length: int | None, seed: int, p
     return [_collate(enc, c, max_length or int(enc.lengths[c].max()), pad_id) for c in chunks]
 
 
-def minibert_batches(enc, batch_size: int, seed: int, pad_id: int, max_length: int | None = None) -> list[dict]:
+def minibert_batches(enc, batch_size: int, seed: int, pad_id: int, max_length: int | None = None,
+                     multiple: int = 1) -> list[dict]:
     """minibert's own batching, the trainer's: length-grouped, padded to each batch's longest rounded up to a
-    multiple of 8 but not past max_length (encoding.batches)."""
+    multiple of `multiple` (the trainer's device.length_multiple) but not past max_length (encoding.batches)."""
     return list(encoding.batches(enc, batch_size, shuffle=True, group_by_length=True, seed=seed, pad_id=pad_id,
-                                 multiple_of=8, max_length=max_length))
+                                 multiple_of=multiple, max_length=max_length))

@@ -81,7 +81,7 @@ def random_classifier(config: BertConfig, device, seed: int = 0) -> SequenceClas
 
 def synthetic_batch(config: BertConfig, shape: tuple, device, seed: int = 0) -> dict:
     """Random token ids of lengths uniform in [shortest, longest], [CLS] first, right-padded to the longest
-    rounded up to a multiple of 8 as the trainer pads; lengths stay on the host (to_device)."""
+    rounded up to a multiple of 8 as the trainer pads on a GPU; lengths stay on the host (to_device)."""
     batch_size, shortest, longest = shape
     rng = np.random.default_rng(seed)
     lengths = rng.integers(shortest, longest + 1, batch_size)

@@ -79,6 +79,16 @@ def autocast(device: torch.device, precision: str):
     return nullcontext() if precision == "fp32" else torch.autocast(device.type, dtype=DTYPES[precision])
 
 
+COMPILE_BUCKET = 32  # with torch.compile, batches are padded to a multiple of this: few shapes, few compiled graphs
+
+
+def length_multiple(device: torch.device, compiled: bool = False) -> int:
+    """What a batch's length is rounded up to (encoding.batches' multiple_of). Under compile COMPILE_BUCKET; on a GPU 8,
+    which keeps tensor cores and attention kernels on aligned shapes; on a CPU 1: padding there only costs, and it
+    would change the attention-dropout draws (their number is B x nh x T x T) of every run made before."""
+    return COMPILE_BUCKET if compiled else 8 if device.type == "cuda" else 1
+
+
 HOST_KEYS = ("lengths",)  # what the model reads on the host (padding.py): moving it to a GPU would make it wait
 
 

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..data.encoding import batches
-from .device import autocast, to_device
+from .device import autocast, length_multiple, to_device
 from .metrics import classification_metrics
 
 
@@ -34,7 +34,8 @@ def extract(clf, enc, batch_size, device, precision, pad_id, rank=0, world=1, fe
     feats, labels = [], [torch.zeros(0, dtype=torch.long, device=device)]
     n_batches = math.ceil(len(enc) / batch_size)
     bar = tqdm(total=n_batches, desc=desc, unit="batch", leave=False, disable=True if rank else None)
-    for i, batch in enumerate(batches(enc, batch_size, shuffle=False, pad_id=pad_id, multiple_of=8)):
+    for i, batch in enumerate(batches(enc, batch_size, shuffle=False, pad_id=pad_id,
+                                      multiple_of=length_multiple(torch.device(device)))):
         bar.update()
         if i % world == rank:
             b = to_device(batch, device)

@@ -21,7 +21,7 @@ from ..data.datasets import load_dataset
 from ..data.encoding import encode
 from ..tokenizer import load_tokenizer
 from .config import micro_batch
-from .device import allow_tf32, resolve_precision, setup_device
+from .device import allow_tf32, length_multiple, resolve_precision, setup_device
 from .memory import check_fits_on_gpu
 from .optim import settings
 
@@ -74,7 +74,8 @@ def prepare(cfg) -> Prepared:
         raise ValueError(f"{len(enc[0])} training examples leave some of the {world} processes without a batch; "
                          "use fewer processes or a smaller --batch-size")
     if device.type == "cuda":  # the longest batch's peak against what the GPU has free, before the first step
-        longest = -(-int(enc[0].lengths.max()) // 8) * 8  # batches are padded to a multiple of 8
+        multiple = length_multiple(device, cfg.compile)
+        longest = -(-int(enc[0].lengths.max()) // multiple) * multiple  # as the trainer pads its batches
         check_fits_on_gpu(config, cfg.batch_size // world, cfg.grad_accum, min(longest, max_length), precision, cfg.mode,
                           torch.cuda.mem_get_info(device)[0], f"--device {device} ({torch.cuda.get_device_name(device)})",
                           len(ds.label_names))

@@ -60,7 +60,7 @@ from ..heads import SequenceClassifier
 from . import rundir
 from .config import METRICS, NOT_IDENTITY, PAPER_LRS, TrainConfig, default_out, micro_batch, validate
 from .convergence import convergence, describe
-from .device import autocast, to_device
+from .device import autocast, length_multiple, to_device
 from .dynamics import Dynamics
 from .evaluation import evaluate, extract
 from .inputs import Prepared, check_resume_compute, prepare, run_info, save_model
@@ -69,7 +69,6 @@ from .optim import Optimiser, load_model_state, load_state, make_optimizer, rng_
 
 COLLAPSE_FRACTION = 0.95  # a best epoch predicting one class for this share of the test set has collapsed
 LOG_EVERY = 20  # optimiser steps between the loss syncs that feed the progress bar and the NaN check
-COMPILE_BUCKET = 32  # with --compile, batches are padded to a multiple of this: few shapes, few compiled graphs
 # Why a run stops before its last epoch. NONFINITE finishes it as diverged; STOP_AFTER_EPOCH leaves it to --resume.
 NONFINITE, STOP_AFTER_EPOCH = "nonfinite", "stop_after_epoch"
 
@@ -177,7 +176,7 @@ def finetune(run: Run) -> str | None:
     for epoch in range(start, cfg.epochs):
         t0 = time.time()
         every = batches(data.train, micro, shuffle=True, seed=cfg.seed, epoch=epoch, pad_id=data.tokenizer.pad_id,
-                        multiple_of=COMPILE_BUCKET if cfg.compile else 8, max_length=data.max_length)
+                        multiple_of=length_multiple(data.device, cfg.compile), max_length=data.max_length)
         mine = islice(every, data.rank, n_micro * data.world, data.world)  # this rank's: a pure function of (seed, epoch)
         steps = (list(islice(mine, cfg.grad_accum)) for _ in range(steps_per_epoch))  # each step's micro-batches
         bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", leave=False,
