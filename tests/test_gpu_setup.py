@@ -131,3 +131,19 @@ def test_lengths_stay_on_the_host():
     assert dev.HOST_KEYS == ("lengths",)
     batch = to_device(pad_batch([[1, 2, 3], [4]]), torch.device("meta"))
     assert batch["lengths"].device.type == "cpu" and batch["input_ids"].device.type == "meta"
+
+
+def test_batches_are_padded_to_a_multiple_of_8_on_a_gpu_only():
+    """Tensor cores want aligned shapes; a CPU gains nothing, and its runs keep their attention-dropout draws."""
+    import numpy as np
+
+    from minibert.data.encoding import Encoded, batches
+    from minibert.training.device import COMPILE_BUCKET, length_multiple
+
+    assert (length_multiple(CUDA), length_multiple(torch.device("cpu")), length_multiple(CUDA, compiled=True)) == (
+        8, 1, COMPILE_BUCKET)
+    lengths = np.array([3, 13, 9, 30])
+    enc = Encoded([[1] * n for n in lengths], [[0] * n for n in lengths], [0, 1, 0, 1], lengths)
+    widths = {m: [b["input_ids"].shape[1] for b in batches(enc, 2, shuffle=False, multiple_of=m, max_length=30)]
+              for m in (1, 8)}
+    assert widths == {1: [30, 9], 8: [30, 16]}  # rounded up, but never past max_length
