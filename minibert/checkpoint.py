@@ -14,7 +14,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from .config import PRESETS, BertConfig, read_json_object
-from .files import atomic, write_json
+from .files import atomic, check_room, nbytes, write_json
 from .model import Bert
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -287,7 +287,7 @@ def _write_json(path: Path, obj: dict) -> None:
 
 
 def _write_safetensors(path: Path, state: dict) -> None:
-    with atomic(path) as tmp:  # also gives the file the usual 0644, where safetensors makes it 0600
+    with atomic(path, size=nbytes(state)) as tmp:  # also gives the file the usual 0644, where safetensors makes it 0600
         save_file(state, str(tmp), metadata={"format": "pt"})
 
 
@@ -310,6 +310,8 @@ def save_pretrained(model, directory, label_names: list[str] | None = None) -> P
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    # room for every file first: a full disk never leaves a new encoder beside an old head (mean pooling)
+    check_room(directory, nbytes(model.state_dict()), directory / "model.safetensors")
     if not isinstance(model, SequenceClassifier):
         _write_safetensors(directory / "model.safetensors", hf_state_dict(model))
         _write_json(directory / "config.json", model.config.to_hf_dict())
@@ -349,6 +351,10 @@ def load_classifier(directory, device=None):
     model = SequenceClassifier(Bert(config), num_labels, pooling=hf.get("minibert_pooling", "cls"))
     load_state(model.encoder, state)
     model.load_state_dict({**model.state_dict(), **head})
-    labels = [hf["id2label"][str(i)] for i in range(num_labels)] if "id2label" in hf else None
-    model.label_names = labels
+    names = hf.get("id2label")
+    if names is not None and (not isinstance(names, dict) or set(names) != {str(i) for i in range(num_labels)}):
+        given = len(names) if isinstance(names, dict) else type(names).__name__
+        raise ValueError(f"{directory / 'config.json'}: id2label names {given} labels but the head has {num_labels} "
+                         f"rows; give id2label one name per row (\"0\" to \"{num_labels - 1}\"), or remove it")
+    model.label_names = [names[str(i)] for i in range(num_labels)] if names is not None else None
     return (model.to(device) if device is not None else model).eval()

@@ -101,8 +101,14 @@ def _match(path: Path, spec: DatasetSpec, columns: dict[str, list]) -> Layout:
     raise _layout_error(path, spec, list(columns))
 
 
+# csv's own limit is 131,072 characters a field; a long document (a whole article in one cell) is data, not an
+# error: the tokenizer truncates it to --max-length like any other. The largest a C long holds on every platform.
+FIELD_LIMIT = 2**31 - 1
+
+
 def _delimited_rows(path: Path) -> list[list[str]]:
     """The non-empty rows of a CSV, TSV or ';'-separated text file (UTF-8; a byte-order mark is dropped)."""
+    csv.field_size_limit(FIELD_LIMIT)
     with open(path, encoding="utf-8-sig", newline="") as f:  # utf-8-sig drops GLUE's byte-order mark
         first = f.readline()
         f.seek(0)
@@ -114,7 +120,10 @@ def _delimited_rows(path: Path) -> list[list[str]]:
             if delimiter is None:
                 raise ValueError(f"{path}: cannot tell the column separator (expected tabs or ';' in the first line)")
             reader = csv.reader(f, delimiter=delimiter, quoting=csv.QUOTE_NONE)
-        return [r for r in progress(reader, desc=f"reading {path.name}", unit=" rows") if r]
+        try:
+            return [r for r in progress(reader, desc=f"reading {path.name}", unit=" rows") if r]
+        except csv.Error as e:  # a field over FIELD_LIMIT, a NUL byte: the file is not what its name says
+            raise ValueError(f"{path}, line {reader.line_num}: {e}; is it a {path.suffix[1:].upper()} file?") from None
 
 
 def _read_delimited(path: Path, spec: DatasetSpec) -> tuple[dict[str, list], Layout]:

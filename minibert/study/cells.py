@@ -188,6 +188,12 @@ def write_manifest(cfg: GridConfig, grid: list[Cell]) -> str | None:
     return note
 
 
+def unlisted_runs(out: Path, grid: dict) -> list[str]:
+    """The run folders in a grid folder that its grid.json does not list (a grid.json copied from another grid)."""
+    return sorted(d.name for d in out.iterdir() if d.is_dir() and d.name not in grid and
+                  any((d / name).is_file() for name in ("config.json", "result.json")))
+
+
 def load_manifest(out: Path) -> tuple[dict[str, Cell], dict[str, str]]:
     """The cells a grid folder expects (name -> Cell) and each model's checkpoint."""
     path = out / "grid.json"

@@ -15,7 +15,7 @@ from ..data.datasets import DATASET_TITLES, load_dataset
 from ..data.encoding import encode
 from ..tokenizer import load_tokenizer
 from ..training.evaluation import extract
-from ..training.rundir import read_result, saved_model
+from ..training.rundir import check_writable, read_result, saved_model
 from .cells import Cell, load_manifest
 from .figures import tsne_figure
 from .layer_cka import read_run
@@ -90,6 +90,10 @@ def cell_features(run_dir: Path, n: int, device: str) -> tuple[torch.Tensor, tor
 
 def run_command(args) -> int:
     """`python -m minibert grid tsne` (grid.py parses the command line and calls this)."""
+    if args.n < 2:
+        raise ValueError(f"--n must be at least 2 (t-SNE needs 2 test examples), got {args.n}")
+    if args.png is not None:
+        check_writable(args.png, "--png", file="figure1.png")
     png = figure1(Path(args.dir), args.table, args.model, args.dataset, args.level, args.seed, args.n,
                   args.device, Path(args.png) if args.png else None)
     print(f"wrote {png}")

@@ -244,8 +244,10 @@ def layer_probe_figure(panels, out, title: str = "", majority: float | None = No
 
 
 def _save(fig, plt, out, dpi: int = 120) -> Path:
-    """Write `fig` to the PNG `out` (its folder made if needed) and close it; returns the path."""
+    """Write `fig` to the PNG `out` (its folder made if needed) and close it; returns the path, with .png added when
+    `out` has no suffix (as matplotlib adds it)."""
     out = Path(out)
+    out = out if out.suffix else out.with_name(out.name + ".png")
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=dpi)
     plt.close(fig)

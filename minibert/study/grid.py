@@ -37,6 +37,7 @@ by default clean + bottom/top 50% x {all, attn, ffn, norm, qk}, 11 cells per mod
 """
 import argparse
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -179,16 +180,27 @@ def start_cell(cfg: GridConfig, cell: Cell, head: str, lock: Lock, slot: Slot, c
     return Job(cell, head, lock, slot, child, log, was, time.time())
 
 
-def finish_cell(cfg: GridConfig, job: Job, rc: int) -> bool:
-    """Release a cell whose child has ended and print how it went. True if it finished."""
+def finish_cell(cfg: GridConfig, job: Job, rc: int, stopped: bool = False) -> bool:
+    """Release a cell whose child has ended and print how it went; `stopped`: the grid got SIGTERM or Ctrl-C, which
+    stopped the child (then the line says where it can go on from, as train's own does). True if it finished."""
     job.log.close()
     job.lock.release()
     result = read_result(cell_dir(cfg, job.cell))
+    if stopped and result is None:
+        print(f"{job.head} {interrupted(Path(job.log.name), cell_dir(cfg, job.cell))}", file=sys.stderr, flush=True)
+        return False
     if rc != 0 or result is None:
         print(f"{job.head} FAILED (exit {rc}) after {time.time() - job.t0:.0f}s; see {job.log.name}", flush=True)
         return False
     print(f"{job.head} {'resumed, ' if job.was == 'partial' else ''}{result_line(result)}", flush=True)
     return True
+
+
+def interrupted(log: Path, where: Path) -> str:
+    """What the grid says of a cell that a signal stopped: the epoch its checkpoint holds, as its `train` said it."""
+    said = re.findall(r"^interrupted after epoch (\d+) of ", log.read_text(errors="replace").rsplit("\n# ", 1)[-1],
+                      re.MULTILINE)
+    return f"interrupted {f'after epoch {said[-1]} of' if said else 'in'} {where}; rerun the same command to continue"
 
 
 def run_cells(cfg: GridConfig, todo: list[Cell], where: list[Slot] | None = None) -> tuple[int, list[str]]:
@@ -212,7 +224,7 @@ def run_cells(cfg: GridConfig, todo: list[Cell], where: list[Slot] | None = None
                 if running:
                     child = children.wait_any()
                     job = running.pop(child)
-                    failed += not finish_cell(cfg, job, child.returncode)
+                    failed += not finish_cell(cfg, job, child.returncode, stopped=bool(children.stopping))
                     free.append(job.slot)
         finally:
             for job in running.values():  # the grid failed or was interrupted: its claims go with it
@@ -400,6 +412,8 @@ def add_tsne_args(t: argparse.ArgumentParser):
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     if args.command == "compare":
+        if args.md is not None:  # the path given is what a refusal names, before the grids are read
+            check_writable(args.md, "--md", file="compare.md")
         text = compare(Path(args.a), Path(args.b), args.datasets.split(",") if args.datasets else None,
                        args.model_a, args.model_b)
         if args.md:
@@ -441,9 +455,8 @@ def run_grid(args) -> int:
         print(f"{len(where)} cells at once: {', '.join(s.name for s in where)}; {threads} thread(s) each", flush=True)
     try:
         failed, elsewhere = run_cells(cfg, todo, where)
-    except KeyboardInterrupt:  # Ctrl-C while no cell runs (during one, jobs.Children stops the cells first)
-        print("interrupted; rerun the same command to continue", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM while no cell runs (during one, jobs.Children stops the cells first)
+        raise KeyboardInterrupt("interrupted; rerun the same command to continue") from None
     if elsewhere:
         print(f"note: {len(elsewhere)} cell(s) left to the process running them, not waited for: "
               f"{', '.join(elsewhere)}; `--list` shows when they are done", flush=True)

@@ -4,6 +4,7 @@
 
 Results are cached per cell in <out>/healing/<cell>.json; report.py puts the section at the end of the report.
 """
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -160,11 +161,18 @@ def healing_section(out: Path, grid: dict[str, Cell], n: int, device: str, plots
     chosen = {}
     for key in sorted(pairs):
         chosen.setdefault(key[:3], key)  # the lowest seed of each (table, model, dataset)
-    parts, by_size = [], {}
+    parts, by_size, failed = [], {}, []
     for key in chosen.values():
         order = sorted(pairs[key], key=lambda p: (p[1].level, p[1].side or ""))
-        features = {}
-        results = {cell.setting: cached_healing(out, clean, cell, n, device, features) for clean, cell in order}
+        features, results = {}, {}
+        for clean, cell in order:
+            try:
+                results[cell.setting] = cached_healing(out, clean, cell, n, device, features)
+            except (OSError, ValueError) as e:  # one cell's missing or damaged files cost its pair, not the report
+                print(f"warning: healing of {cell.name} skipped: {e}", file=sys.stderr)
+                failed.append(f"- {cell.name} against {clean.name}: not analysed ({e})")
+        if not results:
+            continue
         if order[0][1].limit is not None:
             model = label_parts(key[1])[0]
             by_size.setdefault((key[0], model, key[2], key[3]), {})[order[0][1].limit] = results
@@ -179,4 +187,7 @@ def healing_section(out: Path, grid: dict[str, Cell], n: int, device: str, plots
             except ImportError as e:
                 parts.append(f"\n(no plot: {e})")
     parts += filter(None, (render_healing_by_size(key, sizes) for key, sizes in by_size.items() if len(sizes) > 1))
+    if failed:
+        parts.append("Pairs left out, each for the reason given (fix its files, or rerun its cell, and rerun the "
+                     "report):\n\n" + "\n".join(failed))
     return "\n\n".join(parts)

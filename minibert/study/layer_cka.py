@@ -20,8 +20,9 @@ import statistics
 import sys
 from pathlib import Path
 
-from ..checkpoint import load_classifier, load_pretrained
+from ..checkpoint import load_classifier, load_pretrained, resolve
 from ..cli import Parser, main_wrapper
+from ..config import BertConfig
 from ..corrupt import corrupt, parse_spec
 from ..data.datasets import load_dataset
 from ..data.encoding import encode
@@ -91,7 +92,26 @@ def _same_cell(clean_dir, corrupted_dir) -> tuple[dict, tuple[dict, dict]]:
     differ = [k for k in SAME_CELL if clean.get(k) != bad.get(k)]
     if differ:
         raise ValueError(f"{clean_dir} and {corrupted_dir} are not the same cell: they differ in {', '.join(differ)}")
+    for run_dir, result in ((clean_dir, clean_result), (corrupted_dir, bad_result)):
+        if (model_dir := rundir.saved_model(run_dir, result)) is not None:  # before any forward pass
+            check_claim(run_dir, model_dir, bad["checkpoint"])
     return bad, (clean_result, bad_result)
+
+
+# what makes two encoders the same network, layer for layer
+SHAPE = ("flavour", "num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads", "vocab_size")
+
+
+def check_claim(run_dir, model_dir, checkpoint) -> None:
+    """Refuse a run whose saved model is not shaped like the checkpoint its config.json names (a hand-edited
+    config.json): the before and after columns would compare different networks, layer by layer."""
+    saved = BertConfig.from_json(Path(model_dir) / "config.json")
+    claimed = BertConfig.from_json(resolve(checkpoint) / "config.json")
+    differ = [f"{k} {getattr(saved, k)} vs {getattr(claimed, k)}" for k in SHAPE if getattr(saved, k) != getattr(claimed, k)]
+    if differ:
+        raise ValueError(f"{model_dir} is not shaped like {checkpoint}, the model {Path(run_dir) / rundir.CONFIG} "
+                         f"names ({'; '.join(differ)}): that config.json does not describe this run (edited?); restore "
+                         "it, or train the run again")
 
 
 def _test_set(args: dict, n: int, cache: dict):

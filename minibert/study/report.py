@@ -13,6 +13,7 @@ report.csv: one line per table position, with the claim comparisons in which it 
 import csv
 import math
 import statistics
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from ..training.convergence import FIT_FRACTION, MIN_EXAMPLES, MIN_GAIN, MIN_LOS
 from ..training.rundir import damaged_results, status
 from ..training.trainer import COLLAPSE_FRACTION
 from .budget import BUDGET_CAPTION, budget_panels, budget_section, render_budget_figure, seed_list
-from .cells import load_manifest, setting
+from .cells import load_manifest, setting, unlisted_runs
 from .components import components_section
 from .figures import level_figure
 from .findings import CSV_FIELDS as CLAIM_FIELDS
@@ -235,6 +236,21 @@ def render_errata() -> str:
     return "## Paper errata\n\n" + "\n".join(f"- {name}: {e.text}" for name, e in ERRATA.items())
 
 
+def check_unlisted(out: Path, grid: dict) -> None:
+    """Run folders that grid.json does not list, which the report cannot show: a warning on stderr naming them; an
+    error when it lists none of the runs there (then grid.json belongs to another grid)."""
+    stray = unlisted_runs(out, grid)
+    if not stray:
+        return
+    names = ", ".join(stray[:3]) + (f" (+{len(stray) - 3} more)" if len(stray) > 3 else "")
+    fix = "rerun the grid command that made them: it adds them to grid.json and reruns nothing that is done"
+    if not any((out / name).is_dir() for name in grid):
+        raise ValueError(f"{out / 'grid.json'} lists none of the {len(stray)} runs in {out} ({names}): it belongs to "
+                         f"another grid; {fix}")
+    print(f"warning: {len(stray)} run folder(s) in {out} are not in its grid.json, so not in this report: {names}; "
+          f"{fix}", file=sys.stderr)
+
+
 def floor_note(rows: list[Row]) -> str:
     """' At the majority-class floor: MRPC (minilm n=500) 0% seed 0, 100% seeds 0-2.' ('' when no run is)."""
     at = {}
@@ -260,6 +276,7 @@ def report(out: Path, healing_n: int = 2000, device: str = "cpu", healing_on: bo
     if not margin > 0:
         raise ValueError(f"--margin must be a positive number of F1 points, got {margin:g}")
     grid, checkpoints = load_manifest(out)
+    check_unlisted(out, grid)
     tables, rows = [], []
     for table in TABLES:
         group = [c for c in grid.values() if c.table == table]
@@ -296,6 +313,8 @@ def report(out: Path, healing_n: int = 2000, device: str = "cpu", healing_on: bo
 
 def run_command(args) -> int:
     """`python -m minibert grid report` (grid.py parses the command line and calls this)."""
+    if args.healing_n < 4 and not args.no_healing:
+        raise ValueError(f"--healing-n must be at least 4 (CKA needs 4 test examples), got {args.healing_n}")
     out = Path(args.dir)
     margin = getattr(args, "margin", MARGIN)
     text, rows = report(out, args.healing_n, args.device, not args.no_healing, probes_on=not args.no_probes,

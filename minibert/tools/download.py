@@ -16,6 +16,7 @@ from ..checkpoint import download, load_pretrained, local_dir_for, weights_dir
 from ..cli import Parser, main_wrapper
 from ..config import PRESETS
 from ..tokenizer import tokenizer_from_dir
+from ..training.rundir import check_writable
 
 
 def fetch(name: str, root=None, progress: bool = True) -> Path:
@@ -74,6 +75,12 @@ def main(argv=None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:  # a bad flag (Parser printed its one line) or --help: main() returns the status
         return e.code
+    if args.dir is not None:  # before any download: a --dir that cannot hold folders fails now, in one line
+        if args.list or not args.models:
+            if Path(args.dir).exists() and not Path(args.dir).is_dir():
+                raise ValueError(f"--dir {args.dir} is a file, not a folder; pick another --dir")
+        else:
+            check_writable(args.dir, "--dir")
     if args.list or not args.models:
         print(format_listing(args.dir))
         return 0

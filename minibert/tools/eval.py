@@ -98,7 +98,12 @@ def print_scores(m: dict, base: dict, label_names: list[str], n: int, as_json: b
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     check_numbers(seed=args.seed, limit=args.limit, max_length=args.max_length, batch_size=args.batch_size)
+    if args.tsne is not None:  # before the forward passes: a figure that cannot be written fails now
+        rundir.check_writable(args.tsne, "--tsne", file="tsne.png")
     model_dir, run, finished = find_model(Path(args.path))
+    if args.dataset not in (None, run.get("dataset")) and args.data_dir is None and run.get("data_dir") is not None:
+        raise ValueError(f"--dataset {args.dataset}: {args.path} was trained on {run['dataset']}, and its --data-dir "
+                         f"{run['data_dir']} holds {run['dataset']}'s files; give --data-dir with {args.dataset}'s files")
     s = settings(args, run)
     device, _, _ = setup_device(args.device)
     precision = resolve_precision(s["precision"], device)
@@ -119,8 +124,8 @@ def main(argv=None) -> int:
     if args.tsne:
         from ..study.figures import tsne_figure
         panel = f"{Path(args.path).name}: {s['dataset']} {args.which}, weighted F1 {100 * m['weighted_f1']:.1f}"
-        tsne_figure([(panel, feats.cpu().numpy(), labels.cpu().numpy())], ds.label_names, args.tsne, s["seed"])
-        print(f"t-SNE figure -> {args.tsne}")
+        png = tsne_figure([(panel, feats.cpu().numpy(), labels.cpu().numpy())], ds.label_names, args.tsne, s["seed"])
+        print(f"t-SNE figure -> {png}")
     return 0
 
 

@@ -5,20 +5,32 @@
 Both sides read the same files. The comparison runs a built-in set of real sentences and sentence
 pairs (plus your text) as padded batches, feeds the *same* token ids to both models, and reports the
 max |diff| of the tokenizer output, of every hidden state (embeddings, then each layer), of the pooler
-and of a classification head whose weights are copied from minibert into the reference. The first row
-above tolerance names where the two implementations part ways. Exit status: 0 pass, 1 fail, 2 error.
+and of the logits of a classification head. The first row above tolerance names where the two
+implementations part ways. Exit status: 0 pass, 1 fail, 2 error.
+
+Which head: a classifier saved by `train.py --save-model` (or any *ForSequenceClassification checkpoint)
+is compared with its own trained head, whatever its number of labels. A [CLS] head is read from the
+same model.safetensors by both sides. transformers has no mean-pooling head, so for one saved with
+--pooling mean the reference logits are the trained head (minibert_head.safetensors) applied to the
+mean of transformers' last hidden states over the real tokens but [CLS]. A plain encoder has no head:
+a random 3-label [CLS] head is copied into the reference. The report says which it compared. A run
+folder (`parity RUN`) is compared through the model it saved, RUN/model.
 
 `transformers` is the reference, not a dependency: it is imported only inside these functions.
 """
 import json
 import sys
+from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 
-from ..checkpoint import load_pretrained, resolve
+from ..checkpoint import HEAD_FILE, load_classifier, load_pretrained, resolve
 from ..cli import Parser, main_wrapper
+from ..config import read_json_object
 from ..heads import SequenceClassifier
 from ..tokenizer import tokenizer_from_dir
+from ..training import rundir
 
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",
@@ -34,7 +46,7 @@ PAIRS = [
 ]
 DEFAULT_TOL = {"fp32": 1e-5, "bf16": 1e-1}  # bf16 keeps 8 bits of mantissa: near 10, one rounding step is 0.06
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-NUM_LABELS = 3  # any number works; 3 makes sure the head is not a single logit
+NUM_LABELS = 3  # the random head of a plain encoder: any number works; 3 makes sure it is not a single logit
 
 
 def import_transformers():
@@ -59,6 +71,45 @@ def reference_classifier(model_dir, num_labels: int):
     if config.model_type not in classes:
         raise ValueError(f"{model_dir}: model_type {config.model_type!r} is neither bert nor distilbert")
     return classes[config.model_type].from_pretrained(model_dir, num_labels=num_labels).eval()
+
+
+def reference_encoder(model_dir):
+    """The HF BertModel / DistilBertModel (eval mode) for the checkpoint in model_dir: the encoder of a mean-pooled
+    classifier, which transformers has no head class for."""
+    return import_transformers().AutoModel.from_pretrained(model_dir).eval()
+
+
+def reference_mean_pool(hidden, attention_mask):
+    """The paper's mean pooling, written out here for the reference side: the average of the last hidden states
+    (B, T, H) over the real tokens but [CLS] -> (B, H)."""
+    weights = attention_mask.to(hidden.dtype).clone()
+    weights[:, 0] = 0
+    return (hidden * weights[..., None]).sum(1) / weights.sum(1, keepdim=True).clamp(min=1)
+
+
+def trained_classifier(model_dir: Path) -> SequenceClassifier | None:
+    """The classifier a checkpoint folder holds (saved by train.py --save-model, or a *ForSequenceClassification
+    from the hub) with its trained head, or None for a plain encoder."""
+    hf = read_json_object(model_dir / "config.json")
+    architectures = hf.get("architectures") or []
+    if "minibert_pooling" in hf or (model_dir / HEAD_FILE).is_file() or \
+            any(str(a).endswith("ForSequenceClassification") for a in architectures):
+        return load_classifier(model_dir)
+    return None
+
+
+def head_text(clf: SequenceClassifier, trained: bool) -> str:
+    """What the logits row compares, in words."""
+    if not trained:
+        return (f"none in the checkpoint: a random {clf.num_labels}-label [CLS] head, copied into transformers' "
+                "*ForSequenceClassification")
+    if clf.pooling == "mean":
+        return (f"the checkpoint's trained {clf.num_labels}-label mean-pooling head ({HEAD_FILE}); transformers has "
+                "no such head, so its logits are that head on the mean of its last hidden states over the real "
+                "tokens but [CLS]")
+    path = "pre_classifier -> classifier" if clf.pre_classifier is not None else "pooler -> classifier"
+    return (f"the checkpoint's trained {clf.num_labels}-label [CLS] head ({path}), read by transformers from the "
+            "same model.safetensors")
 
 
 def copy_head(ours: SequenceClassifier, theirs) -> None:
@@ -95,6 +146,37 @@ def _batches(tok, texts, pairs):
         yield tok([p[0] for p in pairs], text_pairs=[p[1] for p in pairs])
 
 
+def our_classifier(model_dir: Path, model=None) -> tuple[SequenceClassifier, bool]:
+    """(minibert's classifier, whether its head is the checkpoint's trained one): a saved classifier as it is, a
+    plain encoder with a seeded random head. `model` replaces the encoder (compare()'s argument)."""
+    ours = trained_classifier(model_dir)
+    if ours is not None:
+        if model is not None:
+            ours.encoder = model
+        return ours.eval(), True
+    model = load_pretrained(model_dir) if model is None else model
+    torch.manual_seed(0)  # the head's random init, so that reports are reproducible
+    return SequenceClassifier(model, NUM_LABELS).eval(), False
+
+
+def reference_side(model_dir: Path, ours: SequenceClassifier, trained: bool, dtype: torch.dtype):
+    """(transformers' encoder, a function (batch, its output) -> its logits) for minibert's classifier `ours`.
+
+    [CLS] pooling: the *ForSequenceClassification, which reads a trained head from the checkpoint itself (a random
+    one is copied from ours). Mean pooling, which transformers has no head for: its encoder, and the trained head
+    read from minibert_head.safetensors applied to reference_mean_pool of its last hidden states."""
+    if ours.pooling == "cls":
+        theirs = reference_classifier(model_dir, ours.num_labels)
+        if not trained:
+            copy_head(ours, theirs)
+        theirs.to(dtype)
+        return theirs.base_model, lambda batch, out: theirs(**batch).logits  # base_model: BertModel / DistilBertModel
+    head = load_file(str(model_dir / HEAD_FILE))
+    weight, bias = (head[f"classifier.{k}"].to(dtype) for k in ("weight", "bias"))
+    return (reference_encoder(model_dir).to(dtype),
+            lambda batch, out: reference_mean_pool(out.last_hidden_state, batch["attention_mask"]) @ weight.T + bias)
+
+
 @torch.no_grad()
 def compare(model_dir, texts=None, pairs=None, dtype: str = "fp32", tol: float | None = None,
             model=None) -> dict:
@@ -103,7 +185,8 @@ def compare(model_dir, texts=None, pairs=None, dtype: str = "fp32", tol: float |
     model_dir: a preset, checkpoint directory or hub id; both sides read the same files.
     model: an already loaded minibert encoder for model_dir (default: load it; cast in place for bf16).
     Tests pass a deliberately perturbed one to check that the report catches it.
-    rows: one per compared tensor (embeddings, layer 1..L, pooler, logits) with its max |diff|.
+    rows: one per compared tensor (embeddings, layer 1..L, pooler, logits) with its max |diff|; "head" says which
+    head the logits come from (see the module docstring).
     """
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
@@ -111,14 +194,10 @@ def compare(model_dir, texts=None, pairs=None, dtype: str = "fp32", tol: float |
     model_dir = resolve(model_dir)
     texts = SENTENCES + list(texts or [])
     pairs = PAIRS + list(pairs or [])
-    model = load_pretrained(model_dir) if model is None else model.eval()
-    torch.manual_seed(0)  # the head's random init, so that reports are reproducible
-    ours = SequenceClassifier(model, NUM_LABELS).eval()
-    theirs = reference_classifier(model_dir, NUM_LABELS)
-    copy_head(ours, theirs)
+    ours, trained = our_classifier(model_dir, model)
     ours.to(DTYPES[dtype])
-    theirs.to(DTYPES[dtype])
-    reference_encoder = theirs.base_model  # BertModel / DistilBertModel inside the classifier
+    model = ours.encoder
+    reference, reference_logits = reference_side(model_dir, ours, trained, DTYPES[dtype])
 
     tok = tokenizer_from_dir(model_dir)
     n_layers = model.config.num_hidden_layers
@@ -130,18 +209,20 @@ def compare(model_dir, texts=None, pairs=None, dtype: str = "fp32", tol: float |
         if model.config.type_vocab_size == 0:
             batch.pop("token_type_ids")  # DistilBERT takes none
         mine = model(**batch, output_hidden_states=True)
-        ref = reference_encoder(**batch, output_hidden_states=True)
+        ref = reference(**batch, output_hidden_states=True)
         pairs_of_tensors = list(zip(mine.hidden_states, ref.hidden_states))
         if model.pooler is not None:
             pairs_of_tensors.append((mine.pooler_output, ref.pooler_output))
-        pairs_of_tensors.append((ours(**batch), theirs(**batch).logits))
+        pairs_of_tensors.append((ours(**batch), reference_logits(batch, ref)))
         for name, (a, b) in zip(names, pairs_of_tensors):
             diffs[name] = max(diffs[name], (a.float() - b.float()).abs().max().item())
     rows = [{"name": n, "max_abs_diff": d, "ok": d <= tol} for n, d in diffs.items()]
     tokenizer = compare_tokenizers(model_dir, texts, pairs)
     failed = [r["name"] for r in rows if not r["ok"]] + ([] if tokenizer["match"] else ["tokenizer"])
+    head = {"trained": trained, "pooling": ours.pooling, "num_labels": ours.num_labels,
+            "text": head_text(ours, trained)}
     return {"model": str(model_dir), "flavour": model.config.flavour, "dtype": dtype, "tol": tol,
-            "n_texts": len(texts), "n_pairs": len(pairs), "tokenizer": tokenizer, "rows": rows,
+            "n_texts": len(texts), "n_pairs": len(pairs), "tokenizer": tokenizer, "head": head, "rows": rows,
             "passed": not failed, "failed": failed}
 
 
@@ -153,6 +234,7 @@ def format_report(report: dict) -> str:
         lines.append("bf16: both models cast to bfloat16; the tolerance is loose since the two round in different op orders")
     tok = report["tokenizer"]
     lines.append(f"tokenizer: {'identical' if tok['match'] else 'DIFFERENT: ' + '; '.join(tok['mismatches'])}")
+    lines.append(f"head (the logits row): {report['head']['text']}")
     lines.append(f"{'tensor':<12} {'max |diff|':>12}  ")
     for r in report["rows"]:
         lines.append(f"{r['name']:<12} {r['max_abs_diff']:>12.3e}  {'ok' if r['ok'] else 'FAIL'}")
@@ -162,6 +244,20 @@ def format_report(report: dict) -> str:
         lines.append(f"FAIL: {', '.join(report['failed'])} above {report['tol']:g}; "
                      f"first divergence at {report['failed'][0]}")
     return "\n".join(lines)
+
+
+def saved_model_of(model: str) -> str:
+    """The checkpoint to compare for the MODEL argument: a run folder's saved model (RUN/model, a sweep's in its best
+    sub-run), with a note; anything else as given."""
+    path = Path(model)
+    if not path.is_dir() or rundir.read_config(path) is None:
+        return model
+    saved = rundir.saved_model(path)
+    if saved is None:
+        raise FileNotFoundError(f"{path} is a run folder with no saved model; parity compares a saved model: train "
+                                f"the run with --save-model, then run python -m minibert parity {path / rundir.MODEL}")
+    print(f"note: {path} is a run folder: comparing the model it saved, {saved}", file=sys.stderr)
+    return str(saved)
 
 
 @main_wrapper
@@ -185,7 +281,7 @@ def main(argv=None) -> int:
         raise ValueError(f"got {len(args.pair)} --pair but only {len(args.text)} --text; each pair needs a text")
     pairs = list(zip(args.text, args.pair))
     texts = args.text[len(pairs):]  # texts without a partner are single sentences
-    report = compare(args.model, texts, pairs, args.dtype, args.tol)
+    report = compare(saved_model_of(args.model), texts, pairs, args.dtype, args.tol)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     return 0 if report["passed"] else 1
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from ..files import nbytes
 from . import rundir
 
 
@@ -107,8 +108,9 @@ def save_state(path: Path, clf, optimizer, scheduler, scaler, rngs: list[dict], 
     state = {"model": clf.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
              "scaler": scaler.state_dict() if scaler is not None else None, **rngs[0], "rank_rngs": rngs,
              **progress}
-    with rundir.atomic(path) as tmp:
-        torch.save(state, tmp)
+    # into a file object: a full disk is then an OSError that atomic() names, not torch's "unexpected pos"
+    with rundir.atomic(path, size=nbytes(state)) as tmp, open(tmp, "wb") as f:
+        torch.save(state, f)
 
 
 # what torch.load and load_state_dict raise on a truncated, overwritten or foreign checkpoint.pt

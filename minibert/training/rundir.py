@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from ..files import atomic, load_json, read_json, write_json, write_jsonl, write_text  # noqa: F401 (used by callers)
+from ..files import TMP, atomic, load_json, read_json, size_text, write_json, write_jsonl, write_text  # noqa: F401
 from ..locks import claim, holder
 
 CONFIG, RESULT, METRICS, CORRUPTION, CHECKPOINT, MODEL, LOCK = (
@@ -69,6 +69,33 @@ def _resolved(config: dict, run_dir: Path) -> dict:
 
 # what every finished result.json holds; one without them was damaged from outside
 RESULT_KEYS = ("best", "best_epoch", "diverged", "lr", "seconds")
+NUMBER = (int, float)
+# the type of each entry a report reads, when present (best's scores: numbers; its loss may be null)
+RESULT_TYPES = {"best": dict, "best_epoch": int, "diverged": bool, "lr": NUMBER, "seconds": NUMBER,
+                "majority_f1": (*NUMBER, type(None)), "collapsed": (bool, type(None)),
+                "convergence": (dict, type(None)), "num_train": (int, type(None)), "num_test": (int, type(None)),
+                "run_dir": str}
+
+
+def _type_problem(result: dict) -> str | None:
+    """The first entry of a finished result whose type a report cannot read, said with its value."""
+    entries = [(k, result[k], t) for k, t in RESULT_TYPES.items() if k in result]
+    if isinstance(result.get("best"), dict):
+        entries += [(f"best.{k}", v, (*NUMBER, type(None)) if k == "loss" else NUMBER)
+                    for k, v in result["best"].items()]
+        if "weighted_f1" not in result["best"]:
+            return "best has no weighted_f1"
+    for key, value, kind in entries:
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            return f"{key} is {json.dumps(value)[:40]}, not {_kind_text(kind)}"
+    return None
+
+
+def _kind_text(kind) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    words = ["a number"] if float in kinds else ["a whole number"] if int in kinds else []
+    names = {dict: "an object", bool: "true or false", str: "a string", type(None): "null"}
+    return " or ".join(words + [names[k] for k in kinds if k in names])
 
 
 def result_problem(path) -> str | None:
@@ -80,6 +107,8 @@ def result_problem(path) -> str | None:
         return None
     if not isinstance(result, dict) or (result.get("status") == "done" and not all(k in result for k in RESULT_KEYS)):
         return f"not a run result (need a JSON object with {', '.join(RESULT_KEYS)})"
+    if result.get("status") == "done" and (problem := _type_problem(result)) is not None:
+        return f"not a run result: {problem}"
     return None
 
 
@@ -140,16 +169,19 @@ def saved_model(run_dir, result: dict | None = None) -> Path | None:
 
 # ---- the output folder of a new run -------------------------------------------------------------
 
-def check_writable(out, flag: str = "--out") -> None:
-    """Refuse a folder argument (`flag`, --out by default) that cannot become a folder, before any expensive work.
+def check_writable(out, flag: str = "--out", file: str | None = None) -> None:
+    """Refuse a folder argument (`flag`, --out by default) that cannot become a folder, before any expensive work;
+    with `file` (an example name), a file argument that cannot become a file.
 
     Writes a temporary file in the nearest existing folder: the only test that is true for every reason
     a write fails (read-only filesystem, permissions, and root on a filesystem like /proc).
     """
     out = Path(out)
-    if out.exists() and not out.is_dir():
+    if file is not None and out.is_dir():
+        raise ValueError(f"{flag} {out} is a folder; give a file name such as {out / file}")
+    if file is None and out.exists() and not out.is_dir():
         raise ValueError(f"{flag} {out} is a file, not a folder; pick another {flag}")
-    existing = next(p for p in (out, *out.parents) if p.exists() or p == Path(p.anchor))
+    existing = next(p for p in (*([] if file else [out]), *out.parents) if p.exists() or p == Path(p.anchor))
     if not existing.is_dir():
         raise ValueError(f"{flag} {out} lies under {existing}, which is a file; pick another {flag}")
     try:
@@ -177,6 +209,7 @@ def hold(out):
         raise ValueError(f"--out {out} is in use by {holder(out / LOCK) or 'another process'}; "
                          "wait for it to end, or pick another --out")
     try:
+        remove_leftovers(out)
         yield lock
     finally:
         if made and [p.name for p in out.iterdir()] == [LOCK]:
@@ -189,6 +222,64 @@ def hold(out):
         lock.release()
 
 
+def remove_leftovers(out: Path) -> None:
+    """Remove the temporary files (.checkpoint.pt.<pid>.tmp, ...) that a run killed mid-write left in its folder, its
+    sweep's sub-runs and their saved models, with a note. Only the holder of <out>/run.lock writes there, so none of
+    them is being written."""
+    folders = [out, *out.glob("lr_*")]
+    found = [p for d in folders for f in (d, d / MODEL) if f.is_dir() for p in f.iterdir()
+             if TMP.fullmatch(p.name) and p.is_file()]
+    if not found:
+        return
+    size = sum(p.stat().st_size for p in found)
+    for p in found:
+        p.unlink(missing_ok=True)
+    print(f"note: removed {len(found)} temporary file(s) ({size_text(size)}) that an interrupted write left in {out}: "
+          f"{', '.join(str(p.relative_to(out)) for p in found[:3])}{' ...' if len(found) > 3 else ''}", file=sys.stderr)
+
+
+# the run folder's own names: each must be a file (model: a folder) for the run to write it
+FILES = (CONFIG, RESULT, METRICS, CORRUPTION, CHECKPOINT)
+
+
+def check_names(out: Path) -> None:
+    """Refuse a run folder where one of the files a run writes is a folder (or model/ a file): found now, not after
+    an epoch of training, when the write fails."""
+    for folder in (out, *sorted(out.glob("lr_*"))):
+        for name in FILES:
+            if (folder / name).is_dir():
+                raise ValueError(f"{folder / name} is a folder, where train.py writes its {name} file; move it out of "
+                                 f"{folder} and rerun")
+        if (folder / MODEL).exists() and not (folder / MODEL).is_dir():
+            raise ValueError(f"{folder / MODEL} is a file, where train.py saves the model (a folder); move it out "
+                             f"of {folder} and rerun")
+
+
+def identity_of(run_dir, not_identity) -> dict | None:
+    """The run's identity as its config.json records it: the arguments that define what it computes (all but
+    `not_identity`; its paths as typed), which checkpoint.pt carries so that a copy in another run's folder is known."""
+    config = read_config(run_dir, resolve=False)
+    return None if config is None else {k: v for k, v in config["args"].items() if k not in not_identity}
+
+
+def check_checkpoint(path: Path) -> None:
+    """Refuse a checkpoint.pt that another run wrote (copied in from another run folder): its identity (identity_of:
+    corruption and seed among them) must be this folder's config.json's. A checkpoint from before identities were
+    recorded is resumed as it always was."""
+    try:  # mmap: only the small entries are read, not the weights
+        theirs = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("identity")
+    except Exception:  # damaged: load_state says so, in its own words
+        return
+    config = read_config(path.parent, resolve=False)
+    if not isinstance(theirs, dict) or config is None:
+        return
+    ours = config["args"]
+    diff = [f"{k} {v!r}, this run's {ours.get(k)!r}" for k, v in theirs.items() if ours.get(k) != v]
+    if diff:
+        raise ValueError(f"{path} belongs to another run ({'; '.join(diff[:3])}); move it out of {path.parent} and "
+                         f"rerun with --resume (this run then starts from its first epoch)")
+
+
 def check_out_dir(out, args: dict, resume: bool, announce: bool = True) -> dict | None:
     """Refuse a folder that holds something else; return the result of an identical finished run.
 
@@ -198,6 +289,7 @@ def check_out_dir(out, args: dict, resume: bool, announce: bool = True) -> dict 
     check_writable(out)
     if not out.is_dir() or not any(p.name != LOCK for p in out.iterdir()):
         return None
+    check_names(out)
     config = read_config(out, resolve=False)  # compared with the arguments as typed
     if config is None:
         raise ValueError(f"--out {out} is not empty and holds no minibert run (no readable {CONFIG}); "

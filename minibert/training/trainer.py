@@ -56,6 +56,7 @@ from tqdm import tqdm
 from ..checkpoint import load_pretrained
 from ..corrupt import corrupt
 from ..data.encoding import batches
+from ..files import OutOfSpace
 from ..heads import SequenceClassifier
 from . import rundir
 from .config import METRICS, NOT_IDENTITY, PAPER_LRS, TrainConfig, default_out, micro_batch, validate
@@ -133,8 +134,11 @@ def run(cfg: TrainConfig, data: Prepared) -> dict:
         if (probe if cfg.mode == "probe" else finetune)(r) == STOP_AFTER_EPOCH:
             return {"status": "stopped", "epoch": len(r.history), "out": str(out)}
         result = finish(r, report)  # after the last epoch, or after a NONFINITE one: then diverged
-    except KeyboardInterrupt:  # Ctrl-C: the checkpoint, written atomically, holds epoch r.saved
+    except KeyboardInterrupt:  # Ctrl-C (or SIGTERM): the checkpoint, written atomically, holds epoch r.saved
         raise KeyboardInterrupt(f"interrupted after epoch {r.saved} of {out}; rerun with --resume") from None
+    except OutOfSpace as e:  # a full disk: the files written before, the checkpoint among them, are intact
+        then = f"it continues after epoch {r.saved}" if r.saved else "it starts again from epoch 1"
+        raise OutOfSpace(e.errno, f"{e}; then rerun with --resume ({then})", e.filename) from None
     if data.world > 1:
         dist.barrier()  # rank 0 has written everything before any rank returns
     return result
@@ -297,6 +301,7 @@ class Run:
         path = self.out / rundir.CHECKPOINT
         if not path.is_file():
             return 0
+        rundir.check_checkpoint(path)  # another run's checkpoint, copied in, is refused
         p = load_state(path, self.clf, optimizer, scheduler, scaler, self.data.device, self.data.rank)
         self.history, self.seconds = p["history"], p["seconds"]
         self.train_tokens, self.train_seconds = p["train_tokens"], p["train_seconds"]
@@ -377,7 +382,8 @@ class Run:
         if self.main:
             save_state(self.out / rundir.CHECKPOINT, self.clf, *state, rngs,
                        {"epoch": done, "history": self.history, "seconds": self.seconds + time.time() - self.t_start,
-                        "train_tokens": self.train_tokens, "train_seconds": self.train_seconds})
+                        "train_tokens": self.train_tokens, "train_seconds": self.train_seconds,
+                        "identity": rundir.identity_of(self.out, NOT_IDENTITY)})
             self.saved = done
 
 
@@ -469,6 +475,7 @@ def kept_checkpoint(cfg: TrainConfig, finished: dict) -> Path:
 def save_kept_model(cfg: TrainConfig, data: Prepared, finished: dict) -> None:
     """--save-model on a finished run that saved none: save its best epoch from the checkpoint it kept."""
     path = kept_checkpoint(cfg, finished)
+    rundir.check_checkpoint(path)
     clf = SequenceClassifier(load_pretrained(data.checkpoint), len(data.dataset.label_names), cfg.pooling)
     if load_model_state(path, clf) != finished["best_epoch"]:  # a diverged last epoch is never checkpointed
         raise ValueError(f"--save-model: {path} does not hold the best epoch ({finished['best_epoch']}) of "
