@@ -23,6 +23,11 @@ def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", 1))
 
 
+def is_main() -> bool:
+    """Is this process torchrun's rank 0 (or the only one)? It writes the run's files; the others follow it."""
+    return int(os.environ.get("RANK", 0)) == 0
+
+
 def setup_device(name: str = "auto") -> tuple[torch.device, int, int]:
     """(device, rank, world size); joins the process group when started by torchrun."""
     rank, local, world = int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)), world_size()

@@ -7,7 +7,7 @@
 drift (always): drift.weight_drift() against the encoder as fine-tuning found it, i.e. the corrupted
 pre-trained weights: per layer its attention, feed-forward, LayerNorms and the whole layer, then the
 embeddings and the pooler, each ||W_t - W_0|| / ||W_0||. A resumed run needs no stored copy of W_0:
-trainer.run() rebuilds the corrupted encoder from the checkpoint, the spec and the seed (corruption is
+trainer.fit() rebuilds the corrupted encoder from the checkpoint, the spec and the seed (corruption is
 seeded and bit-identical) and starts the Dynamics before it loads the training state.
 
 cka (track_cka=True): debiased linear CKA (cka.linear_cka) of each hidden state, mean-pooled over real

@@ -44,6 +44,11 @@ class Prepared:
     test: object
     val: object = None  # Encoded, with select_on="val"
 
+    @property
+    def main(self) -> bool:
+        """torchrun's rank 0 (or the only process): the one that writes and prints."""
+        return self.rank == 0
+
 
 def hold_out(split, seed: int):
     """(train, val): a seeded, stratified VAL_FRACTION of `split` held out for choosing the epoch and lr."""
@@ -104,7 +109,7 @@ def check_resume_compute(config: dict, data: Prepared, out) -> None:
         raise ValueError(f"--resume: {out} trained its first epochs in {before} on {kind}; here its --precision "
                          f"{config['args'].get('precision')} resolves to {data.precision} on {device_kind(data)}. "
                          f"Resume it with --precision {before}, on the kind of device it started on, or use a new --out")
-    if kind != device_kind(data) and data.rank == 0:
+    if kind != device_kind(data) and data.main:
         print(f"note: {out} started on {kind} and resumes on {device_kind(data)} in {data.precision}: the epochs "
               "after this one round differently from an uninterrupted run", file=sys.stderr)
 

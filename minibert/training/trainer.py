@@ -33,7 +33,7 @@ Multi-GPU (`torchrun --nproc_per_node=N train.py ...`): batch_size stays the glo
 takes every N-th micro-batch, DDP averages gradients, every rank evaluates every N-th test batch and the
 predictions are gathered so that all ranks agree on the metrics. Rank 0 writes the files.
 
-Reading order: train() -> sweep() -> run() -> finetune() or probe() -> Run.end_epoch() (record the epoch,
+Reading order: train() -> sweep() -> fit() -> finetune() (-> train_epoch()) or probe() -> Run.end_epoch() (record the epoch,
 keep the best, checkpoint, say why the run stops) -> finish(); the run folder's helpers come last.
 """
 from __future__ import annotations  # the loops name Run, defined below them
@@ -61,7 +61,7 @@ from ..heads import SequenceClassifier
 from . import rundir
 from .config import METRICS, NOT_IDENTITY, PAPER_LRS, TrainConfig, default_out, micro_batch, validate
 from .convergence import convergence, describe
-from .device import autocast, length_multiple, to_device
+from .device import autocast, is_main, length_multiple, to_device
 from .dynamics import Dynamics
 from .evaluation import evaluate, extract
 from .inputs import Prepared, check_resume_compute, prepare, run_info, save_model
@@ -87,13 +87,12 @@ def train(cfg: TrainConfig) -> dict:
         rundir.check_writable(cfg.cache_dir, "--cache-dir")
     try:
         # torchrun's other ranks follow rank 0, which holds the folder for them all
-        with rundir.hold(cfg.out) if os.environ.get("RANK", "0") == "0" else nullcontext():
+        with rundir.hold(cfg.out) if is_main() else nullcontext():
             finished = rundir.check_out_dir(cfg.out, identity(cfg), cfg.resume, announce=False)
-            if finished is not None and cfg.save_model and rundir.saved_model(cfg.out, finished) is None:
-                kept_checkpoint(cfg, finished)  # refuses before the data is loaded when no model can be saved
+            check_can_save_model(cfg, finished)  # before the data is loaded
             data = prepare(cfg)
-            return sweep(cfg, data) if cfg.lr == "sweep" else run(cfg, data)
-    except KeyboardInterrupt as e:  # run() names the epoch; before it, there is nothing to lose
+            return sweep(cfg, data) if cfg.lr == "sweep" else fit(cfg, data)
+    except KeyboardInterrupt as e:  # fit() names the epoch; before it, there is nothing to lose
         raise KeyboardInterrupt(str(e) or f"interrupted; rerun with --resume to continue {cfg.out}") from None
 
 
@@ -104,7 +103,7 @@ def sweep(cfg: TrainConfig, data: Prepared) -> dict:
         return finished
     runs = {}
     for lr in PAPER_LRS:
-        runs[lr] = run(replace(cfg, lr=lr, out=str(out / f"lr_{lr:g}")), data)
+        runs[lr] = fit(replace(cfg, lr=lr, out=str(out / f"lr_{lr:g}")), data)
         if runs[lr]["status"] != "done":
             return runs[lr]  # stopped by the test hook: so is the sweep
     # a diverged sub-run never wins over one that learned something
@@ -112,24 +111,24 @@ def sweep(cfg: TrainConfig, data: Prepared) -> dict:
     result = {**runs[best_lr], "run_dir": f"lr_{best_lr:g}", "seconds": sum(r["seconds"] for r in runs.values()),
               "sweep": {f"{lr:g}": {"best_epoch": r["best_epoch"], **r["best"], "diverged": r["diverged"],
                                     "selection_score": r["selection_score"]} for lr, r in runs.items()}}
-    if data.rank == 0:
+    if data.main:
         rundir.write_json(out / rundir.RESULT, result)
     return result
 
 
-def run(cfg: TrainConfig, data: Prepared) -> dict:
+def fit(cfg: TrainConfig, data: Prepared) -> dict:
     """Train one configuration at one lr; see the module docstring for what it writes."""
     out = Path(cfg.out)
     t_start = time.time()
     if finished := open_out(cfg, data):
         return finished
     clf, report = classifier(cfg, data)
-    if data.rank == 0:
+    if data.main:
         rundir.write_json(out / rundir.CORRUPTION, report.to_dict())
         print(report)
     # W_0 of the drift: the corrupted pre-trained encoder, rebuilt as above on a resume (corruption is seeded)
     r = Run(cfg, data, clf, out, t_start,
-            dynamics=Dynamics.start(clf, data, cfg.track_cka, cfg.seed, cfg.batch_size) if data.rank == 0 else None)
+            dynamics=Dynamics.start(clf, data, cfg.track_cka, cfg.seed, cfg.batch_size) if data.main else None)
     try:
         if (probe if cfg.mode == "probe" else finetune)(r) == STOP_AFTER_EPOCH:
             return {"status": "stopped", "epoch": len(r.history), "out": str(out)}
@@ -294,7 +293,7 @@ class Run:
 
     @property
     def main(self) -> bool:
-        return self.data.rank == 0
+        return self.data.main
 
     def resume(self, optimizer, scheduler, scaler=None) -> int:
         """Load checkpoint.pt if there is one; returns the epoch to start from."""
@@ -449,16 +448,22 @@ def identity(cfg: TrainConfig) -> dict:
 
 def open_out(cfg: TrainConfig, data: Prepared) -> dict | None:
     """Check the run folder on every rank, then create it on rank 0; the result of a finished run, else None."""
-    finished = rundir.check_out_dir(cfg.out, identity(cfg), cfg.resume, announce=data.rank == 0)
+    finished = rundir.check_out_dir(cfg.out, identity(cfg), cfg.resume, announce=data.main)
     if finished is None and (Path(cfg.out) / rundir.CHECKPOINT).is_file():  # a resume: the same precision
         check_resume_compute(rundir.read_config(cfg.out, resolve=False), data, cfg.out)
     if data.world > 1:
         dist.barrier()  # every rank has looked at the folder before rank 0 writes into it
-    if finished is None and data.rank == 0:
+    if finished is None and data.main:
         rundir.start_out_dir(cfg.out, run_info(cfg, data))
-    if finished is not None and cfg.save_model and data.rank == 0 and rundir.saved_model(cfg.out, finished) is None:
+    if finished is not None and cfg.save_model and data.main and rundir.saved_model(cfg.out, finished) is None:
         save_kept_model(cfg, data, finished)
     return finished
+
+
+def check_can_save_model(cfg: TrainConfig, finished: dict | None) -> None:
+    """--save-model on a finished run that saved no model: refused unless a kept checkpoint holds its best epoch."""
+    if finished is not None and cfg.save_model and rundir.saved_model(cfg.out, finished) is None:
+        kept_checkpoint(cfg, finished)
 
 
 def kept_checkpoint(cfg: TrainConfig, finished: dict) -> Path:
