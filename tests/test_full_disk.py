@@ -6,6 +6,7 @@ file size limit is real: train.py runs under RLIMIT_FSIZE (what `ulimit -f` sets
 Python answers a write past it with EFBIG instead of dying of SIGXFSZ.
 """
 import errno
+import io
 import re
 import resource
 import subprocess
@@ -126,3 +127,37 @@ def test_a_file_size_limit_is_one_line_for_the_checkpoint_and_for_the_saved_mode
                     r"3\.\d MB, over the file size limit of 1\.0 MB \(ulimit -f\)\): raise the limit \(ulimit -f\); "
                     r"then rerun with --resume \(it starts again from epoch 1\)")
     assert not list(saved.rglob(".*.tmp"))
+
+
+def test_an_interrupt_during_the_checkpoint_write_stays_an_interrupt(tmp_path, monkeypatch):
+    """Ctrl-C or SIGTERM while torch.save writes: torch's zip writer then fails to close ("unexpected pos"), which
+    used to replace the interrupt with a RuntimeError traceback; the previous checkpoint stays intact."""
+    import torch
+
+    from minibert import Bert, BertConfig, SequenceClassifier
+    from minibert.training import optim
+
+    clf = SequenceClassifier(Bert(BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                                             intermediate_size=16)), 2)
+    opt = torch.optim.AdamW(clf.parameters())
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    progress = {"epoch": 1, "history": [], "seconds": 0, "train_tokens": 0, "train_seconds": 0}
+    rngs = optim.rng_states(torch.device("cpu"))
+    optim.save_state(tmp_path / "checkpoint.pt", clf, opt, sched, None, rngs, progress)
+    before = (tmp_path / "checkpoint.pt").read_bytes()
+
+    class Interrupted(io.FileIO):
+        """A file whose third write is where the signal arrives."""
+        writes = 0
+
+        def write(self, data):
+            Interrupted.writes += 1
+            if Interrupted.writes == 3:
+                raise KeyboardInterrupt
+            return super().write(data)
+
+    monkeypatch.setattr(optim, "open", lambda path, mode: Interrupted(path, "w"), raising=False)
+    with pytest.raises(KeyboardInterrupt):
+        optim.save_state(tmp_path / "checkpoint.pt", clf, opt, sched, None, rngs, {**progress, "epoch": 2})
+    assert (tmp_path / "checkpoint.pt").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temporary file left

@@ -352,14 +352,18 @@ def test_a_signal_to_the_grid_names_the_cell_and_epoch_and_the_rerun_continues(s
     argv = [sys.executable, "-m", "minibert", "grid", "table2", "--quick", f"tiny={tiny}", "--datasets", "ag_news",
             "--levels", "0", "--limit", "16", "--epochs", "1000", "--data-root", str(data_root), "--out", str(out)]
     cell = out / "table2-tiny-ag_news-0-s0"
-    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # the default SIGINT disposition: a suite run as a background job starts with SIGINT ignored, and its children too
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     wait_for(lambda: (cell / "checkpoint.pt").is_file(), proc)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == -sig  # ends as the signal would: what a scheduler expects
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
-    epoch = int(re.fullmatch(rf"\[1/1\] {cell.name}: interrupted after epoch (\d+) of {cell}; rerun the same command "
-                             "to continue", err.strip())[1])
+    said = re.fullmatch(rf"\[1/1\] {cell.name}: interrupted after epoch (\d+) of {re.escape(str(cell))}; rerun the "
+                        "same command to continue", err.strip())
+    assert said, err
+    epoch = int(said[1])
     assert torch.load(cell / "checkpoint.pt", weights_only=True)["epoch"] == epoch >= 1
     log = (out / "logs" / f"{cell.name}.log").read_text()
     assert f"interrupted after epoch {epoch} of {cell}; rerun with --resume" in log  # the child said it too

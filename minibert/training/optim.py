@@ -109,8 +109,13 @@ def save_state(path: Path, clf, optimizer, scheduler, scaler, rngs: list[dict], 
              "scaler": scaler.state_dict() if scaler is not None else None, **rngs[0], "rank_rngs": rngs,
              **progress}
     # into a file object: a full disk is then an OSError that atomic() names, not torch's "unexpected pos"
-    with rundir.atomic(path, size=nbytes(state)) as tmp, open(tmp, "wb") as f:
-        torch.save(state, f)
+    try:
+        with rundir.atomic(path, size=nbytes(state)) as tmp, open(tmp, "wb") as f:
+            torch.save(state, f)
+    except RuntimeError as e:  # Ctrl-C or SIGTERM mid-write: torch's zip writer then fails to close, hiding it
+        if isinstance(e.__context__, KeyboardInterrupt):
+            raise e.__context__ from None  # the run says which epoch the previous, intact checkpoint holds
+        raise
 
 
 # what torch.load and load_state_dict raise on a truncated, overwritten or foreign checkpoint.pt
