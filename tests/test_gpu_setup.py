@@ -75,11 +75,11 @@ def test_the_estimate_refuses_what_will_not_fit_and_names_the_flags():
 def test_a_resume_in_another_precision_is_refused_and_another_device_said_aloud(gpu, capsys):
     gpu((9, 0), "NVIDIA H100")
     config = {"precision": "fp32", "gpu": None, "args": {"precision": "auto"}}  # started on a CPU
-    here = SimpleNamespace(precision="bf16", device=CUDA, rank=0)
+    here = SimpleNamespace(precision="bf16", device=CUDA, rank=0, main=True)
     with pytest.raises(ValueError, match=r"fp32 on cpu; here its --precision auto resolves to bf16 on NVIDIA H100.*"
                                          r"--precision fp32"):
         check_resume_compute(config, here, "runs/x")
-    check_resume_compute(config, SimpleNamespace(precision="fp32", device=CUDA, rank=0), "runs/x")
+    check_resume_compute(config, SimpleNamespace(precision="fp32", device=CUDA, rank=0, main=True), "runs/x")
     assert "started on cpu and resumes on NVIDIA H100" in capsys.readouterr().err
 
 
