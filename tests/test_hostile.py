@@ -323,6 +323,28 @@ def test_sigint_or_sigterm_to_train_py_is_one_line_and_the_checkpoint_resumes(si
     assert rc == 0 and f"resuming {out} after epoch {epoch}" in stdout, err
 
 
+def test_ctrl_c_just_after_the_checkpoint_is_renamed_names_the_epoch_it_holds(tiny, data_root, tmp_path, monkeypatch,
+                                                                             capsys):
+    """The race CI met: the signal lands after checkpoint.pt's rename and before anything else; the line names the
+    epoch the file holds (3 epochs: epoch 2's checkpoint is written and renamed, then the Ctrl-C)."""
+    from minibert import files
+
+    out, replace, calls = tmp_path / "run", os.replace, []
+
+    def interrupted_after_renaming(src, dst):
+        replace(src, dst)
+        if Path(dst).name == "checkpoint.pt":
+            calls.append(1)
+            if len(calls) == 2:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(files.os, "replace", interrupted_after_renaming)
+    rc, _, err = run_main("train", train_argv(tiny, data_root, out, "--epochs", "3"), capsys)
+    assert rc == 130
+    assert_one_line(err, f"interrupted after epoch 2 of {out}; rerun with --resume")
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 2
+
+
 def test_sigterm_in_train_says_what_ctrl_c_says(tiny, data_root, tmp_path, monkeypatch, capsys):
     from minibert.training import trainer
 

@@ -262,6 +262,16 @@ def identity_of(run_dir, not_identity) -> dict | None:
     return None if config is None else {k: v for k, v in config["args"].items() if k not in not_identity}
 
 
+def checkpoint_epoch(run_dir) -> int:
+    """The epoch <run_dir>/checkpoint.pt holds, read from the file (0 when there is none or it cannot be read): what
+    a resume starts after. Read, not remembered: a signal can land between the checkpoint's rename and any record
+    of it, and the file is the truth."""
+    try:  # mmap: only the small entries are read, not the weights
+        return int(torch.load(Path(run_dir) / CHECKPOINT, map_location="cpu", weights_only=True, mmap=True)["epoch"])
+    except Exception:  # none, or damaged: a resume starts from the first epoch (load_state names a damaged one)
+        return 0
+
+
 def check_checkpoint(path: Path) -> None:
     """Refuse a checkpoint.pt that another run wrote (copied in from another run folder): its identity (identity_of:
     corruption and seed among them) must be this folder's config.json's. A checkpoint from before identities were

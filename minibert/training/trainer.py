@@ -133,10 +133,12 @@ def fit(cfg: TrainConfig, data: Prepared) -> dict:
         if (probe if cfg.mode == "probe" else finetune)(r) == STOP_AFTER_EPOCH:
             return {"status": "stopped", "epoch": len(r.history), "out": str(out)}
         result = finish(r, report)  # after the last epoch, or after a NONFINITE one: then diverged
-    except KeyboardInterrupt:  # Ctrl-C (or SIGTERM): the checkpoint, written atomically, holds epoch r.saved
-        raise KeyboardInterrupt(f"interrupted after epoch {r.saved} of {out}; rerun with --resume") from None
+    except KeyboardInterrupt:  # Ctrl-C (or SIGTERM): the checkpoint, written atomically, is old or new, never torn
+        raise KeyboardInterrupt(f"interrupted after epoch {rundir.checkpoint_epoch(out)} of {out}; "
+                                "rerun with --resume") from None
     except OutOfSpace as e:  # a full disk: the files written before, the checkpoint among them, are intact
-        then = f"it continues after epoch {r.saved}" if r.saved else "it starts again from epoch 1"
+        saved = rundir.checkpoint_epoch(out)
+        then = f"it continues after epoch {saved}" if saved else "it starts again from epoch 1"
         raise OutOfSpace(e.errno, f"{e}; then rerun with --resume ({then})", e.filename) from None
     if data.world > 1:
         dist.barrier()  # rank 0 has written everything before any rank returns
@@ -289,7 +291,6 @@ class Run:
     train_tokens: int = 0
     train_seconds: float = 0.0
     dynamics: Dynamics | None = None  # the start of fine-tuning: what the per-epoch drift (and CKA) measure from
-    saved: int = 0  # the epoch checkpoint.pt holds: where a resume after Ctrl-C starts
 
     @property
     def main(self) -> bool:
@@ -304,7 +305,6 @@ class Run:
         p = load_state(path, self.clf, optimizer, scheduler, scaler, self.data.device, self.data.rank)
         self.history, self.seconds = p["history"], p["seconds"]
         self.train_tokens, self.train_seconds = p["train_tokens"], p["train_seconds"]
-        self.saved = p["epoch"]
         if self.main:
             print(f"resuming {self.out} after epoch {p['epoch']}")
         return p["epoch"]
@@ -383,7 +383,6 @@ class Run:
                        {"epoch": done, "history": self.history, "seconds": self.seconds + time.time() - self.t_start,
                         "train_tokens": self.train_tokens, "train_seconds": self.train_seconds,
                         "identity": rundir.identity_of(self.out, NOT_IDENTITY)})
-            self.saved = done
 
 
 def rank_mean(value: torch.Tensor, world: int) -> float:
