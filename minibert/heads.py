@@ -9,7 +9,7 @@ except [CLS] -> dropout -> linear.
 import torch
 import torch.nn as nn
 
-from .model import Bert
+from .model import Bert, Dropout
 from .padding import encode
 
 
@@ -42,7 +42,7 @@ class SequenceClassifier(nn.Module):
             p = cfg.seq_classif_dropout
         else:
             p = cfg.classifier_dropout if cfg.classifier_dropout is not None else cfg.hidden_dropout_prob
-        self.dropout = nn.Dropout(p)
+        self.dropout = Dropout(p)
         self.classifier = nn.Linear(cfg.hidden_size, num_labels)
         for layer in (self.pre_classifier, self.classifier):
             if layer is not None:

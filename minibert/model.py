@@ -50,6 +50,17 @@ def activation(name: str):
     return nn.ReLU()
 
 
+class Dropout(nn.Dropout):
+    """nn.Dropout as one kernel each way on every device: torch.native_dropout, which F.dropout runs on CUDA. On a
+    CPU F.dropout builds the mask from four ops (empty_like, bernoulli_, div_, mul) and a mul backward; this draws
+    the same mask from the same random stream and gives the same bits, forward and backward."""
+
+    def forward(self, x):
+        if not self.training or self.p == 0:
+            return x
+        return torch.native_dropout(x, self.p, True)[0]
+
+
 class Embeddings(nn.Module):
     """Token + position (+ token type) embeddings, summed, then LayerNorm and dropout."""
 
@@ -61,7 +72,7 @@ class Embeddings(nn.Module):
         self.token_type_embeddings = (nn.Embedding(config.type_vocab_size, config.hidden_size)
                                       if config.type_vocab_size > 0 else None)
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, input_ids, token_type_ids=None):
         T = input_ids.shape[1]
@@ -127,7 +138,7 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)  # query, key, value in one matmul
         self.proj = nn.Linear(config.hidden_size, config.hidden_size)
         self.attn_dropout = config.attention_probs_dropout_prob  # on the attention weights, while training
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
         self.explicit = False  # set by Bert.explicit_attention
 
     def forward(self, x, bias=None):
@@ -163,7 +174,7 @@ class FeedForward(nn.Module):
         self.up = nn.Linear(config.hidden_size, config.intermediate_size)
         self.act = activation(config.hidden_act)
         self.down = nn.Linear(config.intermediate_size, config.hidden_size)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, x):
         """x (B, T, H) -> (B, T, H)."""
