@@ -135,15 +135,15 @@ def test_an_interrupt_during_the_checkpoint_write_stays_an_interrupt(tmp_path, m
     import torch
 
     from minibert import Bert, BertConfig, SequenceClassifier
-    from minibert.training import optim
+    from minibert.training import rundir
 
     clf = SequenceClassifier(Bert(BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
                                              intermediate_size=16)), 2)
     opt = torch.optim.AdamW(clf.parameters())
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     progress = {"epoch": 1, "history": [], "seconds": 0, "train_tokens": 0, "train_seconds": 0}
-    rngs = optim.rng_states(torch.device("cpu"))
-    optim.save_state(tmp_path / "checkpoint.pt", clf, opt, sched, None, rngs, progress)
+    rngs = rundir.rng_states(torch.device("cpu"))
+    rundir.save_state(tmp_path / "checkpoint.pt", clf, opt, sched, None, rngs, progress)
     before = (tmp_path / "checkpoint.pt").read_bytes()
 
     class Interrupted(io.FileIO):
@@ -156,8 +156,8 @@ def test_an_interrupt_during_the_checkpoint_write_stays_an_interrupt(tmp_path, m
                 raise KeyboardInterrupt
             return super().write(data)
 
-    monkeypatch.setattr(optim, "open", lambda path, mode: Interrupted(path, "w"), raising=False)
+    monkeypatch.setattr(rundir, "open", lambda path, mode: Interrupted(path, "w"), raising=False)
     with pytest.raises(KeyboardInterrupt):
-        optim.save_state(tmp_path / "checkpoint.pt", clf, opt, sched, None, rngs, {**progress, "epoch": 2})
+        rundir.save_state(tmp_path / "checkpoint.pt", clf, opt, sched, None, rngs, {**progress, "epoch": 2})
     assert (tmp_path / "checkpoint.pt").read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temporary file left

@@ -15,7 +15,7 @@ from minibert.training import device as dev
 from minibert.training.device import allow_tf32, resolve_precision, to_device
 from minibert.training.inputs import check_resume_compute
 from minibert.training.memory import GIB, check_fits_on_gpu, estimate
-from minibert.training.optim import load_state, rng_states, save_state
+from minibert.training.rundir import load_state, rng_states, save_state
 
 CUDA = torch.device("cuda", 0)  # a device object needs no GPU; the properties it is asked about are mocked
 

@@ -52,7 +52,7 @@ from ..data.datasets import DATA_ENV, DATASETS, default_data_root
 from ..files import write_text
 from ..locks import Lock, claim, holder
 from ..training.config import TrainConfig, add_flag, field_help, train_flags, validate
-from ..training.rundir import check_writable, damaged_results, read_result, set_aside_damaged, status
+from ..training.rundir import check_writable, damaged_results, portable, read_result, set_aside_damaged, status
 from . import figure1, report
 from .cells import GRID_TABLES, Cell, GridConfig, cell_dir, cell_epochs, cells, shard, write_manifest
 from .compare import compare
@@ -68,19 +68,6 @@ QUICK = {"levels": (0, 50, 100), "limit": 64, "epochs": 1, "max_length": 32, "lr
 SHARED = {"split": None, "lr": None, "batch_size": None, "max_length": "the dataset's", "limit": "every example",
           "test_limit": "--limit's", "device": None, "precision": None, "recipe": None, "select_on": None}
 
-
-
-def portable(path: Path | str) -> str:
-    """A path as a committed cell should name it: relative to the folder the grid runs in (its `train` children run
-    there too) when inside it, `$MINIBERT_DATA/...` when under the data folder that variable names, else absolute.
-    A study's run.sh runs from the repository, so its cells name their places relative to the repository."""
-    path, here = Path(path).resolve(), Path.cwd().resolve()
-    if path.is_relative_to(here):
-        return str(path.relative_to(here))
-    data = os.environ.get("MINIBERT_DATA")
-    if data and path.is_relative_to(Path(data).resolve()):
-        return str(Path("$MINIBERT_DATA") / path.relative_to(Path(data).resolve()))
-    return str(path)
 
 
 def lock_path(cfg: GridConfig, cell: Cell) -> Path:
@@ -106,7 +93,7 @@ def command(cfg: GridConfig, cell: Cell) -> list[str]:
 
 def cell_config(cfg: GridConfig, cell: Cell) -> TrainConfig:
     """The `train` run of one cell: the grid's shared train arguments and the cell's own, its paths portable (see
-    portable()): run from the repository, the folder of a committed cell names the same model, data and places on
+    rundir.portable()): run from the repository, the folder of a committed cell names the same model, data and places on
     any machine."""
     table, model = GRID_TABLES[cell.table], cfg.models[cell.model]
     return replace(cfg.train, model=portable(model) if Path(model).is_dir() else model, dataset=cell.dataset,

@@ -1,20 +1,17 @@
-"""What a run reads before it trains: device, model files, data and tokens, and what it records of them.
+"""What a run reads before it trains: device, model files, data and tokens (rundir.py records them in config.json).
 
 Every error a user can cause with a file (a missing model, bad data, a precision the device lacks)
 surfaces here, before any training; a sweep prepares once for its three runs.
 """
-import platform
-import shutil
 import sys
-from dataclasses import asdict, dataclass
-from importlib.metadata import PackageNotFoundError, version
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
 
-from ..checkpoint import TOKENIZER_FILES, resolve, save_pretrained
+from ..checkpoint import resolve
 from ..config import BertConfig
 from ..corrupt import parse_spec
 from ..data.datasets import load_dataset
@@ -23,7 +20,6 @@ from ..tokenizer import load_tokenizer
 from .config import micro_batch
 from .device import allow_tf32, length_multiple, resolve_precision, setup_device
 from .memory import check_fits_on_gpu
-from .optim import settings
 
 VAL_FRACTION = 0.1  # select_on="val": the share of train held out to choose the epoch and lr
 
@@ -112,35 +108,3 @@ def check_resume_compute(config: dict, data: Prepared, out) -> None:
     if kind != device_kind(data) and data.main:
         print(f"note: {out} started on {kind} and resumes on {device_kind(data)} in {data.precision}: the epochs "
               "after this one round differently from an uninterrupted run", file=sys.stderr)
-
-
-def run_info(cfg, data: Prepared) -> dict:
-    """config.json: the arguments, the recipe's resolved values, sizes, device and versions."""
-    def v(pkg):
-        try:
-            return version(pkg)
-        except PackageNotFoundError:
-            return None
-    device = data.device
-    return {"args": asdict(cfg), "recipe": asdict(settings(cfg)), "device": str(device), "world_size": data.world,
-            "precision": data.precision, "gpu": device_kind(data) if device.type == "cuda" else None,
-            "max_length": data.max_length, "num_train": len(data.train), "num_test": len(data.test),
-            "num_val": len(data.val) if data.val is not None else None,
-            "label_names": data.dataset.label_names, "dataset_notes": data.dataset.notes,
-            "checkpoint": _portable(data.checkpoint), "command": sys.argv,
-            "versions": {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
-                         **{p: v(p) for p in ("minibert", "numpy", "scikit-learn", "tokenizers")}}}
-
-
-def _portable(path: Path) -> str:
-    """A path under the working directory (the repository, when the grid runs train.py) as a relative one."""
-    path = Path(path).absolute()
-    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
-
-
-def save_model(clf, directory: Path, data: Prepared):
-    """The classifier as HF-compatible safetensors, with the tokenizer files beside it."""
-    save_pretrained(clf, directory, data.dataset.label_names)
-    for name in (*TOKENIZER_FILES, "special_tokens_map.json"):
-        if (data.checkpoint / name).is_file():
-            shutil.copyfile(data.checkpoint / name, directory / name)

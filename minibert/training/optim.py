@@ -1,4 +1,4 @@
-"""The optimiser side of a run: named recipes, the lr schedule, and the training state on disk.
+"""The optimiser side of a run: named recipes (each described here, once), the lr schedule, one optimiser step.
 
 The paper says "Adam" and the lrs; everything else is a recipe (see the table in README):
     paper       torch.optim.Adam, constant lr, no warmup, no weight decay, no clipping
@@ -10,16 +10,9 @@ The paper says "Adam" and the lrs; everything else is a recipe (see the table in
 A run's --weight-decay, --warmup and --grad-clip override its recipe's values.
 """
 import math
-import pickle
-import zipfile
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import torch
-import torch.distributed as dist
-
-from ..files import nbytes
-from . import rundir
 
 
 @dataclass(frozen=True)
@@ -69,19 +62,6 @@ def make_optimizer(cfg, clf, total_steps: int, device) -> tuple[list, object, ob
     return params, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier), r.grad_clip
 
 
-def rng_states(device, world: int = 1) -> list[dict]:
-    """Every torchrun rank's random number generator states (the CPU's and its GPU's), in rank order. Each rank
-    draws its own dropout masks, so a resumed run needs each rank's own states back. Collective: every rank
-    calls it."""
-    mine = {"rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state(device).cpu() if device.type == "cuda" else None}
-    if world == 1:
-        return [mine]
-    states = [None] * world
-    dist.all_gather_object(states, mine)
-    return states
-
-
 @dataclass
 class Optimiser:
     """What make_optimizer() gives a fine-tuning run, and its loss scaler (active for fp16 only); step() is one
@@ -100,58 +80,3 @@ class Optimiser:
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
-
-
-def save_state(path: Path, clf, optimizer, scheduler, scaler, rngs: list[dict], progress: dict) -> None:
-    """checkpoint.pt: everything a resumed run needs to continue bit for bit, plus `progress` (epoch, history).
-    rngs: rng_states(), one per rank."""
-    state = {"model": clf.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "scaler": scaler.state_dict() if scaler is not None else None, **rngs[0], "rank_rngs": rngs,
-             **progress}
-    # into a file object: a full disk is then an OSError that atomic() names, not torch's "unexpected pos"
-    try:
-        with rundir.atomic(path, size=nbytes(state)) as tmp, open(tmp, "wb") as f:
-            torch.save(state, f)
-    except RuntimeError as e:  # Ctrl-C or SIGTERM mid-write: torch's zip writer then fails to close, hiding it
-        if isinstance(e.__context__, KeyboardInterrupt):
-            raise e.__context__ from None  # the run says which epoch the previous, intact checkpoint holds
-        raise
-
-
-# what torch.load and load_state_dict raise on a truncated, overwritten or foreign checkpoint.pt
-DAMAGED = (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile)
-
-
-def _damaged(path: Path, e: Exception) -> ValueError:
-    return ValueError(f"{path} is damaged ({type(e).__name__}); delete it and rerun with --resume to start "
-                      "this run again from its first epoch")
-
-
-def load_state(path: Path, clf, optimizer, scheduler, scaler, device, rank: int = 0) -> dict:
-    """Restore what save_state wrote, with this rank's own RNG states; returns its `progress`. A damaged file is a
-    one-line error."""
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-        clf.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-    except DAMAGED as e:
-        raise _damaged(path, e) from None
-    if scaler is not None:
-        scaler.load_state_dict(state["scaler"])
-    ranks = state.get("rank_rngs") or [state]  # a checkpoint from before every rank's states were kept: rank 0's
-    rng = ranks[rank] if rank < len(ranks) else ranks[0]  # more ranks than saved: they were not resumable anyway
-    torch.set_rng_state(rng["rng"].cpu())
-    if device.type == "cuda" and rng["cuda_rng"] is not None:
-        torch.cuda.set_rng_state(rng["cuda_rng"].cpu(), device)
-    return {k: state[k] for k in ("epoch", "history", "seconds", "train_tokens", "train_seconds")}
-
-
-def load_model_state(path: Path, clf) -> int:
-    """Only the model of what save_state wrote (a finished run's kept checkpoint); returns its epoch."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        clf.load_state_dict(state["model"])
-        return state["epoch"]
-    except DAMAGED as e:
-        raise _damaged(path, e) from None

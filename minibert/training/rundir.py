@@ -3,10 +3,15 @@
     <out>/config.json      every argument (under "args"), versions, device, precision, data sizes, where the run
                            was started (origin) and what it saw (seen: CUDA_VISIBLE_DEVICES, device name, threads)
     <out>/corruption.json  what the corruption touched
-    <out>/metrics.jsonl    one line per epoch
-    <out>/result.json      the best epoch and its metrics; "status": "done" once the run has finished
+    <out>/metrics.jsonl    one line per epoch: test weighted/macro F1, accuracy, loss, the share of the most predicted
+                           class; train loss, tokens/s; "drift": each layer's relative weight change since the start
+                           of fine-tuning, and with track_cka "cka": each layer's CKA with the clean pre-trained
+                           encoder (minibert/training/dynamics.py); val_* with select_on="val"
+    <out>/result.json      "status": "done" once the run has finished; the best epoch and its metrics, the majority
+                           baseline, `diverged`, `collapsed`, `convergence` (minibert/training/convergence.py), sizes
     <out>/model/           the best epoch's classifier, with --save-model (a sweep: in its best lr's sub-run)
-    <out>/checkpoint.pt    the training state while unfinished
+    <out>/checkpoint.pt    the training state while unfinished (save_state: model, optimiser, scheduler, loss
+                           scaler, every rank's RNG states, the history so far)
     <out>/run.lock         held (flock) by the one process training in the folder; see hold()
 
 Every file is written atomically (minibert/files.py). A file that is nevertheless damaged (a disk filled up, a
@@ -15,16 +20,25 @@ failing the same way forever.
 """
 import json
 import os
+import pickle
 import platform
+import shutil
 import sys
 import tempfile
+import zipfile
 from contextlib import contextmanager
+from dataclasses import asdict
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 
-from ..files import TMP, atomic, load_json, read_json, size_text, write_json, write_jsonl, write_text  # noqa: F401
+from ..checkpoint import TOKENIZER_FILES, save_pretrained
+from ..files import TMP, atomic, load_json, nbytes, read_json, size_text, write_json, write_jsonl, write_text  # noqa: F401
 from ..locks import claim, holder
+from .inputs import Prepared, device_kind
+from .optim import settings
 
 CONFIG, RESULT, METRICS, CORRUPTION, CHECKPOINT, MODEL, LOCK = (
     "config.json", "result.json", "metrics.jsonl", "corruption.json", "checkpoint.pt", "model", "run.lock")
@@ -63,7 +77,8 @@ def _resolved(config: dict, run_dir: Path) -> dict:
     args = config["args"]
     paths = {"model": absolute(args.get("model"), always=False),
              **{k: absolute(args.get(k)) for k in ("data_dir", "cache_dir")}}
-    checkpoint = {"checkpoint": absolute(config["checkpoint"])} if "checkpoint" in config else {}
+    # the checkpoint folder is loaded as it reads: a `$MINIBERT_DATA/...` one (see portable()) is expanded here
+    checkpoint = {"checkpoint": absolute(os.path.expandvars(config["checkpoint"]))} if "checkpoint" in config else {}
     return {**config, "args": {**args, **paths}, **checkpoint}
 
 
@@ -262,34 +277,6 @@ def identity_of(run_dir, not_identity) -> dict | None:
     return None if config is None else {k: v for k, v in config["args"].items() if k not in not_identity}
 
 
-def checkpoint_epoch(run_dir) -> int:
-    """The epoch <run_dir>/checkpoint.pt holds, read from the file (0 when there is none or it cannot be read): what
-    a resume starts after. Read, not remembered: a signal can land between the checkpoint's rename and any record
-    of it, and the file is the truth."""
-    try:  # mmap: only the small entries are read, not the weights
-        return int(torch.load(Path(run_dir) / CHECKPOINT, map_location="cpu", weights_only=True, mmap=True)["epoch"])
-    except Exception:  # none, or damaged: a resume starts from the first epoch (load_state names a damaged one)
-        return 0
-
-
-def check_checkpoint(path: Path) -> None:
-    """Refuse a checkpoint.pt that another run wrote (copied in from another run folder): its identity (identity_of:
-    corruption and seed among them) must be this folder's config.json's. A checkpoint from before identities were
-    recorded is resumed as it always was."""
-    try:  # mmap: only the small entries are read, not the weights
-        theirs = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("identity")
-    except Exception:  # damaged: load_state says so, in its own words
-        return
-    config = read_config(path.parent, resolve=False)
-    if not isinstance(theirs, dict) or config is None:
-        return
-    ours = config["args"]
-    diff = [f"{k} {v!r}, this run's {ours.get(k)!r}" for k, v in theirs.items() if ours.get(k) != v]
-    if diff:
-        raise ValueError(f"{path} belongs to another run ({'; '.join(diff[:3])}); move it out of {path.parent} and "
-                         f"rerun with --resume (this run then starts from its first epoch)")
-
-
 def check_out_dir(out, args: dict, resume: bool, announce: bool = True) -> dict | None:
     """Refuse a folder that holds something else; return the result of an identical finished run.
 
@@ -340,3 +327,141 @@ def _cpu_name() -> str:
         return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
     except (OSError, StopIteration):
         return platform.processor() or platform.machine()
+
+
+# ---- what a run writes besides its JSON files: config.json's content, checkpoint.pt, the saved model --------
+
+def run_info(cfg, data: Prepared) -> dict:
+    """config.json: the arguments, the recipe's resolved values, sizes, device and versions."""
+    def v(pkg):
+        try:
+            return version(pkg)
+        except PackageNotFoundError:
+            return None
+    device = data.device
+    return {"args": asdict(cfg), "recipe": asdict(settings(cfg)), "device": str(device), "world_size": data.world,
+            "precision": data.precision, "gpu": device_kind(data) if device.type == "cuda" else None,
+            "max_length": data.max_length, "num_train": len(data.train), "num_test": len(data.test),
+            "num_val": len(data.val) if data.val is not None else None,
+            "label_names": data.dataset.label_names, "dataset_notes": data.dataset.notes,
+            "checkpoint": portable(data.checkpoint), "command": sys.argv,
+            "versions": {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
+                         **{p: v(p) for p in ("minibert", "numpy", "scikit-learn", "tokenizers")}}}
+
+
+def portable(path) -> str:
+    """A path as config.json (and a committed study's cell) names it: relative to the working folder when inside it
+    (a study runs from the repository), `$MINIBERT_DATA/...` when under the data folder that variable names, else
+    absolute. Links are kept, not followed: weights/<model> names the same model on any machine that links it."""
+    path, here = Path(os.path.abspath(path)), Path.cwd()
+    if path.is_relative_to(here):
+        return str(path.relative_to(here))
+    data = os.environ.get("MINIBERT_DATA")
+    if data and path.is_relative_to(os.path.abspath(data)):
+        return str(Path("$MINIBERT_DATA") / path.relative_to(os.path.abspath(data)))
+    return str(path)
+
+
+def checkpoint_epoch(run_dir) -> int:
+    """The epoch <run_dir>/checkpoint.pt holds, read from the file (0 when there is none or it cannot be read): what
+    a resume starts after. Read, not remembered: a signal can land between the checkpoint's rename and any record
+    of it, and the file is the truth."""
+    try:  # mmap: only the small entries are read, not the weights
+        return int(torch.load(Path(run_dir) / CHECKPOINT, map_location="cpu", weights_only=True, mmap=True)["epoch"])
+    except Exception:  # none, or damaged: a resume starts from the first epoch (load_state names a damaged one)
+        return 0
+
+
+def check_checkpoint(path: Path) -> None:
+    """Refuse a checkpoint.pt that another run wrote (copied in from another run folder): its identity (identity_of:
+    corruption and seed among them) must be this folder's config.json's. A checkpoint from before identities were
+    recorded is resumed as it always was."""
+    try:  # mmap: only the small entries are read, not the weights
+        theirs = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("identity")
+    except Exception:  # damaged: load_state says so, in its own words
+        return
+    config = read_config(path.parent, resolve=False)
+    if not isinstance(theirs, dict) or config is None:
+        return
+    ours = config["args"]
+    diff = [f"{k} {v!r}, this run's {ours.get(k)!r}" for k, v in theirs.items() if ours.get(k) != v]
+    if diff:
+        raise ValueError(f"{path} belongs to another run ({'; '.join(diff[:3])}); move it out of {path.parent} and "
+                         f"rerun with --resume (this run then starts from its first epoch)")
+
+
+def rng_states(device, world: int = 1) -> list[dict]:
+    """Every torchrun rank's random number generator states (the CPU's and its GPU's), in rank order. Each rank
+    draws its own dropout masks, so a resumed run needs each rank's own states back. Collective: every rank
+    calls it."""
+    mine = {"rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(device).cpu() if device.type == "cuda" else None}
+    if world == 1:
+        return [mine]
+    states = [None] * world
+    dist.all_gather_object(states, mine)
+    return states
+
+
+
+def save_state(path: Path, clf, optimizer, scheduler, scaler, rngs: list[dict], progress: dict) -> None:
+    """checkpoint.pt: everything a resumed run needs to continue bit for bit, plus `progress` (epoch, history).
+    rngs: rng_states(), one per rank."""
+    state = {"model": clf.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "scaler": scaler.state_dict() if scaler is not None else None, **rngs[0], "rank_rngs": rngs,
+             **progress}
+    # into a file object: a full disk is then an OSError that atomic() names, not torch's "unexpected pos"
+    try:
+        with atomic(path, size=nbytes(state)) as tmp, open(tmp, "wb") as f:
+            torch.save(state, f)
+    except RuntimeError as e:  # Ctrl-C or SIGTERM mid-write: torch's zip writer then fails to close, hiding it
+        if isinstance(e.__context__, KeyboardInterrupt):
+            raise e.__context__ from None  # the run says which epoch the previous, intact checkpoint holds
+        raise
+
+
+# what torch.load and load_state_dict raise on a truncated, overwritten or foreign checkpoint.pt
+DAMAGED = (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile)
+
+
+def _damaged(path: Path, e: Exception) -> ValueError:
+    return ValueError(f"{path} is damaged ({type(e).__name__}); delete it and rerun with --resume to start "
+                      "this run again from its first epoch")
+
+
+def load_state(path: Path, clf, optimizer, scheduler, scaler, device, rank: int = 0) -> dict:
+    """Restore what save_state wrote, with this rank's own RNG states; returns its `progress`. A damaged file is a
+    one-line error."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+        clf.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+    except DAMAGED as e:
+        raise _damaged(path, e) from None
+    if scaler is not None:
+        scaler.load_state_dict(state["scaler"])
+    ranks = state.get("rank_rngs") or [state]  # a checkpoint from before every rank's states were kept: rank 0's
+    rng = ranks[rank] if rank < len(ranks) else ranks[0]  # more ranks than saved: they were not resumable anyway
+    torch.set_rng_state(rng["rng"].cpu())
+    if device.type == "cuda" and rng["cuda_rng"] is not None:
+        torch.cuda.set_rng_state(rng["cuda_rng"].cpu(), device)
+    return {k: state[k] for k in ("epoch", "history", "seconds", "train_tokens", "train_seconds")}
+
+
+def load_model_state(path: Path, clf) -> int:
+    """Only the model of what save_state wrote (a finished run's kept checkpoint); returns its epoch."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        clf.load_state_dict(state["model"])
+        return state["epoch"]
+    except DAMAGED as e:
+        raise _damaged(path, e) from None
+
+
+def save_model(clf, directory: Path, data: Prepared):
+    """The classifier as HF-compatible safetensors, with the tokenizer files beside it."""
+    save_pretrained(clf, directory, data.dataset.label_names)
+    for name in (*TOKENIZER_FILES, "special_tokens_map.json"):
+        if (data.checkpoint / name).is_file():
+            shutil.copyfile(data.checkpoint / name, directory / name)

@@ -3,27 +3,20 @@
     from minibert.training.trainer import TrainConfig, train
     result = train(TrainConfig(model="large", corrupt="top:0.5"))   # what `python train.py ...` does
 
-A run is one directory (`out`, see minibert/training/rundir.py): config.json, corruption.json, metrics.jsonl (one
-line per epoch: test weighted/macro F1, accuracy, loss, the share of the most predicted class; train
-loss, tokens/s; "drift": each layer's relative weight change since the start of fine-tuning, and with
-track_cka "cka": each layer's CKA with the clean pre-trained encoder, see minibert/training/dynamics.py),
-result.json (the best epoch, the majority baseline, `diverged`, `collapsed`, `convergence`
-(minibert/training/convergence.py), sizes), model/ with save_model, checkpoint.pt while unfinished.
+A run is one directory (`out`): config.json, corruption.json, metrics.jsonl (one line per epoch), result.json, model/
+with save_model, checkpoint.pt while unfinished; minibert/training/rundir.py says what each holds and writes them.
 Scores are fractions in [0, 1]; printed summaries show percentages like the paper.
 
-What the paper states (section 4): Adam, lr from {1e-5, 2e-5, 5e-5} (lr="sweep" runs all three as
-sub-runs out/lr_1e-05, ... and keeps the best), 10 epochs, batch 32, evaluate after every epoch, report
-the best epoch's weighted F1. What it leaves open is a named recipe (RECIPES): `paper` (exactly that:
-plain Adam at a constant lr), `hf-trainer` (the defaults of the HF Trainer of transformers 4.41.1, the
-paper's version: AdamW without weight decay, no warmup, linear decay to 0, gradients clipped at norm 1)
-and `bert` (BERT's recipe: AdamW, weight decay 0.01 on matrices, 10% warmup, linear decay, clipping 1).
-The best epoch (and lr) is chosen on the test set as the paper does (select_on="test"), or on a seeded,
-stratified 10% of train held out for it (select_on="val"); either way the test scores are reported.
-A run whose best weighted F1 is at or below the majority-class baseline is flagged `diverged` (the
-paper's 16.98% outliers), so is one stopped by a NaN/inf loss; one whose best epoch predicts one class
-for >= 95% of the test set, or is no more accurate than always predicting the majority, `collapsed`.
+What the paper states (section 4): Adam, lr from {1e-5, 2e-5, 5e-5} (lr="sweep" runs all three as sub-runs
+out/lr_1e-05, ... and keeps the best), 10 epochs, batch 32, evaluate after every epoch, report the best epoch's
+weighted F1. What it leaves open is a named recipe (`recipe`: paper, hf-trainer or bert, each described in
+minibert/training/optim.py). The best epoch (and lr) is chosen on the test set as the paper does (select_on="test"),
+or on a seeded, stratified 10% of train held out for it (select_on="val"); either way the test scores are reported.
+A run whose best weighted F1 is at or below the majority-class baseline is flagged `diverged` (the paper's 16.98%
+outliers), so is one stopped by a NaN/inf loss; one whose best epoch predicts one class for >= 95% of the test set,
+or is no more accurate than always predicting the majority, `collapsed`.
 
-Resume: checkpoint.pt holds model, optimiser, scheduler, grad-scaler and RNG states after each epoch.
+Resume: checkpoint.pt, written after each epoch, holds the whole training state (rundir.save_state).
 The batch order is a pure function of (seed, epoch), so that is all a resumed run needs to end exactly
 where an uninterrupted one does. MINIBERT_STOP_AFTER_EPOCH=N (or stop_after_epoch=N) stops a run after
 epoch N as if it had been killed there; tests use it. Ctrl-C raises a KeyboardInterrupt whose message says
@@ -64,9 +57,9 @@ from .convergence import convergence, describe
 from .device import autocast, is_main, length_multiple, to_device
 from .dynamics import Dynamics
 from .evaluation import evaluate, extract
-from .inputs import Prepared, check_resume_compute, prepare, run_info, save_model
+from .inputs import Prepared, check_resume_compute, prepare
 from .metrics import majority_baseline
-from .optim import Optimiser, load_model_state, load_state, make_optimizer, rng_states, save_state, settings
+from .optim import Optimiser, make_optimizer, settings
 
 COLLAPSE_FRACTION = 0.95  # a best epoch predicting one class for this share of the test set has collapsed
 LOG_EVERY = 20  # optimiser steps between the loss syncs that feed the progress bar and the NaN check
@@ -88,9 +81,11 @@ def train(cfg: TrainConfig) -> dict:
     try:
         # torchrun's other ranks follow rank 0, which holds the folder for them all
         with rundir.hold(cfg.out) if is_main() else nullcontext():
-            finished = rundir.check_out_dir(cfg.out, identity(cfg), cfg.resume, announce=False)
-            check_can_save_model(cfg, finished)  # before the data is loaded
+            finished = rundir.check_out_dir(cfg.out, identity(cfg), cfg.resume, announce=is_main())
+            if finished is not None:  # reported, not rerun (with --save-model, its model saved if it has none)
+                return save_kept_model(cfg, finished) if missing_model(cfg, finished) else finished
             data = prepare(cfg)
+            start_out(cfg, data)
             return sweep(cfg, data) if cfg.lr == "sweep" else fit(cfg, data)
     except KeyboardInterrupt as e:  # fit() names the epoch; before it, there is nothing to lose
         raise KeyboardInterrupt(str(e) or f"interrupted; rerun with --resume to continue {cfg.out}") from None
@@ -99,11 +94,10 @@ def train(cfg: TrainConfig) -> dict:
 def sweep(cfg: TrainConfig, data: Prepared) -> dict:
     """One sub-run per lr in PAPER_LRS (the paper's lrs), keep the best by cfg.metric on the selection set."""
     out = Path(cfg.out)
-    if finished := open_out(cfg, data):
-        return finished
     runs = {}
     for lr in PAPER_LRS:
-        runs[lr] = fit(replace(cfg, lr=lr, out=str(out / f"lr_{lr:g}")), data)
+        sub = replace(cfg, lr=lr, out=str(out / f"lr_{lr:g}"))
+        runs[lr] = open_sub_run(sub, data) or fit(sub, data)
         if runs[lr]["status"] != "done":
             return runs[lr]  # stopped by the test hook: so is the sweep
     # a diverged sub-run never wins over one that learned something
@@ -117,11 +111,9 @@ def sweep(cfg: TrainConfig, data: Prepared) -> dict:
 
 
 def fit(cfg: TrainConfig, data: Prepared) -> dict:
-    """Train one configuration at one lr; see the module docstring for what it writes."""
+    """Train one configuration at one lr in its started run folder (start_out); rundir.py says what it writes."""
     out = Path(cfg.out)
     t_start = time.time()
-    if finished := open_out(cfg, data):
-        return finished
     clf, report = classifier(cfg, data)
     if data.main:
         rundir.write_json(out / rundir.CORRUPTION, report.to_dict())
@@ -302,7 +294,7 @@ class Run:
         if not path.is_file():
             return 0
         rundir.check_checkpoint(path)  # another run's checkpoint, copied in, is refused
-        p = load_state(path, self.clf, optimizer, scheduler, scaler, self.data.device, self.data.rank)
+        p = rundir.load_state(path, self.clf, optimizer, scheduler, scaler, self.data.device, self.data.rank)
         self.history, self.seconds = p["history"], p["seconds"]
         self.train_tokens, self.train_seconds = p["train_tokens"], p["train_seconds"]
         if self.main:
@@ -318,7 +310,7 @@ class Run:
         is_best = self.best() is record
         if self.main:
             if self.cfg.save_model and is_best and not stats.nonfinite:
-                save_model(self.clf, self.out / rundir.MODEL, self.data)
+                rundir.save_model(self.clf, self.out / rundir.MODEL, self.data)
             rundir.write_jsonl(self.out / rundir.METRICS, self.history)
             self.say(record, stats, test, is_best)
         stop = self.stop_reason(epoch + 1, stats.nonfinite)
@@ -377,9 +369,9 @@ class Run:
         """checkpoint.pt after `done` epochs; after the last only with keep_checkpoint (result.json then counts)."""
         if not (done < self.cfg.epochs or self.cfg.keep_checkpoint):
             return
-        rngs = rng_states(self.data.device, self.data.world)  # every rank's, gathered on every rank
+        rngs = rundir.rng_states(self.data.device, self.data.world)  # every rank's, gathered on every rank
         if self.main:
-            save_state(self.out / rundir.CHECKPOINT, self.clf, *state, rngs,
+            rundir.save_state(self.out / rundir.CHECKPOINT, self.clf, *state, rngs,
                        {"epoch": done, "history": self.history, "seconds": self.seconds + time.time() - self.t_start,
                         "train_tokens": self.train_tokens, "train_seconds": self.train_seconds,
                         "identity": rundir.identity_of(self.out, NOT_IDENTITY)})
@@ -445,24 +437,32 @@ def identity(cfg: TrainConfig) -> dict:
     return {k: v for k, v in asdict(cfg).items() if k not in NOT_IDENTITY}
 
 
-def open_out(cfg: TrainConfig, data: Prepared) -> dict | None:
-    """Check the run folder on every rank, then create it on rank 0; the result of a finished run, else None."""
-    finished = rundir.check_out_dir(cfg.out, identity(cfg), cfg.resume, announce=data.main)
-    if finished is None and (Path(cfg.out) / rundir.CHECKPOINT).is_file():  # a resume: the same precision
+def start_out(cfg: TrainConfig, data: Prepared) -> None:
+    """After every rank has checked the run folder (check_out_dir): on a resume, the same precision; then rank 0
+    creates the folder and its config.json."""
+    if (Path(cfg.out) / rundir.CHECKPOINT).is_file():
         check_resume_compute(rundir.read_config(cfg.out, resolve=False), data, cfg.out)
     if data.world > 1:
         dist.barrier()  # every rank has looked at the folder before rank 0 writes into it
-    if finished is None and data.main:
-        rundir.start_out_dir(cfg.out, run_info(cfg, data))
-    if finished is not None and cfg.save_model and data.main and rundir.saved_model(cfg.out, finished) is None:
-        save_kept_model(cfg, data, finished)
+    if data.main:
+        rundir.start_out_dir(cfg.out, rundir.run_info(cfg, data))
+
+
+def open_sub_run(cfg: TrainConfig, data: Prepared) -> dict | None:
+    """A sweep's sub-run folder: checked and started as train() does its own; the result of a finished one."""
+    finished = rundir.check_out_dir(cfg.out, identity(cfg), cfg.resume, announce=data.main)
+    if finished is None:
+        start_out(cfg, data)
+    elif missing_model(cfg, finished):
+        save_kept_model(cfg, finished, data)
     return finished
 
 
-def check_can_save_model(cfg: TrainConfig, finished: dict | None) -> None:
-    """--save-model on a finished run that saved no model: refused unless a kept checkpoint holds its best epoch."""
-    if finished is not None and cfg.save_model and rundir.saved_model(cfg.out, finished) is None:
-        kept_checkpoint(cfg, finished)
+# ---- --save-model on a finished run that saved none ---------------------------------------------
+
+def missing_model(cfg: TrainConfig, finished: dict) -> bool:
+    """--save-model asked of a finished run that saved no model."""
+    return cfg.save_model and rundir.saved_model(cfg.out, finished) is None
 
 
 def kept_checkpoint(cfg: TrainConfig, finished: dict) -> Path:
@@ -476,16 +476,21 @@ def kept_checkpoint(cfg: TrainConfig, finished: dict) -> Path:
     return path
 
 
-def save_kept_model(cfg: TrainConfig, data: Prepared, finished: dict) -> None:
-    """--save-model on a finished run that saved none: save its best epoch from the checkpoint it kept."""
+def save_kept_model(cfg: TrainConfig, finished: dict, data: Prepared | None = None) -> dict:
+    """Save the best epoch of a finished run from the checkpoint it kept, or refuse before loading any data (`data`:
+    a sweep's, already prepared). Returns the run's result."""
     path = kept_checkpoint(cfg, finished)
+    data = data or prepare(cfg)
+    if not data.main:
+        return finished
     rundir.check_checkpoint(path)
     clf = SequenceClassifier(load_pretrained(data.checkpoint), len(data.dataset.label_names), cfg.pooling)
-    if load_model_state(path, clf) != finished["best_epoch"]:  # a diverged last epoch is never checkpointed
+    if rundir.load_model_state(path, clf) != finished["best_epoch"]:  # a diverged last epoch is never checkpointed
         raise ValueError(f"--save-model: {path} does not hold the best epoch ({finished['best_epoch']}) of "
                          f"{cfg.out}; train it again with --save-model into a new --out")
-    save_model(clf, path.parent / rundir.MODEL, data)
+    rundir.save_model(clf, path.parent / rundir.MODEL, data)
     for result_dir in {Path(cfg.out), path.parent}:  # a sweep's and its best sub-run's result.json
         result = rundir.read_result(result_dir)
         rundir.write_json(result_dir / rundir.RESULT, {**result, "model_dir": str(path.parent / rundir.MODEL)})
     print(f"saved its best epoch ({finished['best_epoch']}) from {path} -> {path.parent / rundir.MODEL}")
+    return rundir.read_result(cfg.out)
