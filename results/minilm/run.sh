@@ -64,15 +64,14 @@ RUN3=("${RUN[@]}" --out results/minilm/table3)  # the last --out wins
 # Ten seeds where three could not decide: SST-2, 1,000 examples, clean / top 2 / bottom 2 / all 6 of 6 layers, seeds
 # 3-9 beside the committed 0-2, the same protocol as the Table 2 cells above.
 SEEDS10=(--datasets sst2 --levels 0,25,100 --limits 1000 --epochs 20 --seeds 3,4,5,6,7,8,9)
-# The data axis to 16,000 examples (14,400 trained on, 450 optimiser steps an epoch): a seed-0 pilot at 10 epochs
-# (4,500 steps, twice the 4,000-example runs' 2,260) decides whether 10 epochs let these settings converge by the
-# report's flag; seeds 1 and 2 join (--seeds 0,1,2) at the epochs the pilot shows to be enough. The pilot so far
-# (10 epochs, one CPU thread each): clean converged (test weighted F1 92.31, best epoch 8, 5,906 s); bottom 2 of 6 was
-# still improving (88.04, best epoch 9; held-out F1 +0.79 points over the last 3 epochs, train loss -34% there, at
-# 14% of chance; 4,311 s). So 10 epochs are not enough at this size for a random bottom, and the axis needs a longer
-# budget (20 epochs, about 3 CPU-hours a run) before any 16,000-example number is read; top 2 and all 6 at 10 epochs
-# were stopped unfinished for the ten-seed cells above.
-N16000=(--datasets sst2 --levels 0,25,100 --limits 16000 --epochs 10 --seeds 0)
+# The data axis to 16,000 examples (14,400 trained on, 450 optimiser steps an epoch), the same four settings as above.
+# A seed-0 pilot at 10 epochs (4,500 steps, twice the 4,000-example runs' 2,260; its two cells are in git history,
+# commits 8f48ef4 and 74d99cb; one CPU thread each): clean converged (test weighted F1 92.31, best epoch 8, 5,906 s),
+# bottom 2 of 6 was still improving (88.04, best epoch 9; held-out F1 +0.79 points over the last 3 epochs, train loss
+# -34% there, at 14% of chance; 4,311 s); top 2 and all 6 were stopped unfinished to run the ten-seed cells first. So
+# the axis runs 20 epochs (9,000 steps; at 4,000 examples and 20 epochs none of the 3 bottom-2 runs was flagged),
+# about 3 CPU-hours a run on one thread (twice the pilot's).
+N16000=(--datasets sst2 --levels 0,25,100 --limits 16000 --epochs 20 --seeds 0,1,2)
 RUN5=(--out results/minilm/table5 --checkpoint "minilm=$MINILM" --lr 5e-5 --batch-size 32 --max-length 128
       --select-on val --device cpu --split official --datasets mrpc,rte --levels 0,50,100 --limits 500 --epochs 20)
 grid() { nice -n 19 python -m minibert grid table2 "$@"; }
