@@ -165,10 +165,10 @@ def test_budget_flags_are_checked(tmp_path):
 def test_the_report_sets_unsettled_comparisons_apart(budget):
     (text, rows), _ = budget
     at100 = text.split("### Findings: Table 2: fine-tuned, [CLS] pooling, base n=100")[1].split("###")[0]
-    # 0 vs bottom25 and bottom25 vs 100 and top25 vs bottom25 rest on the rising runs: not settled, whatever their
-    # intervals say (each is a constant difference over the seeds: an interval of width 0)
-    assert "| 2 | SST-2 | bottom25 vs 100% | -5.00 | [-5.00, -5.00] | [-5.00, -5.00] | 3 | not settled (bottom25 " \
-           "seeds 0, 1, 2 still improving) |" in at100
+    # 0 vs bottom25 and bottom25 vs 100 and top25 vs bottom25 rest on the rising runs (every seed's): with them set
+    # aside no seed is left, so not settled, whatever their intervals say (each a constant difference: width 0)
+    assert "| 2 | SST-2 | bottom25 vs 100% | -5.00 | [-5.00, -5.00] | [-5.00, -5.00] | 3 | not settled (without " \
+           "bottom25 seeds 0, 1, 2 (still improving): no seed left) |" in at100
     assert re.search(r"\| 1 \| 2 \| 0 \| 0 \| 1 \|", at100)  # claim 1: 0 vs bottom25 not settled, the others cost
     at400 = text.split("### Findings: Table 2: fine-tuned, [CLS] pooling, base n=400")[1].split("\n## ")[0]
     assert "still improving" not in at400 and "| 2 | SST-2 | bottom25 vs 100% | +5.00 |" in at400
@@ -193,15 +193,15 @@ def test_the_budget_section_and_figure(budget):
     assert "| all 12 layers | 70.30±0.30 | 70.30±0.30 |" in section
     assert "| majority class | 40.00 | 40.00 |" in section
     # the recovery along the data axis: the cost of each corruption per size, and bottom against all re-initialised
-    assert ("| cost of bottom 3 of 12 layers | +20.00 [+20.00, +20.00] not settled (bottom25 seeds 0, 1, 2 still "
-            "improving) | +10.00 [+10.00, +10.00] costs | -10.00 [-10.00, -10.00] not settled (base n=100 bottom25 "
-            "seeds 0, 1, 2 still improving) |") in section
+    assert ("| cost of bottom 3 of 12 layers | +20.00 [+20.00, +20.00] not settled (without bottom25 seeds 0, 1, 2 "
+            "(still improving): no seed left) | +10.00 [+10.00, +10.00] costs | -10.00 [-10.00, -10.00] not settled "
+            "(without base n=100 bottom25 seeds 0, 1, 2 (still improving): no seed left) |") in section
     assert ("| cost of all 12 layers | +15.00 [+15.00, +15.00] costs | +15.00 [+15.00, +15.00] costs | +0.00 "
             "[+0.00, +0.00] equivalent within ±2 |") in section
-    assert "| bottom 3 of 12 layers - all 12 layers | -5.00 [-5.00, -5.00] not settled (bottom25 seeds 0, 1, 2 " \
-           "still improving) | +5.00 [+5.00, +5.00] gains |" not in section  # bottom - all: positive is costs
-    assert "| bottom 3 of 12 layers - all 12 layers | -5.00 [-5.00, -5.00] not settled (bottom25 seeds 0, 1, 2 " \
-           "still improving) | +5.00 [+5.00, +5.00] costs |" in section
+    assert "| bottom 3 of 12 layers - all 12 layers | -5.00 [-5.00, -5.00] not settled (without bottom25 seeds 0, 1, " \
+           "2 (still improving): no seed left) | +5.00 [+5.00, +5.00] gains |" not in section  # positive is costs
+    assert "| bottom 3 of 12 layers - all 12 layers | -5.00 [-5.00, -5.00] not settled (without bottom25 seeds 0, 1, " \
+           "2 (still improving): no seed left) | +5.00 [+5.00, +5.00] costs |" in section
     assert "Does the advantage of pre-trained upper layers (bottom 3 of 12 layers - all 12 layers" in section
     assert "![data budget](figures/budget.png)" in text
     assert (out / "figures" / "budget.png").read_bytes()[:4] == b"\x89PNG"

@@ -15,7 +15,7 @@ from pathlib import Path
 from ..data.datasets import DATASET_TITLES
 from .cells import label_parts, setting, setting_label
 from .figures import budget_figure
-from .findings import MARGIN, NOT_SETTLED, Paired, compare_rows, fmt_interval, paired, still_improving, verdict_text, word
+from .findings import MARGIN, Paired, compare_rows, fmt_interval, paired, set_aside, settled_word, verdict_text, without
 from .summary import Row
 
 
@@ -145,24 +145,25 @@ def _difference(better: Row | None, worse: Row | None, margin: float) -> tuple[s
     return f"{c.ours:+.2f}{interval} {verdict_text(c, margin)}", c.ours
 
 
-def growth(small: tuple[Row, Row], large: tuple[Row, Row]) -> tuple[Paired, tuple]:
+def growth(small: tuple[Row, Row], large: tuple[Row, Row]) -> tuple[Paired, tuple, Paired | None]:
     """How a difference (first - second) changes from one size to another: (large's - small's), paired by seed over
-    the seeds all four rows finished; and the (setting, size, seed) of the runs among them still improving."""
+    the seeds all four rows finished; the (setting, size, seed) of the runs among them still improving; and the
+    change over the seeds without them (None when there are none)."""
     def diffs(pair):
         a, b = pair
         return {s: a.by_seed[s] - b.by_seed[s] for s in set(a.by_seed) & set(b.by_seed)}
     p = paired(diffs(large), diffs(small))
     improving = tuple((f"{r.model} {setting(r.level, r.side)}", s) for r in (*small, *large) for s in p.seeds
                       if s in r.improving_seeds)
-    return p, improving
+    return p, improving, without(diffs(large), diffs(small), improving) if improving else None
 
 
-def _growth_text(p: Paired, improving: tuple, margin: float) -> str:
+def _growth_text(p: Paired, improving: tuple, converged: Paired | None, margin: float) -> str:
     if p.mean is None:
         return "pending"
     interval = f" {fmt_interval(p.lo, p.hi)}" if p.lo is not None else ""
-    said = NOT_SETTLED if improving else word(p, margin, up="grows", down="shrinks")
-    why = f" ({still_improving(improving)})" if improving else ""
+    said = settled_word(p, converged, margin, up="grows", down="shrinks")
+    why = f" ({set_aside(improving, converged, margin, up='grows', down='shrinks')})" if improving else ""
     return f"{p.mean:+.2f}{interval} {said}{why}"
 
 

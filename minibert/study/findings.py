@@ -20,10 +20,12 @@ four ways, nothing stronger (DESIGN.md, "Verdict words"): going from the first c
     gains                  it lies below 0
     equivalent within ±m   the 90% interval lies inside [-m, +m]: two one-sided tests at 5% (TOST); m is declared
                            once per report (MARGIN F1 points unless `grid report --margin` says otherwise)
-    not settled            anything else; and always when a run it rests on was still improving when it stopped
-                           (convergence.py: more training could flip it), when at some seed both runs sit at the
-                           majority-class floor (diverged or collapsed: it would rank two runs that learnt nothing),
-                           or with fewer than two paired seeds.
+    not settled            anything else; and always when at some seed both runs sit at the majority-class floor
+                           (diverged or collapsed: it would rank two runs that learnt nothing), or with fewer than
+                           two paired seeds.
+A run still improving when it stopped (convergence.py) is not evidence: more training could move it. A comparison
+that pairs one is said only when the seeds left without it say the same word on their own (settled_word()); its
+word then rests on converged runs alone, and the text names the runs set aside. Otherwise it is not settled.
 Every other finished seed counts, diverged and collapsed ones too: a corrupted model that failed to learn beside a
 clean one that did is part of what the claim is about. "Recovered" means equivalent within ±m.
 """
@@ -86,6 +88,31 @@ def paired(better: dict, worse: dict) -> Paired:
     return Paired(mean, mean - h95, mean + h95, mean - h90, mean + h90, len(diffs), common)
 
 
+def without(better: dict, worse: dict, improving: tuple) -> Paired:
+    """paired() over the seeds at which neither run is in `improving` ((name, seed) pairs: still improving)."""
+    out = {seed for _, seed in improving}
+    return paired({s: v for s, v in better.items() if s not in out}, {s: v for s, v in worse.items() if s not in out})
+
+
+def settled_word(p: Paired, converged: Paired | None, margin: float, up: str = "costs", down: str = "gains") -> str:
+    """word() of a paired difference whose seeds include runs still improving: the word when `converged` (the same
+    difference without those seeds; None when there are none) says it too, else not settled."""
+    said = word(p, margin, up, down)
+    return said if converged is None or word(converged, margin, up, down) == said else NOT_SETTLED
+
+
+def set_aside(improving: tuple, converged: Paired, margin: float, up: str = "costs", down: str = "gains") -> str:
+    """What the seeds without the runs still improving say: 'without bottom25 seed 5 (still improving): +7.80 [+5.10,
+    +10.50] over 9 seeds, costs'."""
+    head = f"without {still_improving(improving).removesuffix(' still improving')} (still improving): "
+    if converged.mean is None:
+        return head + "no seed left"
+    if converged.lo is None:
+        return head + f"{converged.mean:+.2f} on 1 seed, {NOT_SETTLED}"
+    return (head + f"{converged.mean:+.2f} {fmt_interval(converged.lo, converged.hi)} over {converged.pairs} seeds, "
+            f"{word(converged, margin, up, down)}")
+
+
 def paired_interval(better: dict, worse: dict) -> tuple[float | None, float | None, float | None, int]:
     """(mean difference, 95% low, 95% high, pairs) of better - worse over the seeds both have (paired())."""
     p = paired(better, worse)
@@ -128,8 +155,8 @@ class Comparison:
     hi90: float | None = None
     chains: tuple = ()  # claim 2: the sides whose chain the step belongs to
     paper: dict = field(default_factory=dict)  # paper model -> better - worse in the paper's numbers
-    unsettled: bool = False  # a paired run of either cell was still improving when it stopped
-    improving: tuple = ()  # those runs: (setting, seed)
+    improving: tuple = ()  # the paired runs of either cell still improving when they stopped: (setting, seed)
+    converged: Paired | None = None  # better - worse over the seeds without them (None when there are none)
     floor: tuple = ()  # seeds at which both cells' runs sit at the majority-class floor
 
     @property
@@ -146,15 +173,23 @@ class Comparison:
 
     def word(self, margin: float = MARGIN) -> str:
         """costs | gains | equivalent within ±margin | not settled (the module doc)."""
-        if self.unsettled or self.floor:
+        if self.floor:
             return NOT_SETTLED
-        return word(Paired(self.ours, self.lo, self.hi, self.lo90, self.hi90, self.pairs), margin)
+        return settled_word(Paired(self.ours, self.lo, self.hi, self.lo90, self.hi90, self.pairs), self.converged,
+                            margin)
+
+    def unsettled(self, margin: float = MARGIN) -> bool:
+        """Not settled because of runs still improving: the seeds without them do not say the same word."""
+        return self.converged is not None and settled_word(Paired(self.ours, self.lo, self.hi, self.lo90, self.hi90,
+                                                                  self.pairs), self.converged, margin) == NOT_SETTLED \
+            and word(Paired(self.ours, self.lo, self.hi, self.lo90, self.hi90, self.pairs), margin) != NOT_SETTLED
 
     def why(self, margin: float = MARGIN) -> str:
-        """Why a comparison whose interval alone would say more is not settled ('' when nothing overrides it)."""
+        """What stands behind the word beyond the interval ('' when nothing does): the runs still improving and what
+        the seeds without them say, the pairs at the floor, a single seed."""
         reasons = []
-        if self.improving:
-            reasons.append(still_improving(self.improving))
+        if self.converged is not None:
+            reasons.append(set_aside(self.improving, self.converged, margin))
         if self.floor:
             reasons.append(f"both at the majority-class floor at seed {', '.join(map(str, self.floor))}")
         if not reasons and self.pairs < 2:
@@ -177,8 +212,9 @@ def compare_rows(better: Row, worse: Row, **fields) -> Comparison:
     improving = tuple((setting(r.level, r.side), s) for r in (better, worse) for s in p.seeds if s in r.improving_seeds)
     floor = tuple(s for s in p.seeds if s in better.floor_seeds and s in worse.floor_seeds)
     return Comparison(better=(better.level, better.side), worse=(worse.level, worse.side), ours=p.mean, lo=p.lo,
-                      hi=p.hi, lo90=p.lo90, hi90=p.hi90, pairs=p.pairs, unsettled=bool(improving),
-                      improving=improving, floor=floor, **fields)
+                      hi=p.hi, lo90=p.lo90, hi90=p.hi90, pairs=p.pairs, improving=improving,
+                      converged=without(better.by_seed, worse.by_seed, improving) if improving else None, floor=floor,
+                      **fields)
 
 
 def paper_marks(c: Comparison, model: str) -> list[str]:
@@ -230,7 +266,7 @@ def comparisons(rows: list[Row]) -> list[Comparison]:
 
 
 def tally(comps, margin: float = MARGIN) -> dict:
-    """Counts over comparisons: the verdict words ("words"); cells (those not resting on a run still improving),
+    """Counts over comparisons: the verdict words ("words"); cells (those not unsettled by a run still improving),
     held, tested (>= 2 pairs), supported, contradicted, unsettled; and per paper model (cells, in the claim's
     direction, how many involve a cell marked in paper.ERRATA) over the same comparisons."""
     comps = list(comps)
@@ -239,10 +275,10 @@ def tally(comps, margin: float = MARGIN) -> dict:
         for m, d in c.paper.items():
             n, k, marked = paper.get(m, (0, 0, 0))
             paper[m] = (n + 1, k + (d > 0), marked + bool(paper_marks(c, m)))
-    settled = [c for c in comps if not c.unsettled]
+    settled = [c for c in comps if not c.unsettled(margin)]
     words = Counter(c.word(margin) for c in comps)
-    return {"all": len(comps), "words": words, "improving": sum(c.unsettled for c in comps),
-            "floor": sum(bool(c.floor) and not c.unsettled for c in comps),
+    return {"all": len(comps), "words": words, "improving": len(comps) - len(settled),
+            "floor": sum(bool(c.floor) and not c.unsettled(margin) for c in comps),
             "cells": len(settled), "held": sum(c.holds for c in settled), "tested": sum(c.pairs >= 2 for c in settled),
             "supported": sum(c.supported for c in settled), "contradicted": sum(c.contradicted for c in settled),
             "unsettled": len(comps) - len(settled), "paper": paper}
@@ -256,11 +292,11 @@ def verdict(t: dict) -> str:
 
 
 def word_counts(t: dict, margin: float) -> str:
-    """'3 costs, 0 gains, 1 equivalent within ±2, 2 not settled (1 resting on a run still improving)'."""
+    """'3 costs, 0 gains, 1 equivalent within ±2, 2 not settled (1 because of a run still improving)'."""
     words = t["words"]
     text = (f"{words['costs']} costs, {words['gains']} gains, {words[equivalent(margin)]} {equivalent(margin)}, "
             f"{words[NOT_SETTLED]} {NOT_SETTLED}")
-    why = [f"{t['improving']} resting on a run still improving"] if t["improving"] else []
+    why = [f"{t['improving']} because of a run still improving"] if t["improving"] else []
     why += [f"{t['floor']} between runs at the majority-class floor"] if t["floor"] else []
     return text + (f" ({', '.join(why)})" if why else "")
 

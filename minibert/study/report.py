@@ -134,8 +134,9 @@ def render_header(rows: list[Row], margin: float = MARGIN) -> str:
            rule + (f"; {untested} runs have no validation set and are {loss_only}" if untested else ""))
     lines.append(f"Convergence: {improving} of {finished} finished runs were still improving when they stopped, by a "
                  "flag that never reads the test set (minibert/training/convergence.py, recomputed here from each "
-                 f"run's metrics.jsonl): {how}. Marked (k imp) in the tables; a comparison that rests on one is not "
-                 "settled.")
+                 f"run's metrics.jsonl): {how}. Marked (k imp) in the tables. Such a run is not evidence: a "
+                 "comparison that pairs one keeps its word only when the seeds without it say the same word on their "
+                 "own (its verdict names the runs set aside and what those seeds say); otherwise it is not settled.")
     diverged, collapsed = sum(r.diverged for r in rows), sum(r.collapsed for r in rows)
     lines.append(f"Runs flagged: {diverged} diverged (weighted F1 at or below the majority-class baseline), left out of "
                  f"the table means unless all seeds of a cell diverged; {collapsed} collapsed ({COLLAPSED}), "
@@ -146,8 +147,8 @@ def render_header(rows: list[Row], margin: float = MARGIN) -> str:
                  "is said in one of four ways and nothing stronger: going from the first to the second **costs** (its "
                  "95% Student-t interval lies above 0), **gains** (below 0), is **" + equivalent(margin) + "** (its "
                  f"90% interval lies inside [-{margin:g}, +{margin:g}]: two one-sided tests at 5%), or is **not "
-                 "settled** (anything else, or one seed, or resting on a run still improving or on a pair at the "
-                 f"floor). The margin m = {margin:g} F1 points is this report's (`grid report --margin`); "
+                 "settled** (anything else, or one seed, or a run still improving whose seed changes the word, or a "
+                 f"pair at the floor). The margin m = {margin:g} F1 points is this report's (`grid report --margin`); "
                  "\"recovered\" means equivalent within ±m.")
     return "\n\n".join(lines)
 
