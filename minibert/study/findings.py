@@ -171,18 +171,19 @@ class Comparison:
     def contradicted(self) -> bool:
         return self.hi is not None and self.hi < 0
 
+    @property
+    def interval(self) -> Paired:
+        """better - worse over every paired seed, as paired() gives it."""
+        return Paired(self.ours, self.lo, self.hi, self.lo90, self.hi90, self.pairs)
+
     def word(self, margin: float = MARGIN) -> str:
         """costs | gains | equivalent within ±margin | not settled (the module doc)."""
-        if self.floor:
-            return NOT_SETTLED
-        return settled_word(Paired(self.ours, self.lo, self.hi, self.lo90, self.hi90, self.pairs), self.converged,
-                            margin)
+        return NOT_SETTLED if self.floor else settled_word(self.interval, self.converged, margin)
 
     def unsettled(self, margin: float = MARGIN) -> bool:
-        """Not settled because of runs still improving: the seeds without them do not say the same word."""
-        return self.converged is not None and settled_word(Paired(self.ours, self.lo, self.hi, self.lo90, self.hi90,
-                                                                  self.pairs), self.converged, margin) == NOT_SETTLED \
-            and word(Paired(self.ours, self.lo, self.hi, self.lo90, self.hi90, self.pairs), margin) != NOT_SETTLED
+        """Not settled because of runs still improving: every seed says a word that the seeds without them do not."""
+        said = word(self.interval, margin)
+        return self.converged is not None and said != NOT_SETTLED and word(self.converged, margin) != said
 
     def why(self, margin: float = MARGIN) -> str:
         """What stands behind the word beyond the interval ('' when nothing does): the runs still improving and what

@@ -362,24 +362,30 @@ def portable(path) -> str:
     return str(path)
 
 
+def _peek(path: Path) -> dict | None:
+    """checkpoint.pt's small entries (epoch, identity, ...) without reading the weights (mmap); None when there is
+    none or it cannot be read (load_state names a damaged one in its own words)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        return None
+
+
 def checkpoint_epoch(run_dir) -> int:
-    """The epoch <run_dir>/checkpoint.pt holds, read from the file (0 when there is none or it cannot be read): what
-    a resume starts after. Read, not remembered: a signal can land between the checkpoint's rename and any record
-    of it, and the file is the truth."""
-    try:  # mmap: only the small entries are read, not the weights
-        return int(torch.load(Path(run_dir) / CHECKPOINT, map_location="cpu", weights_only=True, mmap=True)["epoch"])
-    except Exception:  # none, or damaged: a resume starts from the first epoch (load_state names a damaged one)
-        return 0
+    """The epoch <run_dir>/checkpoint.pt holds, read from the file (0 when it holds none): what a resume starts after.
+    Read, not remembered: a signal can land between the checkpoint's rename and any record of it, and the file is
+    the truth."""
+    state = _peek(Path(run_dir) / CHECKPOINT)
+    epoch = state.get("epoch") if isinstance(state, dict) else None
+    return epoch if isinstance(epoch, int) else 0
 
 
 def check_checkpoint(path: Path) -> None:
     """Refuse a checkpoint.pt that another run wrote (copied in from another run folder): its identity (identity_of:
     corruption and seed among them) must be this folder's config.json's. A checkpoint from before identities were
     recorded is resumed as it always was."""
-    try:  # mmap: only the small entries are read, not the weights
-        theirs = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("identity")
-    except Exception:  # damaged: load_state says so, in its own words
-        return
+    state = _peek(path)
+    theirs = state.get("identity") if isinstance(state, dict) else None
     config = read_config(path.parent, resolve=False)
     if not isinstance(theirs, dict) or config is None:
         return
@@ -401,7 +407,6 @@ def rng_states(device, world: int = 1) -> list[dict]:
     states = [None] * world
     dist.all_gather_object(states, mine)
     return states
-
 
 
 def save_state(path: Path, clf, optimizer, scheduler, scaler, rngs: list[dict], progress: dict) -> None:

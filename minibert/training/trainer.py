@@ -489,8 +489,9 @@ def save_kept_model(cfg: TrainConfig, finished: dict, data: Prepared | None = No
         raise ValueError(f"--save-model: {path} does not hold the best epoch ({finished['best_epoch']}) of "
                          f"{cfg.out}; train it again with --save-model into a new --out")
     rundir.save_model(clf, path.parent / rundir.MODEL, data)
+    updated = {}
     for result_dir in {Path(cfg.out), path.parent}:  # a sweep's and its best sub-run's result.json
-        result = rundir.read_result(result_dir)
-        rundir.write_json(result_dir / rundir.RESULT, {**result, "model_dir": str(path.parent / rundir.MODEL)})
+        updated[result_dir] = {**rundir.read_result(result_dir), "model_dir": str(path.parent / rundir.MODEL)}
+        rundir.write_json(result_dir / rundir.RESULT, updated[result_dir])
     print(f"saved its best epoch ({finished['best_epoch']}) from {path} -> {path.parent / rundir.MODEL}")
-    return rundir.read_result(cfg.out)
+    return updated[Path(cfg.out)]
