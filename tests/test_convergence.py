@@ -189,6 +189,7 @@ def test_the_budget_section_and_figure(budget):
     section = text.split("## Data budget")[1].split("\n## ")[0]
     assert "| setting | 100 examples | 400 examples |" in section  # no validation set: nothing held out
     assert "| seeds | 0-2 | 0-2 |" in section
+    assert "| epochs | 8 | 8 |" in section  # every run trained its 8
     assert "| bottom 3 of 12 layers | 65.30±0.30 (3 imp) | 75.30±0.30 |" in section
     assert "| all 12 layers | 70.30±0.30 | 70.30±0.30 |" in section
     assert "| majority class | 40.00 | 40.00 |" in section
@@ -238,3 +239,12 @@ def test_a_grid_of_one_size_has_no_data_budget(tmp_path):
     assert "## Data budget" not in text and "budget.png" not in text
     assert "| base n=500 | 0% | 85.00" in text
     assert "| base n=500 | majority class | 40.00 |  |" in text  # the floor beside every table's rows
+
+
+def test_the_budget_table_says_how_many_epochs_runs_that_stop_when_converged_trained():
+    def row(limit, seed_epochs, until_converged):
+        return Row("table2", f"base n={limit}", 0, "", "sst2", done=len(seed_epochs), limit=limit, max_epochs=20,
+                   by_seed=dict(enumerate([80.0] * len(seed_epochs))), epochs_run=seed_epochs,
+                   until_converged=until_converged)
+    section = budget_section([row(250, [20, 20, 20], False), row(16000, [7, 12, 20], True)])
+    assert "| epochs | 20 | 7-20 (until converged, at most 20) |" in section

@@ -263,3 +263,20 @@ def test_help_explains_every_flag_with_the_papers_defaults(capsys):
     for default in ("(default: sst2)", "(default: sweep)", "(default: 10)", "(default: 32)", "(default: base)"):
         assert default in text, default
     assert "../shared/data/sst2" in text and "1e-05, 2e-05, 5e-05" in text
+
+
+def test_until_converged_stops_at_the_first_converged_epoch_from_the_sixth(tiny_dir, data_root, tmp_path, capsys):
+    # an lr of 1e-9 learns nothing: the validation metric and the train loss are flat from the first epoch, so the
+    # flag would call the run converged after 2 epochs; the stop waits for the flag's full window (3 against 3)
+    cfg = small(tiny_dir, data_root, tmp_path / "run", limit=60, lr=1e-9, epochs=10, select_on="val",
+                until_converged=True)
+    result = train(cfg)
+    assert result["status"] == "done" and result["epochs_run"] == 6
+    assert result["convergence"]["still_improving"] is False and result["convergence"]["window"] == 3
+    assert len(read_jsonl(tmp_path / "run" / "metrics.jsonl")) == 6
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()  # finished: nothing to resume
+    assert "stopped after epoch 6 of at most 10: no longer improving (--until-converged)" in capsys.readouterr().out
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["args"]["until_converged"] is True
+    assert train(cfg) == result  # a finished run is reported, not rerun
+    with pytest.raises(ValueError, match="until_converged"):  # what a run computes: another value is another run
+        train(TrainConfig(**{**cfg.__dict__, "until_converged": False, "resume": True}))

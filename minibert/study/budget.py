@@ -86,7 +86,8 @@ def budget_section(rows: list[Row], margin: float = MARGIN) -> str | None:
     lines = ["## Data budget", "", "Weighted F1 (%) at the best epoch by training-set size: mean ± std over the seeds "
              "that did not diverge; (k imp) seeds still improving when they stopped, (k div) diverged. A size N is "
              "the examples a run drew; with a validation set, N (T + V): T trained on and V held out to choose the "
-             "epoch. Findings compare the settings at each size (model n=size)."]
+             "epoch; epochs: those the runs trained (until converged: each stopped at the first epoch its convergence flag "
+             "no longer called it still improving). Findings compare the settings at each size (model n=size)."]
     for (table, model, dataset), members in groups.items():
         sizes = sorted({r.limit for r in members})
         at = {(r.level, r.side, r.limit): r for r in members}
@@ -100,6 +101,7 @@ def budget_section(rows: list[Row], margin: float = MARGIN) -> str | None:
         lines.append("| majority class | " + " | ".join("" if m is None else f"{m:.2f}" for m in majority) + " |")
         lines.append("| seeds | " + " | ".join(seed_list({s for r in members if r.limit == n for s in r.by_seed})
                                                for n in sizes) + " |")
+        lines.append("| epochs | " + " | ".join(_epochs([r for r in members if r.limit == n]) for n in sizes) + " |")
         lines += ["", *_recovery(members, sizes, at, margin)]
     return "\n".join(lines)
 
@@ -113,6 +115,17 @@ def seed_list(seeds) -> str:
         else:
             runs.append([s, s])
     return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
+
+
+def _epochs(runs: list[Row]) -> str:
+    """'20', or '8-20' with ' (until converged, at most 20)': the epochs the finished runs of one size trained."""
+    trained = [e for r in runs for e in r.epochs_run]
+    if not trained:
+        return ""
+    lo, hi = min(trained), max(trained)
+    text = str(lo) if lo == hi else f"{lo}-{hi}"
+    most = max((r.max_epochs for r in runs if r.max_epochs is not None), default=None)
+    return text + (f" (until converged, at most {most})" if any(r.until_converged for r in runs) else "")
 
 
 def _size_head(members: list[Row], n: int) -> str:

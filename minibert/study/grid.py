@@ -66,7 +66,8 @@ QUICK = {"levels": (0, 50, 100), "limit": 64, "epochs": 1, "max_length": 32, "lr
          "device": "cpu"}
 # The train flags the grid gives every cell, each with what train's default None means for it
 SHARED = {"split": None, "lr": None, "batch_size": None, "max_length": "the dataset's", "limit": "every example",
-          "test_limit": "--limit's", "device": None, "precision": None, "recipe": None, "select_on": None}
+          "test_limit": "--limit's", "device": None, "precision": None, "recipe": None, "select_on": None,
+          "until_converged": None}
 
 
 

@@ -41,6 +41,8 @@ def run_facts(run_dir: Path, result: dict) -> dict:
     majority = result.get("majority_f1")
     return {"num_train": pick("num_train"), "num_test": pick("num_test"), "recipe": pick("recipe", "bert"),
             "select_on": pick("select_on", "test"), "collapsed": bool(result.get("collapsed")),
+            "epochs_run": len(history) if history else result.get("epochs_run"), "epochs": pick("epochs"),
+            "until_converged": bool(pick("until_converged", False)),
             "still_improving": converged["still_improving"], "majority_f1": None if majority is None else 100 * majority}
 
 
@@ -151,6 +153,9 @@ class Row:
     majority: float | None = None  # the majority-class baseline's weighted F1, mean over seeds
     num_train: int | None = None  # the smallest of sizes
     num_test: int | None = None
+    epochs_run: list = field(default_factory=list)  # sorted epochs trained by the finished seeds
+    max_epochs: int | None = None  # --epochs: the most with --until-converged, else every seed's
+    until_converged: bool = False  # a seed stopped at its first converged epoch (train --until-converged)
     paper_train: int | None = None  # Table 1's
     paper_test: int | None = None
     small: bool = False  # a run had less data than Table 1's
@@ -188,6 +193,9 @@ def table_rows(out: Path, table: str, group: list[Cell], checkpoints: dict) -> l
             limit=members[0].limit,
             sizes=sizes, majority=statistics.fmean(majority) if majority else None,
             num_train=min((a for a, _ in sizes), default=None), num_test=min((b for _, b in sizes), default=None),
+            epochs_run=sorted(f["epochs_run"] for f in s.facts if f["epochs_run"] is not None),
+            max_epochs=max((f["epochs"] for f in s.facts if f["epochs"] is not None), default=None),
+            until_converged=any(f["until_converged"] for f in s.facts),
             paper_train=paper_train, paper_test=paper_test,
             small=bool(paper_train and sizes and any(a < paper_train or b < paper_test for a, b in sizes)),
             recipe="/".join(sorted({f["recipe"] for f in s.facts})),

@@ -18,6 +18,7 @@ from typing import get_args
 from ..config import PRESETS
 from ..corrupt import GRAMMAR, parse_spec
 from ..data.datasets import DATASETS, SPLITS
+from .convergence import WINDOW
 from .device import PRECISIONS, world_size
 from .optim import RECIPES, settings
 
@@ -61,6 +62,10 @@ class TrainConfig:
                              f"{', '.join(f'{x:g}' for x in PAPER_LRS)} and keep the best (the paper's lrs; three runs)",
                              metavar="LR|sweep")
     epochs: int = option(10, "epochs; every one is evaluated and the best is reported")
+    until_converged: bool = option(False, f"stop at the first epoch, from epoch {2 * WINDOW} on, at which the "
+                                   "convergence flag (minibert/training/convergence.py: validation metric and train "
+                                   "loss, never the test set) no longer calls the run still improving; --epochs is "
+                                   "then the most it trains, and the lr schedule still spans --epochs")
     batch_size: int = option(32, "examples per optimiser step (all GPUs together)", metavar="B")
     grad_accum: int = option(1, "split each batch into K micro-batches (same result, less memory)", metavar="K")
     recipe: str = option("hf-trainer", "what the paper leaves open. paper: plain Adam at a constant lr, nothing else "

@@ -53,7 +53,7 @@ from ..files import OutOfSpace
 from ..heads import SequenceClassifier
 from . import rundir
 from .config import METRICS, NOT_IDENTITY, PAPER_LRS, TrainConfig, default_out, micro_batch, validate
-from .convergence import convergence, describe
+from .convergence import WINDOW, convergence, describe
 from .device import autocast, is_main, length_multiple, to_device
 from .dynamics import Dynamics
 from .evaluation import evaluate, extract
@@ -63,8 +63,9 @@ from .optim import Optimiser, make_optimizer, settings
 
 COLLAPSE_FRACTION = 0.95  # a best epoch predicting one class for this share of the test set has collapsed
 LOG_EVERY = 20  # optimiser steps between the loss syncs that feed the progress bar and the NaN check
-# Why a run stops before its last epoch. NONFINITE finishes it as diverged; STOP_AFTER_EPOCH leaves it to --resume.
-NONFINITE, STOP_AFTER_EPOCH = "nonfinite", "stop_after_epoch"
+# Why a run stops before its last epoch. NONFINITE finishes it as diverged; CONVERGED (until_converged) finishes it;
+# STOP_AFTER_EPOCH leaves it to --resume.
+NONFINITE, CONVERGED, STOP_AFTER_EPOCH = "nonfinite", "converged", "stop_after_epoch"
 
 
 # ---- a run, a sweep ----------------------------------------------------------------------------
@@ -124,7 +125,7 @@ def fit(cfg: TrainConfig, data: Prepared) -> dict:
     try:
         if (probe if cfg.mode == "probe" else finetune)(r) == STOP_AFTER_EPOCH:
             return {"status": "stopped", "epoch": len(r.history), "out": str(out)}
-        result = finish(r, report)  # after the last epoch, or after a NONFINITE one: then diverged
+        result = finish(r, report)  # after the last epoch or a CONVERGED one, or after a NONFINITE one: then diverged
     except KeyboardInterrupt:  # Ctrl-C (or SIGTERM): the checkpoint, written atomically, is old or new, never torn
         raise KeyboardInterrupt(f"interrupted after epoch {rundir.checkpoint_epoch(out)} of {out}; "
                                 "rerun with --resume") from None
@@ -319,9 +320,11 @@ class Run:
                 print(f"error: non-finite training loss in epoch {epoch + 1}; stopping this run and marking it "
                       "diverged (lower the lr, or use --precision bf16/fp32 instead of fp16)", file=sys.stderr)
             return stop
-        self.checkpoint(epoch + 1, state)
+        self.checkpoint(epoch + 1, state, last=stop == CONVERGED)
         if stop == STOP_AFTER_EPOCH and self.main:
             print(f"stopped after epoch {epoch + 1} (stop_after_epoch); continue with --resume")
+        if stop == CONVERGED and self.main:
+            print(f"stopped after epoch {epoch + 1} of at most {self.cfg.epochs}: no longer improving (--until-converged)")
         return stop
 
     def record(self, epoch: int, seconds: float, stats: EpochStats, test: dict, val: dict | None) -> dict:
@@ -358,16 +361,26 @@ class Run:
               flush=True)
 
     def stop_reason(self, done: int, nonfinite: bool) -> str | None:
-        """Why the run stops after `done` epochs: NONFINITE, STOP_AFTER_EPOCH (not after the last), or None."""
+        """Why the run stops after `done` epochs: NONFINITE, CONVERGED or STOP_AFTER_EPOCH (not after the last), or
+        None. Every rank holds the same history, so every rank gives the same answer."""
         if nonfinite:
             return NONFINITE
+        full_window = done >= 2 * WINDOW  # the flag at its full strength: a short run's halves are a weaker test
+        if done < self.cfg.epochs and self.cfg.until_converged and full_window and not self.converged()["still_improving"]:
+            return CONVERGED
         if self.cfg.stop_after_epoch == done and done < self.cfg.epochs:
             return STOP_AFTER_EPOCH
         return None
 
-    def checkpoint(self, done: int, state) -> None:
-        """checkpoint.pt after `done` epochs; after the last only with keep_checkpoint (result.json then counts)."""
-        if not (done < self.cfg.epochs or self.cfg.keep_checkpoint):
+    def converged(self) -> dict:
+        """convergence.py's flag on the epochs so far (never the test metric)."""
+        return convergence(self.history, self.cfg.metric, len(self.data.dataset.label_names),
+                           len(self.data.val) if self.data.val is not None else None)
+
+    def checkpoint(self, done: int, state, last: bool = False) -> None:
+        """checkpoint.pt after `done` epochs; after the last (or a `last` one: the run stops there) only with
+        keep_checkpoint (result.json then counts)."""
+        if (last or done == self.cfg.epochs) and not self.cfg.keep_checkpoint:
             return
         rngs = rundir.rng_states(self.data.device, self.data.world)  # every rank's, gathered on every rank
         if self.main:
@@ -404,8 +417,7 @@ def finish(r: Run, report) -> dict:
     elif best["weighted_f1"] <= majority["weighted_f1"]:
         reason = "best weighted F1 at or below the majority-class baseline"
     collapsed = best["top_class_fraction"] >= COLLAPSE_FRACTION or best["accuracy"] <= majority["accuracy"]
-    converged = convergence(r.history, cfg.metric, len(data.dataset.label_names),
-                            len(data.val) if data.val is not None else None)  # never the test metric
+    converged = r.converged()
     result = {"status": "done", "best_epoch": best["epoch"], "best": {k: best[k] for k in (*METRICS, "loss")},
               "selection_score": r.score(best), "select_on": cfg.select_on,
               "majority_f1": majority["weighted_f1"], "majority": majority, "majority_accuracy": majority["accuracy"],
