@@ -233,6 +233,7 @@ def run_train_cli(argv, capsys):
     (["--dataset", "nope"], "invalid choice"),
     (["--lr", "fast"], "--lr must be a number"),
     (["--epochs", "0"], "--epochs must be at least 1"),
+    (["--until-converged", "--epochs", "6"], "with --epochs 6 it would change nothing; give --epochs 7 or more"),
 ])
 def test_bad_input_is_one_line(bad, message, minilm_dir, data_root, tmp_path, capsys):
     cfg = small(minilm_dir, data_root, tmp_path / "run", limit=16)

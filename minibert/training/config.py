@@ -183,6 +183,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         if not (lr > 0 and math.isfinite(lr)):
             raise ValueError(f"--lr must be positive, got {cfg.lr!r}")
     check_numbers(seed=cfg.seed, **{name: getattr(cfg, name) for name in LOWEST})
+    if cfg.until_converged and cfg.epochs <= 2 * WINDOW:
+        raise ValueError(f"--until-converged stops a run from epoch {2 * WINDOW} on, before its last: with --epochs "
+                         f"{cfg.epochs} it would change nothing; give --epochs {2 * WINDOW + 1} or more, or drop it")
     micro_batch(cfg, world_size())  # refuses a batch that does not split evenly
     r = settings(cfg)
     if not 0 <= r.warmup < 1 or r.weight_decay < 0 or (r.grad_clip is not None and r.grad_clip < 0):
