@@ -18,7 +18,7 @@ from typing import get_args
 from ..config import PRESETS
 from ..corrupt import GRAMMAR, parse_spec
 from ..data.datasets import DATASETS, SPLITS
-from .convergence import WINDOW
+from .convergence import FULL_WINDOW
 from .device import PRECISIONS, world_size
 from .optim import RECIPES, settings
 
@@ -62,7 +62,7 @@ class TrainConfig:
                              f"{', '.join(f'{x:g}' for x in PAPER_LRS)} and keep the best (the paper's lrs; three runs)",
                              metavar="LR|sweep")
     epochs: int = option(10, "epochs; every one is evaluated and the best is reported")
-    until_converged: bool = option(False, f"stop at the first epoch, from epoch {2 * WINDOW} on, at which the "
+    until_converged: bool = option(False, f"stop at the first epoch, from epoch {FULL_WINDOW} on, at which the "
                                    "convergence flag (minibert/training/convergence.py: validation metric and train "
                                    "loss, never the test set) no longer calls the run still improving; --epochs is "
                                    "then the most it trains, and the lr schedule still spans --epochs")
@@ -183,9 +183,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         if not (lr > 0 and math.isfinite(lr)):
             raise ValueError(f"--lr must be positive, got {cfg.lr!r}")
     check_numbers(seed=cfg.seed, **{name: getattr(cfg, name) for name in LOWEST})
-    if cfg.until_converged and cfg.epochs <= 2 * WINDOW:
-        raise ValueError(f"--until-converged stops a run from epoch {2 * WINDOW} on, before its last: with --epochs "
-                         f"{cfg.epochs} it would change nothing; give --epochs {2 * WINDOW + 1} or more, or drop it")
+    if cfg.until_converged and cfg.epochs <= FULL_WINDOW:
+        raise ValueError(f"--until-converged stops a run from epoch {FULL_WINDOW} on, before its last: with --epochs "
+                         f"{cfg.epochs} it would change nothing; give --epochs {FULL_WINDOW + 1} or more, or drop it")
     micro_batch(cfg, world_size())  # refuses a batch that does not split evenly
     r = settings(cfg)
     if not 0 <= r.warmup < 1 or r.weight_decay < 0 or (r.grad_clip is not None and r.grad_clip < 0):

@@ -28,6 +28,7 @@ import math
 import statistics
 
 WINDOW = 3  # epochs at the end compared with the same number before them
+FULL_WINDOW = 2 * WINDOW  # epochs the flag needs at its full strength (train --until-converged stops no earlier)
 MIN_GAIN = 0.005  # a rise of the validation metric's mean above this (0.5 points) ...
 MIN_EXAMPLES = 1  # ... and above this many validation examples (read off the validation accuracy) ...
 T_RISE = {1: 6.314, 2: 2.920, 3: 2.353, 4: 2.132}  # ... and above the noise: t(0.95, df), df = 2 * window - 2

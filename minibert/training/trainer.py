@@ -53,7 +53,7 @@ from ..files import OutOfSpace
 from ..heads import SequenceClassifier
 from . import rundir
 from .config import METRICS, NOT_IDENTITY, PAPER_LRS, TrainConfig, default_out, micro_batch, validate
-from .convergence import WINDOW, convergence, describe
+from .convergence import FULL_WINDOW, convergence, describe
 from .device import autocast, is_main, length_multiple, to_device
 from .dynamics import Dynamics
 from .evaluation import evaluate, extract
@@ -365,12 +365,12 @@ class Run:
         None. Every rank holds the same history, so every rank gives the same answer."""
         if nonfinite:
             return NONFINITE
-        full_window = done >= 2 * WINDOW  # the flag at its full strength: a short run's halves are a weaker test
-        if done < self.cfg.epochs and self.cfg.until_converged and full_window and not self.converged()["still_improving"]:
+        if done == self.cfg.epochs:
+            return None
+        # from FULL_WINDOW on: a short run's halves are a weaker test than the flag's full window
+        if self.cfg.until_converged and done >= FULL_WINDOW and not self.converged()["still_improving"]:
             return CONVERGED
-        if self.cfg.stop_after_epoch == done and done < self.cfg.epochs:
-            return STOP_AFTER_EPOCH
-        return None
+        return STOP_AFTER_EPOCH if self.cfg.stop_after_epoch == done else None
 
     def converged(self) -> dict:
         """convergence.py's flag on the epochs so far (never the test metric)."""
