@@ -158,3 +158,48 @@ def test_nothing_committed_is_large_or_a_model(committed):
     for path in committed:
         assert os.path.getsize(REPO / path) <= MAX_BYTES, f"{path} is over 1 MB"
         assert path.suffix not in (".safetensors", ".pt", ".bin", ".log", ".lock"), f"{path} should not be committed"
+
+
+WORDS = ("costs", "gains", "equivalent", "not settled")
+
+
+def findings_counts(report_md: str) -> dict[str, dict[str, int]]:
+    """claim number -> verdict word -> count, summed over a report's Findings sections (one per model and size)."""
+    counts: dict[str, dict[str, int]] = {}
+    lines = report_md.splitlines()
+    for i, line in enumerate(lines):
+        if not line.startswith("### Findings"):
+            continue
+        assert lines[i + 2].startswith("| claim | costs | gains | equivalent within"), lines[i + 2]
+        for row in lines[i + 4:]:
+            if not row.startswith("| "):
+                break
+            claim, *numbers = [c.strip() for c in row.strip("|").split("|")][:5]
+            for word, n in zip(WORDS, numbers):
+                counts.setdefault(claim, dict.fromkeys(WORDS, 0))[word] += int(n)
+    return counts
+
+
+def test_readme_claims_table_sums_the_reports_findings():
+    """README's table of the paper's three claims: each cell is the sum of that table's Findings rows, zeros left out."""
+    rows = [line for line in (REPO / "README.md").read_text().splitlines() if line[:4] in ("| 1.", "| 2.", "| 3.")]
+    assert len(rows) == 3, "README's claims table has a row per claim"
+    for row in rows:
+        claim, *cells = [c.strip() for c in row.strip("|").split("|")]
+        for table, cell in zip((2, 3, 4, 5), cells, strict=True):
+            report_md = (REPO / RESULTS / CONVERGED / f"table{table}" / "report.md").read_text()
+            counts = findings_counts(report_md)[claim.split(".")[0]]
+            said = ", ".join(f"{word} {n}" for word, n in counts.items() if n)
+            assert cell == said, f"README, claim {claim[:2]} Table {table}: {cell!r}, its report sums to {said!r}"
+
+
+def test_results_readme_flagged_counts_are_recomputed():
+    """results/minilm/README.md's count of runs still improving, per table, is convergence.py's flag over the
+    cells its report covers (those grid.json lists)."""
+    text = " ".join((REPO / RESULTS / CONVERGED / "README.md").read_text().split())
+    for folder in STUDIES[CONVERGED]:
+        grid, _ = load_manifest(REPO / RESULTS / CONVERGED / folder)
+        cells = [RESULTS / CONVERGED / folder / name for name in grid]
+        improving = sum(run_facts(REPO / c, read_result(REPO / c))["still_improving"] for c in cells)
+        said = f"Table {folder[-1]} {improving} of {len(cells)}"
+        assert said in text, f"{RESULTS / CONVERGED / 'README.md'} should say {said!r}"
