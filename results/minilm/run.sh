@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The converged reproduction in this folder: the paper's experiment with all-MiniLM-L6-v2 (a real 6-layer BERT,
-# shipped by the test extra) on the real data samples, on a CPU, seeds 0, 1, 2, trained until the runs stop
-# learning. Resumable: run it again to continue (finished cells are skipped, interrupted ones resume); `git add`
+# shipped by the test extra) on the real data samples, on a CPU, seeds 0, 1, 2 (0-9 for four SST-2 settings at 1,000
+# examples), with epochs chosen from pilots so that few runs are still learning when they stop (README.md gives the
+# counts). Resumable: run it again to continue (finished cells are skipped, interrupted ones resume); `git add`
 # the cells' small files as they finish. The cells name their model and data portably, so any machine continues it.
 #
 #   MINIBERT_DATA=../shared/data bash results/minilm/run.sh            # the cells, then the report
@@ -23,8 +24,10 @@
 #     and top 2 of 6 converged, but bottom 2 of 6 and all 6 layers were still fitting (train loss -29% and -24% over
 #     epochs 10-12, at 18% and 17% of chance; test F1 flat at 82-83 from epoch 7), so the size gets the 20 epochs
 #     that let the 1,000-example runs of those settings converge.
-# Every cell is tested on the same 1,000 examples of its dataset and chooses its best epoch on a seeded 10% of its
-# training examples (--select-on val); each result.json says whether the run stopped learning (`convergence`).
+# Every cell is tested on the first 1,000 examples of the test part its seed draws from the dataset (one test subset
+# per seed, shared by every setting and size of that seed, so comparisons pair by seed) and chooses its best epoch on
+# a seeded 10% of its training examples (--select-on val); each result.json says whether the run stopped learning
+# (`convergence`).
 # table4/: the Table 4 layout (linear probe on the frozen encoder, [CLS] pooling) on AG News and DBPedia, 3 seeds.
 # Features are computed once per run, so probing is cheap: 4,000 training examples (AG News has 7,600 in all, so
 # its test set is 844), lr 1e-3 and 100 epochs (11,300 steps), which a one-run pilot on AG News bottom 25% showed to
