@@ -287,7 +287,7 @@ def load_dataset(name: str, data_dir=None, split: str = "paper", seed: int = 0, 
     none and use the official splits). split="official": the dataset's own train, evaluated on its test
     split when labelled, else validation. `limit` caps train and test at that many examples each,
     a seeded random subset, for quick runs; `test_limit` caps the test split instead (the seeded order is the
-    same for every limit, so runs at several training sizes share one test set).
+    same for every limit, so runs of one seed at several training sizes share one test set).
     """
     spec = get_spec(name)
     if split not in SPLITS:
