@@ -74,8 +74,8 @@ SEEDS10=(--datasets sst2 --levels 0,25,100 --limits 1000 --epochs 20 --seeds 3,4
 # -34% there, at 14% of chance; 4,311 s); top 2 and all 6 were stopped unfinished to run the ten-seed cells first. So
 # the axis runs at most 20 epochs (9,000 steps; at 4,000 examples and 20 epochs none of the 3 bottom-2 runs was
 # flagged), each run stopping at its first epoch from the 6th at which the flag no longer calls it still improving
-# (--until-converged): an epoch takes about 8 minutes on one thread with two cells at once, so a run that needs all 20
-# takes about 2.7 CPU-hours.
+# (--until-converged). The 12 runs stopped after 6 to 13 epochs, none flagged, at 242 to 344 s an epoch on one thread
+# with two cells at once: 8.6 CPU-hours in all (a run that needed all 20 epochs would take about 1.5).
 N16000=(--datasets sst2 --levels 0,25,100 --limits 16000 --epochs 20 --until-converged --seeds 0,1,2)
 RUN5=(--out results/minilm/table5 --checkpoint "minilm=$MINILM" --lr 5e-5 --batch-size 32 --max-length 128
       --select-on val --device cpu --split official --datasets mrpc,rte --levels 0,50,100 --limits 500 --epochs 20)
