@@ -280,3 +280,15 @@ def test_two_cells_run_at_once_each_seeing_its_own_device(grid_args, flag):
     assert all(s["threads"] == int(os.environ["OMP_NUM_THREADS"]) and s["device_name"] for s in seen)
     for name in CELLS:
         assert f"{name}: started (" in run.stdout and read_result(out / name) is not None
+
+
+def test_data_reached_through_a_link_is_still_named_portably(tmp_path, minilm_dir, data_root, monkeypatch):
+    """$MINIBERT_DATA pointing through a symlink (a shared folder linked beside the repository): the cells still name
+    their data `$MINIBERT_DATA/...`, not the link's target, so a committed cell reruns on another machine."""
+    link = tmp_path / "linked-data"
+    link.symlink_to(data_root)
+    monkeypatch.setenv("MINIBERT_DATA", str(link))
+    rows = listing("table2", "--quick", minilm_dir, "--out", tmp_path / "g")
+    assert "--data-dir '$MINIBERT_DATA/ag_news'" in rows[0][2]
+    rows = listing("table2", "--quick", minilm_dir, "--data-root", str(link), "--out", tmp_path / "g")
+    assert "--data-dir '$MINIBERT_DATA/ag_news'" in rows[0][2]

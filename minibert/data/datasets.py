@@ -32,9 +32,10 @@ DATA_ENV = "MINIBERT_DATA"  # a folder with one sub-folder per dataset; the test
 
 
 def default_data_root() -> Path | None:
-    """The local data folder named by $MINIBERT_DATA, or None: the Hugging Face Hub."""
+    """The local data folder named by $MINIBERT_DATA, or None: the Hugging Face Hub. Absolute, links kept (not
+    followed), so a run's notes name its data `$MINIBERT_DATA/...` even when the variable points through a link."""
     root = os.environ.get(DATA_ENV)
-    return Path(root).resolve() if root else None
+    return Path(os.path.abspath(root)) if root else None
 
 
 # ----------------------------------------------------------------------------------------------------

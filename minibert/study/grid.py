@@ -292,7 +292,7 @@ def grid_models(args) -> dict[str, str]:
 
 def grid_data_root(args, datasets) -> Path | None:
     """The folder with one sub-folder per dataset (--data-root, else $MINIBERT_DATA), or None: the hub."""
-    data_root = None if args.data_root == "hub" else (Path(args.data_root).resolve() if args.data_root
+    data_root = None if args.data_root == "hub" else (Path(os.path.abspath(args.data_root)) if args.data_root
                                                        else default_data_root())
     if data_root is not None:
         missing = [d for d in datasets if not (data_root / d).is_dir()]
