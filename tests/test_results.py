@@ -55,6 +55,11 @@ def cells_of(committed: list[Path], study: str) -> list[Path]:
     return sorted({p.parent for p in committed if p.name in CELL_FILES and p.parts[1] == study})
 
 
+def still_improving(cells: list[Path]) -> list[Path]:
+    """The cells convergence.py's flag calls still improving, recomputed from their metrics as the report does."""
+    return [c for c in cells if run_facts(REPO / c, read_result(REPO / c))["still_improving"]]
+
+
 def shipped(study: str, folder: str, committed: list[Path]) -> bool:
     """A folder is shipped once its report is committed (run.sh writes the reports after the last cell)."""
     return RESULTS / study / folder / "report.md" in set(committed)
@@ -78,7 +83,7 @@ def test_the_converged_study_stopped_learning(folder, committed):
     cells = [c for c in cells_of(committed, CONVERGED) if c.parts[2] == folder]
     if not cells:
         pytest.skip(f"no cell of {RESULTS / CONVERGED / folder} committed yet")
-    improving = [c for c in cells if run_facts(REPO / c, read_result(REPO / c))["still_improving"]]
+    improving = still_improving(cells)
     assert len(improving) <= MAX_IMPROVING * len(cells), (
         f"{len(improving)} of {len(cells)} cells still improving: {', '.join(c.name for c in improving)}")
 
@@ -200,6 +205,5 @@ def test_results_readme_flagged_counts_are_recomputed():
     for folder in STUDIES[CONVERGED]:
         grid, _ = load_manifest(REPO / RESULTS / CONVERGED / folder)
         cells = [RESULTS / CONVERGED / folder / name for name in grid]
-        improving = sum(run_facts(REPO / c, read_result(REPO / c))["still_improving"] for c in cells)
-        said = f"Table {folder[-1]} {improving} of {len(cells)}"
+        said = f"Table {folder[-1]} {len(still_improving(cells))} of {len(cells)}"
         assert said in text, f"{RESULTS / CONVERGED / 'README.md'} should say {said!r}"
